@@ -1,10 +1,15 @@
 //! [`Cache`]: the public face of the engine.
 
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
+use std::ptr;
 use std::sync::Arc;
 
 use super::clock::{Clock, SystemClock, Timestamp};
 use super::error::Error;
+use super::layout::{Geometry, SegmentHeader, LAYOUT_VERSION, MAGIC, READY};
+use super::segment::Segment;
+use super::shard::{hash_id, Locked, Shard};
 
 /// How to build a segment.
 #[derive(Clone, Debug)]
@@ -22,7 +27,12 @@ pub struct CacheConfig {
 impl CacheConfig {
     /// TLS session defaults: 32-byte ids, 160-byte values.
     pub fn new(bytes: u64) -> Self {
-        CacheConfig { bytes, path: None, avg_id_len: 32, avg_value_len: 160 }
+        CacheConfig {
+            bytes,
+            path: None,
+            avg_id_len: 32,
+            avg_value_len: 160,
+        }
     }
 }
 
@@ -77,47 +87,219 @@ pub struct Stats {
 /// Visitor verdict for [`Cache::iterate`].
 pub use std::ops::ControlFlow;
 
+/// What [`Cache::iterate`] calls for each live entry: (id, value, expiry).
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8], Timestamp) -> ControlFlow<()> + 'a;
+
+/// A shared-memory cache over one segment. `Send + Sync`: share it between
+/// threads, and fork after creating it to share it between processes.
 pub struct Cache {
+    segment: Segment,
+    geo: Geometry,
+    key: [u64; 2],
     clock: Arc<dyn Clock>,
 }
 
+// SAFETY: all shared state lives in the segment and is only touched under the
+// process-shared shard locks; the rest (geometry, key, clock) is immutable.
+unsafe impl Send for Cache {}
+// SAFETY: as for Send: every &self method takes a shard lock before touching
+// shard memory and reads the immutable header otherwise.
+unsafe impl Sync for Cache {}
+
+fn secs(t: Timestamp) -> u32 {
+    t.as_secs().clamp(0, u32::MAX as i64) as u32
+}
+
+/// Read and check a mapped segment's header; returns the geometry it describes.
+fn validate(segment: &Segment, path: &Path) -> Result<(Geometry, SegmentHeader), Error> {
+    let path_buf = path.to_path_buf();
+    if segment.len() < std::mem::size_of::<SegmentHeader>() as u64 {
+        return Err(Error::NotASegment { path: path_buf });
+    }
+    // SAFETY: the mapping holds at least a header (checked above) and is
+    // page-aligned; the header is plain data written once at creation.
+    let h: SegmentHeader = unsafe { ptr::read_volatile(segment.base() as *const SegmentHeader) };
+    if h.magic != MAGIC {
+        return Err(Error::NotASegment { path: path_buf });
+    }
+    if h.layout_version != LAYOUT_VERSION {
+        return Err(Error::WrongVersion {
+            path: path_buf,
+            found: h.layout_version,
+            expected: LAYOUT_VERSION,
+        });
+    }
+    if h.total_bytes != segment.len() {
+        return Err(Error::Corrupt {
+            path: Some(path_buf),
+            what: format!(
+                "header says {} bytes, the file has {}",
+                h.total_bytes,
+                segment.len()
+            ),
+        });
+    }
+    if h.ready != READY {
+        return Err(Error::Corrupt {
+            path: Some(path_buf),
+            what: "segment was never finished".into(),
+        });
+    }
+    let geo = Geometry::new(h.total_bytes, h.avg_id_len, h.avg_value_len).map_err(|e| {
+        Error::Corrupt {
+            path: Some(path_buf.clone()),
+            what: e.to_string(),
+        }
+    })?;
+    if !geo.matches(&h) {
+        return Err(Error::Corrupt {
+            path: Some(path_buf),
+            what: "header geometry is inconsistent".into(),
+        });
+    }
+    Ok((geo, h))
+}
+
+fn anon_name() -> &'static Path {
+    Path::new("(anonymous segment)")
+}
+
 impl Cache {
+    fn from_parts(segment: Segment, geo: Geometry, key: [u64; 2]) -> Cache {
+        Cache {
+            segment,
+            geo,
+            key,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Write a fresh header and empty shards into a zeroed segment.
+    fn initialise(segment: &Segment, geo: &Geometry, key: [u64; 2]) -> Result<(), Error> {
+        let created = SystemClock.now().as_secs();
+        let header = geo.header(key, created);
+        // SAFETY: the segment is new (no other process can reach it yet), at
+        // least geo.total_bytes long and page-aligned.
+        unsafe { ptr::write(segment.base() as *mut SegmentHeader, header) };
+        for i in 0..geo.shard_count {
+            // SAFETY: the mapping is laid out by geo; nobody else uses it yet.
+            let mut shard = unsafe { Shard::at(segment.base(), geo, i) };
+            // SAFETY: as above: exclusive access during creation.
+            unsafe { shard.init() }.map_err(|e| Error::Io {
+                path: segment.path().map(Path::to_path_buf),
+                op: "init lock",
+                source: e,
+            })?;
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: header written above; `ready` is a u32 field of it.
+        unsafe {
+            ptr::write_volatile(
+                &raw mut (*(segment.base() as *mut SegmentHeader)).ready,
+                READY,
+            )
+        };
+        Ok(())
+    }
+
+    fn random_key() -> Result<[u64; 2], Error> {
+        let mut b = [0u8; 16];
+        getrandom::fill(&mut b).map_err(|e| Error::Io {
+            path: None,
+            op: "getrandom",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let (a, c) = b.split_at(8);
+        Ok([
+            u64::from_le_bytes(a.try_into().expect("8 bytes")),
+            u64::from_le_bytes(c.try_into().expect("8 bytes")),
+        ])
+    }
+
     /// A new, empty segment (anonymous, or a fresh file replacing any old one).
     pub fn create(config: &CacheConfig) -> Result<Cache, Error> {
-        let _ = config;
-        todo!()
+        let geo = Geometry::new(config.bytes, config.avg_id_len, config.avg_value_len)?;
+        let key = Self::random_key()?;
+        let segment = match &config.path {
+            None => {
+                let s = Segment::create_anonymous(geo.total_bytes)?;
+                Self::initialise(&s, &geo, key)?;
+                s
+            }
+            Some(p) => {
+                Segment::create_file(p, geo.total_bytes, |s| Self::initialise(s, &geo, key))?
+            }
+        };
+        Ok(Self::from_parts(segment, geo, key))
     }
 
     /// For a file-backed config: reattach to a live segment at the path when its
     /// size and layout match, else replace it. Anonymous configs always create.
     pub fn open_or_create(config: &CacheConfig) -> Result<(Cache, Opened), Error> {
-        let _ = config;
-        todo!()
+        let Some(path) = &config.path else {
+            return Ok((Self::create(config)?, Opened::Created));
+        };
+        let want = Geometry::new(config.bytes, config.avg_id_len, config.avg_value_len)?;
+        if !path.exists() {
+            return Ok((Self::create(config)?, Opened::Created));
+        }
+        let why = match Segment::open_file(path).and_then(|s| validate(&s, path).map(|g| (s, g))) {
+            Ok((segment, (geo, h))) if geo == want => {
+                return Ok((
+                    Self::from_parts(segment, geo, h.hash_key),
+                    Opened::Reattached,
+                ));
+            }
+            Ok((_, (geo, _))) => format!(
+                "its size or layout changed ({} bytes for {}+{}-byte entries, now {} for {}+{})",
+                geo.total_bytes,
+                geo.avg_id_len,
+                geo.avg_value_len,
+                want.total_bytes,
+                want.avg_id_len,
+                want.avg_value_len
+            ),
+            Err(e) => e.to_string(),
+        };
+        Ok((Self::create(config)?, Opened::Replaced(why)))
     }
 
     /// Attach to an existing file-backed segment (the inspector's way in).
     pub fn attach(path: &Path) -> Result<Cache, Error> {
-        let _ = path;
-        todo!()
+        let segment = Segment::open_file(path)?;
+        let (geo, h) = validate(&segment, path)?;
+        Ok(Self::from_parts(segment, geo, h.hash_key))
     }
 
     /// A dup of the segment's file descriptor, owned by the caller; it keeps an
     /// anonymous (memfd) segment alive after this `Cache` is dropped, e.g. in
     /// httpd's process pool across a graceful restart.
-    pub fn dup_fd(&self) -> Result<std::os::fd::RawFd, Error> {
-        todo!()
+    pub fn dup_fd(&self) -> Result<RawFd, Error> {
+        self.segment.dup_fd()
     }
 
     /// Map the segment behind `fd` (from [`Cache::dup_fd`]; `fd` stays the
     /// caller's). Reattached when its size and layout match `config`;
     /// otherwise a new anonymous segment is created (`Opened::Replaced`), and
     /// the caller should close `fd` and keep the new [`Cache::dup_fd`].
-    pub fn reopen_fd(
-        fd: std::os::fd::RawFd,
-        config: &CacheConfig,
-    ) -> Result<(Cache, Opened), Error> {
-        let _ = (fd, config);
-        todo!()
+    pub fn reopen_fd(fd: RawFd, config: &CacheConfig) -> Result<(Cache, Opened), Error> {
+        let want = Geometry::new(config.bytes, config.avg_id_len, config.avg_value_len)?;
+        let anon = CacheConfig {
+            path: None,
+            ..config.clone()
+        };
+        let why = match Segment::from_fd(fd).and_then(|s| validate(&s, anon_name()).map(|g| (s, g)))
+        {
+            Ok((segment, (geo, h))) if geo == want => {
+                return Ok((
+                    Self::from_parts(segment, geo, h.hash_key),
+                    Opened::Reattached,
+                ));
+            }
+            Ok(_) => "its size or layout changed".to_string(),
+            Err(e) => e.to_string(),
+        };
+        Ok((Self::create(&anon)?, Opened::Replaced(why)))
     }
 
     /// Replace the clock (tests).
@@ -130,73 +312,185 @@ impl Cache {
         self.clock.now()
     }
 
-    /// Insert or replace. An entry already past `expiry` is not stored (Ok).
-    /// Too large: `Err(Error::EntryTooLarge)`, and nothing else is touched.
+    fn hash(&self, id: &[u8]) -> u64 {
+        hash_id(self.key, id)
+    }
+
+    fn shard(&self, i: u32) -> Shard {
+        // SAFETY: the segment is mapped for self's lifetime and laid out by geo.
+        unsafe { Shard::at(self.segment.base(), &self.geo, i) }
+    }
+
+    fn shard_of(&self, hash: u64) -> u32 {
+        ((hash >> 32) as u32) & (self.geo.shard_count - 1)
+    }
+
+    fn with_shard<R>(&self, i: u32, f: impl FnOnce(&mut Locked<'_>) -> R) -> std::io::Result<R> {
+        let mut shard = self.shard(i);
+        let mut locked = shard.lock(self.key, self.geo.growth_limit())?;
+        Ok(f(&mut locked))
+    }
+
+    /// Insert or replace. An entry already past `expiry` is not stored (Ok),
+    /// and any older value for `id` is dropped. Too large:
+    /// `Err(Error::EntryTooLarge)`, and nothing else is touched.
     pub fn store(&self, id: &[u8], value: &[u8], expiry: Timestamp) -> Result<Stored, Error> {
-        let _ = (id, value, expiry);
-        todo!()
+        let size = id.len() as u64 + value.len() as u64;
+        let hash = self.hash(id);
+        let shard = self.shard_of(hash);
+        let io = |e| Error::Io {
+            path: self.segment.path().map(Path::to_path_buf),
+            op: "lock",
+            source: e,
+        };
+        if size > self.geo.max_entry_size as u64 {
+            self.with_shard(shard, |s| s.refuse()).map_err(io)?;
+            return Err(Error::EntryTooLarge {
+                size,
+                max: self.geo.max_entry_size as u64,
+            });
+        }
+        let now = secs(self.now());
+        self.with_shard(shard, |s| s.put(hash, id, value, secs(expiry), now))
+            .map_err(io)?
     }
 
     /// Copy the live value for `id` into `buf`; returns its length.
     pub fn retrieve(&self, id: &[u8], buf: &mut [u8]) -> Result<usize, Miss> {
-        let _ = (id, buf);
-        todo!()
+        let hash = self.hash(id);
+        let now = secs(self.now());
+        self.with_shard(self.shard_of(hash), |s| s.get(hash, id, now, buf))
+            .unwrap_or(Err(Miss::NotFound))
     }
 
     /// The live value for `id`, owned.
     pub fn get(&self, id: &[u8]) -> Option<Vec<u8>> {
-        let _ = id;
-        todo!()
+        let mut buf = vec![0u8; self.geo.max_entry_size as usize];
+        let n = self.retrieve(id, &mut buf).ok()?;
+        buf.truncate(n);
+        Some(buf)
     }
 
     /// Remove `id`; true if a live entry was removed.
     pub fn remove(&self, id: &[u8]) -> bool {
-        let _ = id;
-        todo!()
+        let hash = self.hash(id);
+        let now = secs(self.now());
+        self.with_shard(self.shard_of(hash), |s| s.delete(hash, id, now))
+            .unwrap_or(false)
     }
 
     /// Visit every live entry. Entries are copied out of a shard before the
-    /// visitor runs, so the visitor may call back into the cache.
-    pub fn iterate(
-        &self,
-        visit: &mut dyn FnMut(&[u8], &[u8], Timestamp) -> ControlFlow<()>,
-    ) {
-        let _ = visit;
-        todo!()
+    /// visitor runs, so the visitor may call back into the cache; the copies
+    /// are zeroed afterwards.
+    pub fn iterate(&self, visit: &mut Visitor<'_>) {
+        let now = secs(self.now());
+        for i in 0..self.geo.shard_count {
+            let Ok(mut entries) = self.with_shard(i, |s| s.snapshot(now)) else {
+                continue;
+            };
+            let mut stop = false;
+            for (id, value, expiry) in &entries {
+                if !stop && visit(id, value, Timestamp::from_secs(*expiry as i64)).is_break() {
+                    stop = true;
+                }
+            }
+            for (id, value, _) in &mut entries {
+                zero(id);
+                zero(value);
+            }
+            if stop {
+                return;
+            }
+        }
     }
 
     /// Remove (and zero) every entry.
     pub fn flush(&self) {
-        todo!()
+        for i in 0..self.geo.shard_count {
+            let _ = self.with_shard(i, |s| s.flush());
+        }
     }
 
     /// Figures summed over all shards.
     pub fn stats(&self) -> Stats {
-        todo!()
+        self.shard_stats()
+            .into_iter()
+            .fold(Stats::default(), |a, s| Stats {
+                entries: a.entries + s.entries,
+                bytes_total: a.bytes_total + s.bytes_total,
+                bytes_used: a.bytes_used + s.bytes_used,
+                bytes_free: a.bytes_free + s.bytes_free,
+                largest_free_block: a.largest_free_block.max(s.largest_free_block),
+                index_slots: a.index_slots + s.index_slots,
+                hits: a.hits + s.hits,
+                misses: a.misses + s.misses,
+                stores: a.stores + s.stores,
+                replacements: a.replacements + s.replacements,
+                evictions: a.evictions + s.evictions,
+                expirations: a.expirations + s.expirations,
+                removals: a.removals + s.removals,
+                lock_waits: a.lock_waits + s.lock_waits,
+                recoveries: a.recoveries + s.recoveries,
+                refused: a.refused + s.refused,
+            })
     }
 
     /// Figures per shard.
     pub fn shard_stats(&self) -> Vec<Stats> {
-        todo!()
+        (0..self.geo.shard_count)
+            .map(|i| self.with_shard(i, |s| s.stats()).unwrap_or_default())
+            .collect()
+    }
+
+    /// Walk every shard's arena and index and verify they agree.
+    pub fn check(&self) -> Result<(), String> {
+        for i in 0..self.geo.shard_count {
+            self.with_shard(i, |s| s.check())
+                .map_err(|e| format!("shard {i}: lock: {e}"))?
+                .map_err(|e| format!("shard {i}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Largest id + value this cache accepts, in bytes.
     pub fn max_entry_size(&self) -> u64 {
-        todo!()
+        self.geo.max_entry_size as u64
     }
 
     pub fn shard_count(&self) -> usize {
-        todo!()
+        self.geo.shard_count as usize
+    }
+
+    /// Configured size of the whole segment.
+    pub fn segment_bytes(&self) -> u64 {
+        self.geo.total_bytes
     }
 
     /// The segment's file, when file-backed.
     pub fn path(&self) -> Option<&Path> {
-        todo!()
+        self.segment.path()
     }
 
-    /// Remove the segment's file (a full stop); the mapping stays valid until drop.
+    /// Zero every entry and remove the segment's file (a full stop); the
+    /// mapping stays valid until drop.
     pub fn unlink(&self) -> Result<(), Error> {
-        todo!()
+        self.flush();
+        if let Some(p) = self.segment.path() {
+            std::fs::remove_file(p).map_err(|e| Error::Io {
+                path: Some(p.to_path_buf()),
+                op: "remove",
+                source: e,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Overwrite a copy of secret bytes before it is freed.
+fn zero(v: &mut [u8]) {
+    for b in v.iter_mut() {
+        // SAFETY: b is a valid, exclusive &mut u8; volatile keeps the store.
+        unsafe { ptr::write_volatile(b, 0) };
     }
 }
 
@@ -206,7 +500,134 @@ impl Default for CacheConfig {
     }
 }
 
-#[allow(dead_code)]
-fn default_clock() -> Arc<dyn Clock> {
-    Arc::new(SystemClock)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ManualClock;
+
+    fn cache(bytes: u64) -> (Cache, ManualClock) {
+        let clock = ManualClock::new(Timestamp::from_secs(1_000_000));
+        let c = Cache::create(&CacheConfig::new(bytes))
+            .unwrap()
+            .with_clock(Arc::new(clock.clone()));
+        (c, clock)
+    }
+
+    #[test]
+    fn store_retrieve_replace_remove() {
+        let (c, clock) = cache(512_000);
+        let exp = clock.now().plus_secs(300);
+        assert_eq!(c.store(b"a", b"one", exp).unwrap(), Stored::Inserted);
+        assert_eq!(c.get(b"a").as_deref(), Some(&b"one"[..]));
+        assert_eq!(c.store(b"a", b"two!", exp).unwrap(), Stored::Replaced);
+        assert_eq!(c.get(b"a").as_deref(), Some(&b"two!"[..]));
+        let mut small = [0u8; 2];
+        assert_eq!(
+            c.retrieve(b"a", &mut small),
+            Err(Miss::BufferTooSmall { needed: 4 })
+        );
+        assert!(c.remove(b"a"));
+        assert!(!c.remove(b"a"));
+        assert_eq!(c.get(b"a"), None);
+        let s = c.stats();
+        assert_eq!(
+            (s.entries, s.stores, s.replacements, s.removals),
+            (0, 2, 1, 1)
+        );
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn expiry_is_never_late() {
+        let (c, clock) = cache(65_536);
+        c.store(b"k", b"v", clock.now().plus_secs(2)).unwrap();
+        clock.advance_secs(1);
+        assert!(c.get(b"k").is_some());
+        clock.advance_secs(1);
+        assert!(c.get(b"k").is_none());
+        assert_eq!(c.stats().expirations, 1);
+        c.store(b"p", b"v", clock.now().plus_secs(-1)).unwrap();
+        assert!(c.get(b"p").is_none());
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn eviction_keeps_used_entries_and_never_fails() {
+        let (c, clock) = cache(65_536);
+        let exp = clock.now().plus_secs(1000);
+        let v = [7u8; 160];
+        let key = |i: u32| {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_le_bytes());
+            k
+        };
+        for i in 0..100 {
+            c.store(&key(i), &v, exp).unwrap();
+        }
+        for i in 100..5000u32 {
+            // Keep the first 20 hot.
+            for h in 0..20 {
+                assert!(c.get(&key(h)).is_some(), "hot key {h} evicted at {i}");
+            }
+            c.store(&key(i), &v, exp).unwrap();
+            assert!(c.get(&key(i)).is_some());
+        }
+        let s = c.stats();
+        assert!(s.evictions > 4000, "{s:?}");
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn oversize_is_refused_and_evicts_nothing() {
+        let (c, clock) = cache(65_536);
+        let exp = clock.now().plus_secs(1000);
+        for i in 0..50u32 {
+            c.store(&i.to_le_bytes(), &[1u8; 160], exp).unwrap();
+        }
+        let before = c.stats();
+        let big = vec![0u8; c.max_entry_size() as usize];
+        assert!(matches!(
+            c.store(b"x", &big, exp),
+            Err(Error::EntryTooLarge { .. })
+        ));
+        let after = c.stats();
+        assert_eq!(before.entries, after.entries);
+        assert_eq!(after.refused, 1);
+        let fits = vec![0u8; c.max_entry_size() as usize - 1];
+        c.store(b"x", &fits, exp).unwrap();
+        assert_eq!(c.get(b"x").map(|v| v.len()), Some(fits.len()));
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn churn_with_mixed_sizes_and_tombstones() {
+        let (c, clock) = cache(256 * 1024);
+        let mut x: u64 = 42;
+        for round in 0..60_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let id = (x % 3000).to_le_bytes();
+            match x % 5 {
+                0 => {
+                    c.remove(&id);
+                }
+                1 => {
+                    if let Some(v) = c.get(&id) {
+                        assert!(v.iter().all(|b| *b == id[0]), "round {round}");
+                    }
+                }
+                _ => {
+                    let len = (x >> 40) as usize % 2000;
+                    let exp = clock.now().plus_secs((x >> 20) as i64 % 50);
+                    c.store(&id, &vec![id[0]; len], exp).unwrap();
+                }
+            }
+            if round % 1000 == 0 {
+                clock.advance_secs(3);
+                c.check().unwrap();
+            }
+        }
+        c.check().unwrap();
+    }
 }

@@ -13,11 +13,19 @@ pub enum Error {
     /// An entry (id + value + overhead) larger than the cache's maximum entry size.
     EntryTooLarge { size: u64, max: u64 },
     /// Creating, sizing or mapping the segment failed.
-    Io { path: Option<PathBuf>, op: &'static str, source: io::Error },
+    Io {
+        path: Option<PathBuf>,
+        op: &'static str,
+        source: io::Error,
+    },
     /// The file is not a mod_socache_shm segment (bad magic).
     NotASegment { path: PathBuf },
     /// The file is a segment of another layout version.
-    WrongVersion { path: PathBuf, found: u32, expected: u32 },
+    WrongVersion {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     /// The file's header disagrees with its size or with itself.
     Corrupt { path: Option<PathBuf>, what: String },
 }
@@ -30,25 +38,47 @@ impl fmt::Display for Error {
                 "cache size {bytes} bytes is too small to hold one entry (minimum {min} bytes)"
             ),
             Error::BudgetTooLarge { bytes, max } => {
-                write!(f, "cache size {bytes} bytes is larger than the maximum of {max} bytes")
+                write!(
+                    f,
+                    "cache size {bytes} bytes is larger than the maximum of {max} bytes"
+                )
             }
             Error::EntryTooLarge { size, max } => write!(
                 f,
                 "entry of {size} bytes exceeds this cache's maximum entry size of {max} bytes"
             ),
-            Error::Io { path: Some(p), op, source } => {
+            Error::Io {
+                path: Some(p),
+                op,
+                source,
+            } => {
                 write!(f, "{op} {}: {source}", p.display())
             }
-            Error::Io { path: None, op, source } => write!(f, "{op}: {source}"),
+            Error::Io {
+                path: None,
+                op,
+                source,
+            } => write!(f, "{op}: {source}"),
             Error::NotASegment { path } => {
-                write!(f, "{} is not a mod_socache_shm segment (bad magic)", path.display())
+                write!(
+                    f,
+                    "{} is not a mod_socache_shm segment (bad magic)",
+                    path.display()
+                )
             }
-            Error::WrongVersion { path, found, expected } => write!(
+            Error::WrongVersion {
+                path,
+                found,
+                expected,
+            } => write!(
                 f,
                 "{} has segment layout version {found}, this build uses {expected}",
                 path.display()
             ),
-            Error::Corrupt { path: Some(p), what } => {
+            Error::Corrupt {
+                path: Some(p),
+                what,
+            } => {
                 write!(f, "{} is a corrupt segment: {what}", p.display())
             }
             Error::Corrupt { path: None, what } => write!(f, "corrupt segment: {what}"),

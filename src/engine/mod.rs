@@ -1,11 +1,29 @@
-//! The cache engine: a shared-memory segment holding sharded, locked,
-//! offset-addressed hash tables over an MM-style arena. Knows nothing of Apache.
-//! (Layout and lock protocol: see the doc below, filled in with the code.)
+//! The cache engine: one shared-memory segment holding independent shards,
+//! each a robust-mutex-guarded SwissTable index over an MM-style arena, all
+//! addressed by offsets. It knows nothing of Apache.
+//!
+//! - [`layout`]: the segment layout (drawn there) and its `#[repr(C)]` types.
+//! - `segment`: the shared mapping (memfd or file).
+//! - `arena`: the TLSF allocator inside a shard.
+//! - `table`: the offset-addressed SwissTable index.
+//! - `lock`: the process-shared robust mutex.
+//! - `shard`: the lock protocol, expiry and CLOCK eviction (documented there).
+//! - [`Cache`]: the public API.
+//!
+//! A later tier (a shared Redis for server farms) sits *behind* a `Cache`:
+//! nothing here assumes an entry lives only in this segment, and a miss is
+//! just a miss.
 
+mod arena;
 mod cache;
 mod clock;
 mod error;
+pub mod layout;
+mod lock;
+mod segment;
+mod shard;
+mod table;
 
-pub use cache::{Cache, CacheConfig, ControlFlow, Miss, Opened, Stats, Stored};
+pub use cache::{Cache, CacheConfig, ControlFlow, Miss, Opened, Stats, Stored, Visitor};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;

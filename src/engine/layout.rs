@@ -1,0 +1,317 @@
+//! The segment layout: every `#[repr(C)]` type that lives in shared memory and
+//! the [`Geometry`] that places them. Address arithmetic happens here and in
+//! the views built from it (`Shard`), nowhere else.
+//!
+//! ```text
+//! offset 0                                                              total_bytes
+//! +----------------+----------------------------+-----------+-----------+ ... +-----------+
+//! | SegmentHeader  | ShardHeader x shard_count  | region 0  | region 1  |     | region N-1|
+//! | magic, version,| (64-aligned each: lock,    |           |           |     |           |
+//! | geometry, key  |  dirty mark, counters,     |           |           |     |           |
+//! |                |  table counts, CLOCK hand, |           |           |     |           |
+//! |                |  arena free lists)         |           |           |     |           |
+//! +----------------+----------------------------+-----------+-----------+ ... +-----------+
+//!                                               ^ regions_offset, each region shard_stride bytes
+//!
+//! one region:
+//! +------------------------------+-------------------------+--------------------------------+
+//! | ctrl: u8 x (slots + GROUP)   | slot: u32 x slots       | arena: arena_bytes             |
+//! | SwissTable control bytes;    | arena offset of the     | blocks holding entries:        |
+//! | the last GROUP mirror the    | entry's block, valid    | [hdr u32][expiry u32][id_len   |
+//! | first GROUP (wrap-free loads)| where ctrl is FULL      |  u32][value_len u32][id][value]|
+//! +------------------------------+-------------------------+--------------------------------+
+//! ```
+//!
+//! Every pointer inside the segment is an offset, so any process may map it at
+//! any address: forked children, httpd's parent after a graceful restart, and
+//! the `shmcache` inspector. That is why the index is not `hashbrown::HashTable`
+//! over an allocator-api2 allocator: hashbrown keeps absolute pointers to its
+//! control bytes and buckets in the table value, so a table built by one
+//! mapping is garbage in another mapping of the same memory. The index here
+//! is the same design (SwissTable: 7-bit tags in control bytes scanned a group
+//! at a time) addressed by offsets, with a fixed capacity chosen from the byte
+//! budget so it never grows.
+
+use std::mem::{align_of, size_of};
+
+use super::arena::{self, ArenaHeader};
+use super::error::Error;
+use super::lock::ShardLock;
+
+pub const MAGIC: [u8; 8] = *b"SOCSHM\r\n";
+/// Bump on any change to a `#[repr(C)]` type here or to the region layout.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Written last when a segment is created; a segment without it is unfinished.
+pub const READY: u32 = 0x5245_4459;
+
+/// The smallest byte budget: room for the headers, one shard and a few entries.
+pub const MIN_BYTES: u64 = 8192;
+/// The largest: 256 shards of nearly 4 GiB (arena offsets are `u32`).
+pub const MAX_BYTES: u64 = 1 << 40;
+/// Control bytes scanned per probe step (one `u64`).
+pub const GROUP: u32 = 8;
+/// Bytes of entry header after the block header: expiry, id length, value length.
+pub const ENTRY_HEADER: u32 = 12;
+/// Shards are no smaller than this, and there are at most `MAX_SHARDS`.
+const MIN_SHARD_BYTES: u64 = 64 * 1024;
+const MAX_SHARDS: u64 = 256;
+/// Index load: at most 7 of 8 slots used (full or tombstone).
+pub const LOAD_NUM: u32 = 7;
+pub const LOAD_DEN: u32 = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentHeader {
+    pub magic: [u8; 8],
+    pub layout_version: u32,
+    pub header_size: u32,
+    pub total_bytes: u64,
+    pub shard_count: u32,
+    pub shard_header_size: u32,
+    pub shard_headers_offset: u64,
+    pub regions_offset: u64,
+    pub shard_stride: u64,
+    pub slots: u32,
+    pub arena_bytes: u32,
+    pub max_entry_size: u32,
+    pub avg_id_len: u32,
+    pub avg_value_len: u32,
+    pub ready: u32,
+    /// SipHash-1-3 key, random per segment.
+    pub hash_key: [u64; 2],
+    pub created_secs: i64,
+    pub reserved: [u64; 4],
+}
+
+/// Event counters of one shard (written only under its lock).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub hits: u64,
+    pub misses: u64,
+    pub stores: u64,
+    pub replacements: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+    pub removals: u64,
+    pub lock_waits: u64,
+    pub recoveries: u64,
+    pub refused: u64,
+}
+
+#[repr(C, align(64))]
+pub struct ShardHeader {
+    pub lock: ShardLock,
+    /// Non-zero while a mutation is half done; whoever takes the lock and finds
+    /// it set resets the shard (its owner died or panicked mid-way).
+    pub dirty: u32,
+    pub entries: u32,
+    pub tombstones: u32,
+    pub clock_hand: u32,
+    /// No live entry expires before this second (a lower bound; `u32::MAX`: none).
+    pub min_expiry: u32,
+    pub reserved: u32,
+    pub counters: Counters,
+    pub arena: ArenaHeader,
+}
+
+// Layout guards: a change here must come with a LAYOUT_VERSION bump.
+const _: () = assert!(size_of::<SegmentHeader>() == 136);
+const _: () = assert!(align_of::<ShardHeader>() == 64);
+const _: () = assert!(size_of::<ShardHeader>() % 64 == 0);
+
+const fn align_up(x: u64, a: u64) -> u64 {
+    (x + a - 1) & !(a - 1)
+}
+
+/// Where everything is, derived from (bytes, avg id length, avg value length)
+/// alone: a segment whose header does not match the geometry its own figures
+/// produce is not trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub total_bytes: u64,
+    pub shard_count: u32,
+    pub shard_headers_offset: u64,
+    pub regions_offset: u64,
+    pub shard_stride: u64,
+    pub slots: u32,
+    pub slots_offset: u64,
+    pub arena_offset: u64,
+    pub arena_bytes: u32,
+    pub max_entry_size: u32,
+    pub avg_id_len: u32,
+    pub avg_value_len: u32,
+}
+
+impl Geometry {
+    pub fn new(bytes: u64, avg_id_len: u32, avg_value_len: u32) -> Result<Geometry, Error> {
+        if bytes < MIN_BYTES {
+            return Err(Error::BudgetTooSmall {
+                bytes,
+                min: MIN_BYTES,
+            });
+        }
+        if bytes > MAX_BYTES {
+            return Err(Error::BudgetTooLarge {
+                bytes,
+                max: MAX_BYTES,
+            });
+        }
+        let avg_id_len = avg_id_len.clamp(1, 1 << 16);
+        let avg_value_len = avg_value_len.clamp(1, 1 << 20);
+        let shard_headers_offset = align_up(size_of::<SegmentHeader>() as u64, 64);
+        let mut shard_count = 1u64;
+        while shard_count * 2 <= MAX_SHARDS && bytes / (shard_count * 2) >= MIN_SHARD_BYTES {
+            shard_count *= 2;
+        }
+        let regions_offset = shard_headers_offset + shard_count * size_of::<ShardHeader>() as u64;
+        let shard_stride = ((bytes - regions_offset) / shard_count) & !63;
+        let entry = arena::block_size_for(ENTRY_HEADER + avg_id_len + avg_value_len)
+            .unwrap_or(u32::MAX) as u64;
+        // Solve stride = index + arena, the index costing 5 bytes a slot
+        // (control byte + u32 offset) at 8 slots per 7 entries: 40/7 B an entry.
+        let approx_arena = shard_stride * entry * LOAD_NUM as u64
+            / (entry * LOAD_NUM as u64 + 5 * LOAD_DEN as u64);
+        let want_entries = approx_arena / entry;
+        let slots = align_up(
+            (want_entries * LOAD_DEN as u64).div_ceil(LOAD_NUM as u64),
+            GROUP as u64,
+        )
+        .max(2 * GROUP as u64);
+        let slots_offset = align_up(slots + GROUP as u64, 4);
+        let arena_offset = align_up(slots_offset + 4 * slots, 8);
+        if arena_offset + 1024 > shard_stride {
+            return Err(Error::BudgetTooSmall {
+                bytes,
+                min: MIN_BYTES,
+            });
+        }
+        let arena_bytes = ((shard_stride - arena_offset) & !7).min(u32::MAX as u64 & !7) as u32;
+        let usable = arena_bytes - arena::END_MARKER;
+        let max_block = (usable / 4) & !7;
+        let max_entry_size = max_block - arena::HEADER - ENTRY_HEADER;
+        if max_entry_size < avg_id_len + avg_value_len {
+            return Err(Error::BudgetTooSmall {
+                bytes,
+                min: MIN_BYTES,
+            });
+        }
+        Ok(Geometry {
+            total_bytes: bytes,
+            shard_count: shard_count as u32,
+            shard_headers_offset,
+            regions_offset,
+            shard_stride,
+            slots: slots as u32,
+            slots_offset,
+            arena_offset,
+            arena_bytes,
+            max_entry_size,
+            avg_id_len,
+            avg_value_len,
+        })
+    }
+
+    /// The header a new segment of this geometry starts with (not yet ready).
+    pub fn header(&self, hash_key: [u64; 2], created_secs: i64) -> SegmentHeader {
+        SegmentHeader {
+            magic: MAGIC,
+            layout_version: LAYOUT_VERSION,
+            header_size: size_of::<SegmentHeader>() as u32,
+            total_bytes: self.total_bytes,
+            shard_count: self.shard_count,
+            shard_header_size: size_of::<ShardHeader>() as u32,
+            shard_headers_offset: self.shard_headers_offset,
+            regions_offset: self.regions_offset,
+            shard_stride: self.shard_stride,
+            slots: self.slots,
+            arena_bytes: self.arena_bytes,
+            max_entry_size: self.max_entry_size,
+            avg_id_len: self.avg_id_len,
+            avg_value_len: self.avg_value_len,
+            ready: 0,
+            hash_key,
+            created_secs,
+            reserved: [0; 4],
+        }
+    }
+
+    /// Whether `h` describes exactly this geometry (magic and version aside).
+    pub fn matches(&self, h: &SegmentHeader) -> bool {
+        let mine = self.header(h.hash_key, h.created_secs);
+        h.header_size == mine.header_size
+            && h.total_bytes == mine.total_bytes
+            && h.shard_count == mine.shard_count
+            && h.shard_header_size == mine.shard_header_size
+            && h.shard_headers_offset == mine.shard_headers_offset
+            && h.regions_offset == mine.regions_offset
+            && h.shard_stride == mine.shard_stride
+            && h.slots == mine.slots
+            && h.arena_bytes == mine.arena_bytes
+            && h.max_entry_size == mine.max_entry_size
+    }
+
+    /// Index slots a shard may fill (full + tombstones) before it must make room.
+    pub fn growth_limit(&self) -> u32 {
+        (self.slots as u64 * LOAD_NUM as u64 / LOAD_DEN as u64) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_fits_the_budget_everywhere() {
+        for bytes in [
+            8192u64,
+            10_000,
+            65_536,
+            512_000,
+            1 << 20,
+            64 << 20,
+            256 << 20,
+            3 << 30,
+        ] {
+            let g = Geometry::new(bytes, 32, 160).unwrap();
+            let end = g.regions_offset + g.shard_count as u64 * g.shard_stride;
+            assert!(end <= bytes, "{bytes}: regions end at {end}");
+            assert!(g.arena_offset + g.arena_bytes as u64 <= g.shard_stride);
+            assert!(g.slots_offset >= g.slots as u64 + GROUP as u64);
+            assert!(g.arena_offset >= g.slots_offset + 4 * g.slots as u64);
+            assert!(
+                g.max_entry_size >= 192,
+                "{bytes}: max entry {}",
+                g.max_entry_size
+            );
+            assert!(g.shard_count.is_power_of_two());
+        }
+    }
+
+    #[test]
+    fn too_small_and_too_large_are_refused() {
+        assert!(matches!(
+            Geometry::new(8191, 32, 160),
+            Err(Error::BudgetTooSmall { .. })
+        ));
+        assert!(matches!(
+            Geometry::new(MAX_BYTES + 1, 32, 160),
+            Err(Error::BudgetTooLarge { .. })
+        ));
+        assert!(matches!(
+            Geometry::new(8192, 32, 60_000),
+            Err(Error::BudgetTooSmall { .. })
+        ));
+    }
+
+    #[test]
+    fn max_entry_at_common_sizes() {
+        // shmcb accepts up to 13,864 B at 512000; mod_ssl caps DER at 10 KiB.
+        let g = Geometry::new(512_000, 30, 150).unwrap();
+        assert!(
+            g.max_entry_size as usize > 10 * 1024 + 32,
+            "{}",
+            g.max_entry_size
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! [`ShardLock`]: a process-shared, robust pthread mutex living in the segment.
+//!
+//! Robust: when a process dies holding it, the next locker gets `EOWNERDEAD`
+//! instead of waiting forever. The lock itself is then made consistent again
+//! and the caller is told the owner died ([`Acquired::owner_died`]); whether
+//! the data it guards needs repair is the caller's business (the shard keeps
+//! a `dirty` mark for that, see `shard.rs`).
+//!
+//! Both threads and processes may use it: glibc's robust list is per thread
+//! and is re-registered in a child after `fork`.
+
+use std::cell::UnsafeCell;
+use std::io;
+
+/// Lives in shared memory; initialised once by the segment's creator.
+#[repr(C)]
+pub struct ShardLock {
+    mutex: UnsafeCell<libc::pthread_mutex_t>,
+}
+
+/// How the lock was obtained.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Acquired {
+    /// Another holder had it first: we had to wait.
+    pub waited: bool,
+    /// Its previous owner died while holding it.
+    pub owner_died: bool,
+}
+
+impl ShardLock {
+    /// # Safety
+    /// `this` points to writable shared memory for a `ShardLock` that no
+    /// process is using (the segment is being created or reset while no
+    /// other process can reach it).
+    pub unsafe fn init(this: *mut ShardLock) -> io::Result<()> {
+        let mut attr: libc::pthread_mutexattr_t =
+            // SAFETY: pthread_mutexattr_t is plain data; all-zero is a valid
+            // starting value that pthread_mutexattr_init overwrites.
+            unsafe { std::mem::zeroed() };
+        // SAFETY: attr is a valid, exclusively owned attribute object;
+        // `this` is valid per the caller's contract.
+        unsafe {
+            check(libc::pthread_mutexattr_init(&mut attr))?;
+            let r = (|| {
+                check(libc::pthread_mutexattr_setpshared(
+                    &mut attr,
+                    libc::PTHREAD_PROCESS_SHARED,
+                ))?;
+                check(libc::pthread_mutexattr_setrobust(
+                    &mut attr,
+                    libc::PTHREAD_MUTEX_ROBUST,
+                ))?;
+                check(libc::pthread_mutex_init((*this).mutex.get(), &attr))
+            })();
+            libc::pthread_mutexattr_destroy(&mut attr);
+            r
+        }
+    }
+
+    /// Block until the lock is held. `Err` only if the mutex is unusable
+    /// (`ENOTRECOVERABLE`, which this code never leaves behind).
+    pub fn lock(&self) -> io::Result<Acquired> {
+        let m = self.mutex.get();
+        // SAFETY: the mutex was initialised by `init` and lives in a mapping
+        // that outlives `self`; pthread functions are the only accessors.
+        let mut rc = unsafe { libc::pthread_mutex_trylock(m) };
+        let mut acquired = Acquired::default();
+        if rc == libc::EBUSY {
+            acquired.waited = true;
+            // SAFETY: as above.
+            rc = unsafe { libc::pthread_mutex_lock(m) };
+        }
+        match rc {
+            0 => Ok(acquired),
+            libc::EOWNERDEAD => {
+                acquired.owner_died = true;
+                // SAFETY: we hold the mutex (EOWNERDEAD grants it); marking it
+                // consistent is the documented way back to normal use.
+                check(unsafe { libc::pthread_mutex_consistent(m) })?;
+                Ok(acquired)
+            }
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// # Safety
+    /// The calling thread holds the lock (a successful `lock`).
+    pub unsafe fn unlock(&self) {
+        // SAFETY: per the caller's contract this thread owns the mutex.
+        let rc = unsafe { libc::pthread_mutex_unlock(self.mutex.get()) };
+        debug_assert_eq!(rc, 0, "pthread_mutex_unlock failed");
+    }
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}

@@ -1,0 +1,596 @@
+//! [`Shard`]: one lock, one index, one arena. Everything the cache does to an
+//! entry happens here, under the shard's lock.
+//!
+//! # Lock protocol
+//! 1. Every read or write of a shard's header, index or arena happens with its
+//!    [`ShardLock`](super::lock::ShardLock) held ([`Shard::lock`] returns the
+//!    only handle that can touch them, [`Locked`], which unlocks on drop).
+//!    No code holds two shard locks at once, so there is no lock order to keep.
+//! 2. A mutation sets `dirty` before its first write and clears it after its
+//!    last. Whoever takes the lock and finds `dirty` set knows the previous
+//!    holder died (robust mutex, `EOWNERDEAD`) or panicked mid-way, zeroes the
+//!    shard and re-initialises it (`recoveries` counts this). Only that shard
+//!    loses its entries; the rest of the segment is untouched.
+//! 3. A retrieve copies the value out while holding the lock, so it can never
+//!    see a half-written or half-freed entry. Setting the CLOCK reference bit
+//!    is a single aligned 4-byte store and leaves the shard consistent at every
+//!    instant, so it needs no dirty mark; nor do the counters.
+//! 4. Values leave the shard only as copies into the caller's buffer.
+//!
+//! # Expiry and eviction
+//! An entry whose expiry second has come (`now >= expiry`) is never returned;
+//! a lookup that meets one reclaims it. When an insert needs room, expired
+//! entries are reclaimed first (a sweep of the index, skipped while `now` is
+//! below the shard's `min_expiry` bound), then CLOCK evicts: a hand walks
+//! the index; entries read since its last pass (reference bit set) get a
+//! second chance, the first one without it goes.
+//!
+//! # Secrets
+//! An entry's bytes are zeroed before its block is freed, whatever the reason:
+//! removal, replacement, expiry, eviction, flush or recovery.
+
+use std::ptr;
+
+use siphasher::sip::SipHasher13;
+use std::hash::Hasher;
+
+use super::arena::{Arena, REF};
+use super::cache::{Miss, Stats, Stored};
+use super::error::Error;
+use super::layout::{Geometry, ShardHeader, ENTRY_HEADER};
+use super::lock::ShardLock;
+use super::table::{Hash, Index};
+
+/// Why an entry leaves, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Departure {
+    Removed,
+    Replaced,
+    Expired,
+    Evicted,
+}
+
+/// Keyed SipHash-1-3 of an id with the segment's key.
+pub fn hash_id(key: [u64; 2], id: &[u8]) -> u64 {
+    let mut h = SipHasher13::new_with_keys(key[0], key[1]);
+    h.write(id);
+    h.finish()
+}
+
+/// One shard's header, index and arena, located in a mapped segment.
+pub struct Shard {
+    hdr: *mut ShardHeader,
+    index: Index,
+    arena: Arena,
+    arena_base: *mut u8,
+    arena_len: u32,
+}
+
+/// An entry's header fields, read from its block.
+#[derive(Clone, Copy, Debug)]
+struct EntryHead {
+    expiry: u32,
+    id_len: u32,
+    value_len: u32,
+}
+
+impl Shard {
+    /// # Safety
+    /// `base` is the start of a mapping of at least `geo.total_bytes` bytes laid
+    /// out by `geo`, valid while the `Shard` is used; `i < geo.shard_count`.
+    pub unsafe fn at(base: *mut u8, geo: &Geometry, i: u32) -> Shard {
+        assert!(i < geo.shard_count);
+        // SAFETY: every offset below is inside the mapping per `geo`'s layout
+        // (Geometry::new proves regions end within total_bytes).
+        unsafe {
+            let hdr = base
+                .add(geo.shard_headers_offset as usize)
+                .cast::<ShardHeader>()
+                .add(i as usize);
+            let region = base.add((geo.regions_offset + i as u64 * geo.shard_stride) as usize);
+            let ctrl = region;
+            let slots = region.add(geo.slots_offset as usize).cast::<u32>();
+            let arena_base = region.add(geo.arena_offset as usize);
+            Shard {
+                hdr,
+                index: Index::new(ctrl, slots, geo.slots),
+                arena: Arena::new(&raw mut (*hdr).arena, arena_base, geo.arena_bytes),
+                arena_base,
+                arena_len: geo.arena_bytes,
+            }
+        }
+    }
+
+    /// Initialise a shard of a segment no other process can reach yet.
+    ///
+    /// # Safety
+    /// No other thread or process uses this shard during the call.
+    pub unsafe fn init(&mut self) -> std::io::Result<()> {
+        // SAFETY: the caller guarantees exclusive access; hdr is in the mapping.
+        unsafe { ShardLock::init(&raw mut (*self.hdr).lock)? };
+        let mut locked = Locked {
+            shard: self,
+            key: [0; 2],
+            growth_limit: 0,
+        };
+        locked.wipe();
+        std::mem::forget(locked); // never locked: nothing to unlock
+        Ok(())
+    }
+
+    /// Take the shard's lock. A shard left half-modified is reset first.
+    pub fn lock(&mut self, key: [u64; 2], growth_limit: u32) -> std::io::Result<Locked<'_>> {
+        // SAFETY: hdr points into the live mapping; the lock is only ever used
+        // through pthread calls.
+        let acquired = unsafe { (*self.hdr).lock.lock()? };
+        let mut locked = Locked {
+            shard: self,
+            key,
+            growth_limit,
+        };
+        if acquired.waited {
+            locked.h().counters.lock_waits += 1;
+        }
+        if locked.h().dirty != 0 {
+            locked.wipe();
+            locked.h().counters.recoveries += 1;
+        }
+        Ok(locked)
+    }
+}
+
+/// A shard whose lock this thread holds; unlocks on drop.
+pub struct Locked<'a> {
+    shard: &'a mut Shard,
+    key: [u64; 2],
+    growth_limit: u32,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a `Locked` exists only while this thread holds the lock
+        // (`Shard::lock`), and `init` forgets its `Locked` instead of dropping it.
+        unsafe { (*self.shard.hdr).lock.unlock() };
+    }
+}
+
+impl Locked<'_> {
+    #[allow(clippy::mut_from_ref)]
+    fn h(&self) -> &mut ShardHeader {
+        // SAFETY: the lock is held, so no other thread or process touches the
+        // header's fields (the lock field itself is only used via pthread calls);
+        // callers never keep two of these references alive across each other.
+        unsafe { &mut *self.shard.hdr }
+    }
+
+    fn begin(&self) {
+        self.h().dirty = 1;
+    }
+
+    fn end(&self) {
+        self.h().dirty = 0;
+    }
+
+    fn head(&self, block: u32) -> EntryHead {
+        let p = self.shard.arena.payload(block, ENTRY_HEADER) as *const u32;
+        // SAFETY: payload() checked 12 bytes are inside the block; p is 4-aligned
+        // (8-aligned block + 4-byte header).
+        let head = unsafe {
+            EntryHead {
+                expiry: ptr::read(p),
+                id_len: ptr::read(p.add(1)),
+                value_len: ptr::read(p.add(2)),
+            }
+        };
+        // Validate the lengths against the block before anyone slices with them.
+        let total = (ENTRY_HEADER as u64) + head.id_len as u64 + head.value_len as u64;
+        assert!(
+            total <= (self.shard.arena.block_size(block) as u64).saturating_sub(4),
+            "entry lengths exceed their block"
+        );
+        head
+    }
+
+    fn id_of(&self, block: u32, head: EntryHead) -> &[u8] {
+        let p = self.shard.arena.payload(block, ENTRY_HEADER + head.id_len);
+        // SAFETY: payload() bounds-checked id_len bytes after the header; the
+        // lock keeps every writer away while the slice lives.
+        unsafe { std::slice::from_raw_parts(p.add(ENTRY_HEADER as usize), head.id_len as usize) }
+    }
+
+    fn value_of(&self, block: u32, head: EntryHead) -> &[u8] {
+        let n = ENTRY_HEADER + head.id_len + head.value_len;
+        let p = self.shard.arena.payload(block, n);
+        // SAFETY: as in id_of, for the value bytes that follow the id.
+        unsafe {
+            std::slice::from_raw_parts(
+                p.add((ENTRY_HEADER + head.id_len) as usize),
+                head.value_len as usize,
+            )
+        }
+    }
+
+    fn lookup(&self, h: Hash, id: &[u8]) -> Option<u32> {
+        self.shard.index.find(h, |block| {
+            let head = self.head(block);
+            head.id_len as usize == id.len() && self.id_of(block, head) == id
+        })
+    }
+
+    /// Zero and free the entry in slot `slot`.
+    fn depart(&mut self, slot: u32, why: Departure) {
+        let block = self.shard.index.block(slot);
+        let size = self.shard.arena.block_size(block);
+        let p = self.shard.arena.payload(block, size - 4);
+        // SAFETY: payload() checked the block's whole payload is in bounds.
+        unsafe { ptr::write_bytes(p, 0, (size - 4) as usize) };
+        self.shard.arena.free(block);
+        if self.shard.index.erase(slot) {
+            self.h().tombstones += 1;
+        }
+        let h = self.h();
+        h.entries -= 1;
+        let c = &mut h.counters;
+        match why {
+            Departure::Removed => c.removals += 1,
+            Departure::Replaced => {}
+            Departure::Expired => c.expirations += 1,
+            Departure::Evicted => c.evictions += 1,
+        }
+    }
+
+    /// Zero the whole shard and start it empty.
+    pub fn wipe(&mut self) {
+        // SAFETY: arena_base..+arena_len is this shard's arena region (Shard::at).
+        unsafe { ptr::write_bytes(self.shard.arena_base, 0, self.shard.arena_len as usize) };
+        self.shard.index.clear();
+        self.shard.arena.reset();
+        let h = self.h();
+        h.entries = 0;
+        h.tombstones = 0;
+        h.clock_hand = 0;
+        h.min_expiry = u32::MAX;
+        h.dirty = 0;
+    }
+
+    /// Remove every entry (zeroing the whole arena), counted as removals.
+    pub fn flush(&mut self) {
+        let n = self.h().entries as u64;
+        self.begin();
+        self.wipe();
+        self.h().counters.removals += n;
+        self.end();
+    }
+
+    /// Reclaim every expired entry; returns how many.
+    fn sweep_expired(&mut self, now: u32) -> u32 {
+        let mut n = 0;
+        let mut min = u32::MAX;
+        for slot in 0..self.shard.index.slot_count() {
+            if self.shard.index.is_full(slot) {
+                let e = self.head(self.shard.index.block(slot)).expiry;
+                if e <= now {
+                    self.depart(slot, Departure::Expired);
+                    n += 1;
+                } else {
+                    min = min.min(e);
+                }
+            }
+        }
+        self.h().min_expiry = min;
+        n
+    }
+
+    /// CLOCK: evict (or reclaim, if expired) one entry; false if there is none.
+    fn evict_one(&mut self, now: u32) -> bool {
+        let n = self.shard.index.slot_count();
+        for _ in 0..2 * n + 1 {
+            let slot = self.h().clock_hand % n;
+            self.h().clock_hand = (slot + 1) % n;
+            if !self.shard.index.is_full(slot) {
+                continue;
+            }
+            let block = self.shard.index.block(slot);
+            if self.head(block).expiry <= now {
+                self.depart(slot, Departure::Expired);
+                return true;
+            }
+            if self.shard.arena.flag(block, REF) {
+                self.shard.arena.set_flag(block, REF, false);
+                continue;
+            }
+            self.depart(slot, Departure::Evicted);
+            return true;
+        }
+        false
+    }
+
+    /// Free one entry's worth of room: expired entries first, then CLOCK.
+    fn make_room(&mut self, now: u32) -> bool {
+        if self.h().min_expiry <= now && self.sweep_expired(now) > 0 {
+            return true;
+        }
+        self.evict_one(now)
+    }
+
+    /// Ensure the index can take one more entry without passing its load limit.
+    fn make_index_room(&mut self, now: u32) {
+        loop {
+            let h = self.h();
+            if h.entries + h.tombstones < self.growth_limit {
+                return;
+            }
+            if h.tombstones > 0 && (h.tombstones * 16 >= self.growth_limit || h.entries == 0) {
+                self.rebuild_index();
+            } else if !self.make_room(now) {
+                // No entries, yet no room: the counts are off. Start over.
+                self.wipe();
+                return;
+            }
+        }
+    }
+
+    /// Re-insert every entry into a cleared index (drops all tombstones).
+    /// Bounded by the shard's size: O(entries in this shard).
+    fn rebuild_index(&mut self) {
+        self.shard.index.clear();
+        self.h().tombstones = 0;
+        let mut blocks = Vec::with_capacity(self.h().entries as usize);
+        let walked = self.shard.arena.walk(|b| {
+            if b.used {
+                blocks.push(b.offset);
+            }
+        });
+        if walked.is_err() {
+            self.wipe();
+            return;
+        }
+        let slots = self.shard.index.slot_count();
+        for block in blocks {
+            let head = self.head(block);
+            let hash = Hash::split(hash_id(self.key, self.id_of(block, head)), slots);
+            let slot = self
+                .shard
+                .index
+                .find_free(hash)
+                .expect("index has room after clear");
+            self.shard.index.fill(slot, hash, block);
+        }
+    }
+
+    /// Copy the live value of `id` into `buf`.
+    pub fn get(&mut self, hash: u64, id: &[u8], now: u32, buf: &mut [u8]) -> Result<usize, Miss> {
+        let h = Hash::split(hash, self.shard.index.slot_count());
+        let Some(slot) = self.lookup(h, id) else {
+            self.h().counters.misses += 1;
+            return Err(Miss::NotFound);
+        };
+        let block = self.shard.index.block(slot);
+        let head = self.head(block);
+        if head.expiry <= now {
+            self.begin();
+            self.depart(slot, Departure::Expired);
+            self.end();
+            self.h().counters.misses += 1;
+            return Err(Miss::NotFound);
+        }
+        let value = self.value_of(block, head);
+        if value.len() > buf.len() {
+            self.h().counters.misses += 1;
+            return Err(Miss::BufferTooSmall {
+                needed: value.len(),
+            });
+        }
+        buf[..value.len()].copy_from_slice(value);
+        self.shard.arena.set_flag(block, REF, true);
+        self.h().counters.hits += 1;
+        Ok(head.value_len as usize)
+    }
+
+    /// Insert or replace. The caller has checked the size against the maximum.
+    pub fn put(
+        &mut self,
+        hash: u64,
+        id: &[u8],
+        value: &[u8],
+        expiry: u32,
+        now: u32,
+    ) -> Result<Stored, Error> {
+        let h = Hash::split(hash, self.shard.index.slot_count());
+        self.begin();
+        let replaced = match self.lookup(h, id) {
+            Some(slot) => {
+                self.depart(slot, Departure::Replaced);
+                true
+            }
+            None => false,
+        };
+        let outcome = if replaced {
+            Stored::Replaced
+        } else {
+            Stored::Inserted
+        };
+        if expiry <= now {
+            // Already expired: storing it would only hide it; the old value is gone.
+            self.end();
+            return Ok(outcome);
+        }
+        self.make_index_room(now);
+        let payload = ENTRY_HEADER + id.len() as u32 + value.len() as u32;
+        let block = loop {
+            if let Some(b) = self.shard.arena.alloc(payload) {
+                break b;
+            }
+            if !self.make_room(now) {
+                // Empty, and still no room for an entry under the maximum size:
+                // the arena's state is wrong. Start over, then try once more.
+                self.wipe();
+                self.h().counters.recoveries += 1;
+                self.begin();
+                match self.shard.arena.alloc(payload) {
+                    Some(b) => break b,
+                    None => {
+                        self.end();
+                        return Err(Error::Corrupt {
+                            path: None,
+                            what: "shard arena cannot hold a maximum-size entry".into(),
+                        });
+                    }
+                }
+            }
+        };
+        let p = self.shard.arena.payload(block, payload);
+        // SAFETY: payload() checked `payload` bytes are inside the new block,
+        // which no index slot points to yet; p is 4-aligned.
+        unsafe {
+            let w = p as *mut u32;
+            ptr::write(w, expiry);
+            ptr::write(w.add(1), id.len() as u32);
+            ptr::write(w.add(2), value.len() as u32);
+            ptr::copy_nonoverlapping(id.as_ptr(), p.add(ENTRY_HEADER as usize), id.len());
+            ptr::copy_nonoverlapping(
+                value.as_ptr(),
+                p.add((ENTRY_HEADER as usize) + id.len()),
+                value.len(),
+            );
+        }
+        let slot = self
+            .shard
+            .index
+            .find_free(h)
+            .expect("make_index_room left a free slot");
+        if !self.shard.index.fill(slot, h, block) {
+            self.h().tombstones -= 1;
+        }
+        let hd = self.h();
+        hd.entries += 1;
+        hd.min_expiry = hd.min_expiry.min(expiry);
+        hd.counters.stores += 1;
+        if replaced {
+            hd.counters.replacements += 1;
+        }
+        self.end();
+        Ok(outcome)
+    }
+
+    /// Remove `id`; true if a live entry went.
+    pub fn delete(&mut self, hash: u64, id: &[u8], now: u32) -> bool {
+        let h = Hash::split(hash, self.shard.index.slot_count());
+        let Some(slot) = self.lookup(h, id) else {
+            return false;
+        };
+        let live = self.head(self.shard.index.block(slot)).expiry > now;
+        self.begin();
+        self.depart(
+            slot,
+            if live {
+                Departure::Removed
+            } else {
+                Departure::Expired
+            },
+        );
+        self.end();
+        live
+    }
+
+    /// Copies of every live entry: (id, value, expiry second).
+    pub fn snapshot(&self, now: u32) -> Vec<(Vec<u8>, Vec<u8>, u32)> {
+        let mut out = Vec::with_capacity(self.h().entries as usize);
+        for slot in 0..self.shard.index.slot_count() {
+            if self.shard.index.is_full(slot) {
+                let block = self.shard.index.block(slot);
+                let head = self.head(block);
+                if head.expiry > now {
+                    out.push((
+                        self.id_of(block, head).to_vec(),
+                        self.value_of(block, head).to_vec(),
+                        head.expiry,
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn refuse(&mut self) {
+        self.h().counters.refused += 1;
+    }
+
+    pub fn stats(&self) -> Stats {
+        let h = self.h();
+        let c = h.counters;
+        let cap = self.shard.arena.capacity() as u64;
+        let used = self.shard.arena.used_bytes() as u64;
+        Stats {
+            entries: h.entries as u64,
+            bytes_total: cap,
+            bytes_used: used,
+            bytes_free: cap - used.min(cap),
+            largest_free_block: self.shard.arena.largest_free_hint() as u64,
+            index_slots: self.shard.index.slot_count() as u64,
+            hits: c.hits,
+            misses: c.misses,
+            stores: c.stores,
+            replacements: c.replacements,
+            evictions: c.evictions,
+            expirations: c.expirations,
+            removals: c.removals,
+            lock_waits: c.lock_waits,
+            recoveries: c.recoveries,
+            refused: c.refused,
+        }
+    }
+
+    /// Walk the arena and the index and verify they agree.
+    pub fn check(&self) -> Result<(), String> {
+        let mut used = std::collections::HashSet::new();
+        let usage = self.shard.arena.walk(|b| {
+            if b.used {
+                used.insert(b.offset);
+            }
+        })?;
+        let h = self.h();
+        if h.dirty != 0 {
+            return Err("shard is marked dirty".into());
+        }
+        let mut full = 0u32;
+        let mut tombs = 0u32;
+        let slots = self.shard.index.slot_count();
+        for slot in 0..slots {
+            let c = self.shard.index.ctrl(slot);
+            if self.shard.index.is_full(slot) {
+                full += 1;
+                let block = self.shard.index.block(slot);
+                if !used.remove(&block) {
+                    return Err(format!("slot {slot} points at {block}, not a used block"));
+                }
+                let head = self.head(block);
+                let hash = Hash::split(hash_id(self.key, self.id_of(block, head)), slots);
+                if hash.tag != c {
+                    return Err(format!("slot {slot}'s tag does not match its id"));
+                }
+                if self.lookup(hash, self.id_of(block, head)) != Some(slot) {
+                    return Err(format!("slot {slot}'s entry is not found by lookup"));
+                }
+            } else if c == super::table::DELETED {
+                tombs += 1;
+            }
+        }
+        if !used.is_empty() {
+            return Err(format!("{} used blocks are in no index slot", used.len()));
+        }
+        if full != h.entries || usage.used_blocks != h.entries as u64 {
+            return Err(format!(
+                "entry count {} disagrees with index ({full}) or arena ({})",
+                h.entries, usage.used_blocks
+            ));
+        }
+        if tombs != h.tombstones {
+            return Err(format!(
+                "tombstone count {} but index has {tombs}",
+                h.tombstones
+            ));
+        }
+        Ok(())
+    }
+}
