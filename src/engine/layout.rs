@@ -53,7 +53,7 @@ pub const GROUP: u32 = 8;
 /// Bytes of entry header after the block header: expiry, id length, value length.
 pub const ENTRY_HEADER: u32 = 12;
 /// Shards are no smaller than this, and there are at most `MAX_SHARDS`.
-const MIN_SHARD_BYTES: u64 = 64 * 1024;
+const MIN_SHARD_BYTES: u64 = 128 * 1024;
 const MAX_SHARDS: u64 = 256;
 /// Index load: at most 7 of 8 slots used (full or tombstone).
 pub const LOAD_NUM: u32 = 7;
@@ -171,8 +171,11 @@ impl Geometry {
         // Solve stride = index + arena, the index costing 5 bytes a slot
         // (control byte + u32 offset) at 8 slots per 7 entries: 40/7 B an entry.
         let approx_arena = shard_stride * entry * LOAD_NUM as u64
-            / (entry * LOAD_NUM as u64 + 5 * LOAD_DEN as u64);
-        let want_entries = approx_arena / entry;
+            / (entry * LOAD_NUM as u64 + 5 * LOAD_DEN as u64 * 17 / 16);
+        // A 1/16 margin over what the arena holds: tombstones (rebuilt away
+        // at 1/16 of the limit) then never make the index, rather than the
+        // arena, the thing that forces evictions.
+        let want_entries = (approx_arena / entry) * 17 / 16;
         let slots = align_up(
             (want_entries * LOAD_DEN as u64).div_ceil(LOAD_NUM as u64),
             GROUP as u64,
