@@ -1,0 +1,105 @@
+//! The cache's figures as `key: value` lines: one list shared by httpd's
+//! server-status (HTML and `?auto`) and `shmcache stat`, so an operator sees
+//! the same numbers under the same names everywhere. Keys that mod_socache_shmcb
+//! also prints keep its names (dashboards read them); the rest are ours.
+
+use crate::engine::{Cache, Stats};
+
+/// One figure: a stable machine-readable key, a human label, and the value.
+pub struct Figure {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub value: String,
+}
+
+fn pct(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "0%".into()
+    } else {
+        format!("{}%", part * 100 / whole)
+    }
+}
+
+/// The figures for a whole cache, or (with `shard`) one shard's.
+pub fn figures(cache: &Cache, s: &Stats) -> Vec<Figure> {
+    let f = |key, label, value: String| Figure { key, label, value };
+    vec![
+        f("CacheType", "cache type", "SHM".into()),
+        f(
+            "CacheSharedMemory",
+            "shared memory (bytes)",
+            cache.segment_bytes().to_string(),
+        ),
+        f(
+            "CacheCurrentEntries",
+            "current entries",
+            s.entries.to_string(),
+        ),
+        f("CacheSubcaches", "shards", cache.shard_count().to_string()),
+        f(
+            "CacheIndexesPerSubcaches",
+            "index slots per shard",
+            (s.index_slots / cache.shard_count().max(1) as u64).to_string(),
+        ),
+        f(
+            "CacheIndexUsage",
+            "index usage",
+            pct(s.entries, s.index_slots),
+        ),
+        f(
+            "CacheUsage",
+            "arena usage",
+            pct(s.bytes_used, s.bytes_total),
+        ),
+        f(
+            "CacheBytesUsed",
+            "arena bytes used",
+            s.bytes_used.to_string(),
+        ),
+        f(
+            "CacheBytesFree",
+            "arena bytes free",
+            s.bytes_free.to_string(),
+        ),
+        f(
+            "CacheLargestFreeBlock",
+            "largest free block (bytes)",
+            s.largest_free_block.to_string(),
+        ),
+        f(
+            "CacheMaxEntrySize",
+            "largest entry accepted (id + value bytes)",
+            cache.max_entry_size().to_string(),
+        ),
+        f("CacheStoreCount", "stores", s.stores.to_string()),
+        f(
+            "CacheReplaceCount",
+            "replacements",
+            s.replacements.to_string(),
+        ),
+        f("CacheExpireCount", "expired", s.expirations.to_string()),
+        f(
+            "CacheDiscardCount",
+            "evicted (CLOCK)",
+            s.evictions.to_string(),
+        ),
+        f(
+            "CacheRefusedCount",
+            "refused (too large)",
+            s.refused.to_string(),
+        ),
+        f("CacheRetrieveHitCount", "retrieve hits", s.hits.to_string()),
+        f(
+            "CacheRetrieveMissCount",
+            "retrieve misses",
+            s.misses.to_string(),
+        ),
+        f("CacheRemoveHitCount", "removals", s.removals.to_string()),
+        f("CacheLockWaits", "lock waits", s.lock_waits.to_string()),
+        f(
+            "CacheRecoveries",
+            "shard recoveries (owner died mid-update)",
+            s.recoveries.to_string(),
+        ),
+    ]
+}
