@@ -245,10 +245,12 @@ impl Cache {
         }
         let why = match Segment::open_file(path).and_then(|s| validate(&s, path).map(|g| (s, g))) {
             Ok((segment, (geo, h))) if geo == want => {
-                return Ok((
-                    Self::from_parts(segment, geo, h.hash_key),
-                    Opened::Reattached,
-                ));
+                // A header can be right over garbage: walk everything first.
+                let cache = Self::from_parts(segment, geo, h.hash_key);
+                match cache.check() {
+                    Ok(()) => return Ok((cache, Opened::Reattached)),
+                    Err(e) => format!("its contents are inconsistent ({e})"),
+                }
             }
             Ok((_, (geo, _))) => format!(
                 "its size or layout changed ({} bytes for {}+{}-byte entries, now {} for {}+{})",
@@ -291,10 +293,12 @@ impl Cache {
         let why = match Segment::from_fd(fd).and_then(|s| validate(&s, anon_name()).map(|g| (s, g)))
         {
             Ok((segment, (geo, h))) if geo == want => {
-                return Ok((
-                    Self::from_parts(segment, geo, h.hash_key),
-                    Opened::Reattached,
-                ));
+                // A header can be right over garbage: walk everything first.
+                let cache = Self::from_parts(segment, geo, h.hash_key);
+                match cache.check() {
+                    Ok(()) => return Ok((cache, Opened::Reattached)),
+                    Err(e) => format!("its contents are inconsistent ({e})"),
+                }
             }
             Ok(_) => "its size or layout changed".to_string(),
             Err(e) => e.to_string(),
@@ -445,7 +449,13 @@ impl Cache {
     /// Walk every shard's arena and index and verify they agree.
     pub fn check(&self) -> Result<(), String> {
         for i in 0..self.geo.shard_count {
-            self.with_shard(i, |s| s.check())
+            // A corrupt shard may trip a bounds check: that is a finding, not
+            // a crash (and the shard is marked for a wipe on its next use).
+            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.with_shard(i, |s| s.check())
+            }))
+            .map_err(|_| format!("shard {i}: a bounds check failed while walking it"))?;
+            checked
                 .map_err(|e| format!("shard {i}: lock: {e}"))?
                 .map_err(|e| format!("shard {i}: {e}"))?;
         }

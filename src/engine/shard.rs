@@ -148,6 +148,11 @@ pub struct Locked<'a> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A bounds check tripped on a corrupt shard (or a bug) mid-way:
+            // have the next holder wipe it rather than trip over it forever.
+            self.h().dirty = 1;
+        }
         // SAFETY: a `Locked` exists only while this thread holds the lock
         // (`Shard::lock`), and `init` forgets its `Locked` instead of dropping it.
         unsafe { (*self.shard.hdr).lock.unlock() };
