@@ -640,4 +640,62 @@ mod tests {
         }
         c.check().unwrap();
     }
+
+    #[test]
+    fn corrupt_files_are_replaced_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!("shm-corrupt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("seg");
+        let mut cfg = CacheConfig::new(256 * 1024);
+        cfg.path = Some(path.clone());
+        let fill = |c: &Cache| {
+            let exp = c.now().plus_secs(300);
+            for i in 0..200u32 {
+                c.store(&i.to_le_bytes(), &[3u8; 150], exp).unwrap();
+            }
+        };
+        let reason = |o: Opened| match o {
+            Opened::Replaced(why) => why,
+            other => panic!("expected Replaced, got {other:?}"),
+        };
+        let (c, o) = Cache::open_or_create(&cfg).unwrap();
+        assert_eq!(o, Opened::Created);
+        fill(&c);
+        drop(c);
+        let (c, o) = Cache::open_or_create(&cfg).unwrap();
+        assert_eq!(o, Opened::Reattached);
+        assert_eq!(c.stats().entries, 200);
+        drop(c);
+        // Garbage over the middle of the arenas.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        for (k, b) in bytes[n / 3..n / 3 + 60_000].iter_mut().enumerate() {
+            *b = (k * 7 + 13) as u8;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let (c, o) = Cache::open_or_create(&cfg).unwrap();
+        assert!(reason(o).contains("inconsistent"));
+        c.check().unwrap();
+        assert_eq!(c.stats().entries, 0);
+        drop(c);
+        // Wrong magic, wrong version, truncated.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(reason(Cache::open_or_create(&cfg).unwrap().1)
+            .contains("not a mod_socache_shm segment"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8] = 99;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(reason(Cache::open_or_create(&cfg).unwrap().1).contains("layout version 99"));
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(reason(Cache::open_or_create(&cfg).unwrap().1).contains("bytes, the file has"));
+        // A different size is a layout change, not corruption.
+        let (c, _) = Cache::open_or_create(&cfg).unwrap();
+        drop(c);
+        cfg.bytes = 512 * 1024;
+        assert!(reason(Cache::open_or_create(&cfg).unwrap().1).contains("size or layout changed"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
