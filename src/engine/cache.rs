@@ -331,7 +331,20 @@ impl Cache {
 
     fn with_shard<R>(&self, i: u32, f: impl FnOnce(&mut Locked<'_>) -> R) -> std::io::Result<R> {
         let mut shard = self.shard(i);
-        let mut locked = shard.lock(self.key, self.geo.growth_limit())?;
+        let mut locked = shard.lock(self.key, self.geo.growth_limit(), None)?;
+        Ok(f(&mut locked))
+    }
+
+    /// As `with_shard`, for callers that must not wait forever on a lock
+    /// word that may be garbage (checks of segments found on disk, the inspector).
+    fn with_shard_within<R>(
+        &self,
+        i: u32,
+        f: impl FnOnce(&mut Locked<'_>) -> R,
+    ) -> std::io::Result<R> {
+        let mut shard = self.shard(i);
+        let limit = std::time::Duration::from_secs(2);
+        let mut locked = shard.lock(self.key, self.geo.growth_limit(), Some(limit))?;
         Ok(f(&mut locked))
     }
 
@@ -452,7 +465,7 @@ impl Cache {
             // A corrupt shard may trip a bounds check: that is a finding, not
             // a crash (and the shard is marked for a wipe on its next use).
             let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.with_shard(i, |s| s.check())
+                self.with_shard_within(i, |s| s.check())
             }))
             .map_err(|_| format!("shard {i}: a bounds check failed while walking it"))?;
             checked

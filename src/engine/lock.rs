@@ -83,6 +83,47 @@ impl ShardLock {
         }
     }
 
+    /// As [`lock`](Self::lock), but give up after `limit` (`ErrorKind::TimedOut`):
+    /// for attaching to a segment whose lock words may be garbage.
+    pub fn lock_within(&self, limit: std::time::Duration) -> io::Result<Acquired> {
+        let m = self.mutex.get();
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: now is a valid timespec to fill.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+        let nanos = now.tv_nsec as u64 + limit.subsec_nanos() as u64;
+        let deadline = libc::timespec {
+            tv_sec: now.tv_sec
+                + limit.as_secs() as libc::time_t
+                + (nanos / 1_000_000_000) as libc::time_t,
+            tv_nsec: (nanos % 1_000_000_000) as _,
+        };
+        // SAFETY: as in `lock`.
+        let mut rc = unsafe { libc::pthread_mutex_trylock(m) };
+        let mut acquired = Acquired::default();
+        if rc == libc::EBUSY {
+            acquired.waited = true;
+            // SAFETY: as in `lock`; deadline is a valid absolute time.
+            rc = unsafe { libc::pthread_mutex_timedlock(m, &deadline) };
+        }
+        match rc {
+            0 => Ok(acquired),
+            libc::EOWNERDEAD => {
+                acquired.owner_died = true;
+                // SAFETY: as in `lock`.
+                check(unsafe { libc::pthread_mutex_consistent(m) })?;
+                Ok(acquired)
+            }
+            libc::ETIMEDOUT => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "shard lock held too long",
+            )),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
     /// # Safety
     /// The calling thread holds the lock (a successful `lock`).
     pub unsafe fn unlock(&self) {

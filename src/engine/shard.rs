@@ -118,11 +118,21 @@ impl Shard {
         Ok(())
     }
 
-    /// Take the shard's lock. A shard left half-modified is reset first.
-    pub fn lock(&mut self, key: [u64; 2], growth_limit: u32) -> std::io::Result<Locked<'_>> {
+    /// Take the shard's lock (waiting at most `limit`, if given). A shard
+    /// left half-modified is reset first.
+    pub fn lock(
+        &mut self,
+        key: [u64; 2],
+        growth_limit: u32,
+        limit: Option<std::time::Duration>,
+    ) -> std::io::Result<Locked<'_>> {
         // SAFETY: hdr points into the live mapping; the lock is only ever used
         // through pthread calls.
-        let acquired = unsafe { (*self.hdr).lock.lock()? };
+        let lock = unsafe { &(*self.hdr).lock };
+        let acquired = match limit {
+            None => lock.lock()?,
+            Some(d) => lock.lock_within(d)?,
+        };
         let mut locked = Locked {
             shard: self,
             key,
@@ -546,7 +556,8 @@ impl Locked<'_> {
         }
     }
 
-    /// Walk the arena and the index and verify they agree.
+    /// Walk the arena and the index and verify they agree. Never panics on a
+    /// corrupt shard: every offset and length is checked before it is used.
     pub fn check(&self) -> Result<(), String> {
         let mut used = std::collections::HashSet::new();
         let usage = self.shard.arena.walk(|b| {
@@ -558,27 +569,37 @@ impl Locked<'_> {
         if h.dirty != 0 {
             return Err("shard is marked dirty".into());
         }
+        let slots = self.shard.index.slot_count();
+        // Pass 1: every full slot points at its own used block whose lengths fit.
         let mut full = 0u32;
         let mut tombs = 0u32;
-        let slots = self.shard.index.slot_count();
         for slot in 0..slots {
             let c = self.shard.index.ctrl(slot);
             if self.shard.index.is_full(slot) {
                 full += 1;
                 let block = self.shard.index.block(slot);
                 if !used.remove(&block) {
-                    return Err(format!("slot {slot} points at {block}, not a used block"));
+                    return Err(format!(
+                        "slot {slot} points at {block}, not a used block of its own"
+                    ));
                 }
-                let head = self.head(block);
-                let hash = Hash::split(hash_id(self.key, self.id_of(block, head)), slots);
-                if hash.tag != c {
-                    return Err(format!("slot {slot}'s tag does not match its id"));
-                }
-                if self.lookup(hash, self.id_of(block, head)) != Some(slot) {
-                    return Err(format!("slot {slot}'s entry is not found by lookup"));
+                let p = self.shard.arena.payload(block, ENTRY_HEADER) as *const u32;
+                // SAFETY: block is a used block found by the walk, so its first
+                // 12 payload bytes are in bounds (MIN_BLOCK = 16); p is 4-aligned.
+                let (id_len, value_len) = unsafe { (ptr::read(p.add(1)), ptr::read(p.add(2))) };
+                let total = ENTRY_HEADER as u64 + id_len as u64 + value_len as u64;
+                if total > self.shard.arena.block_size(block) as u64 - 4 {
+                    return Err(format!("entry at {block} is longer than its block"));
                 }
             } else if c == super::table::DELETED {
                 tombs += 1;
+            } else if c != super::table::EMPTY {
+                return Err(format!("slot {slot} has an invalid control byte {c:#x}"));
+            }
+        }
+        for i in 0..super::layout::GROUP.min(slots) {
+            if self.shard.index.ctrl(i) != self.shard.index.mirror(i) {
+                return Err(format!("control mirror byte {i} differs"));
             }
         }
         if !used.is_empty() {
@@ -595,6 +616,23 @@ impl Locked<'_> {
                 "tombstone count {} but index has {tombs}",
                 h.tombstones
             ));
+        }
+        // Pass 2: every entry is where a lookup of its id finds it.
+        for slot in 0..slots {
+            if self.shard.index.is_full(slot) {
+                let block = self.shard.index.block(slot);
+                let head = self.head(block);
+                let id = self.id_of(block, head);
+                let hash = Hash::split(hash_id(self.key, id), slots);
+                if hash.tag != self.shard.index.ctrl(slot) {
+                    return Err(format!("slot {slot}'s tag does not match its id"));
+                }
+                if self.lookup(hash, id) != Some(slot) {
+                    return Err(format!(
+                        "slot {slot}'s entry is not found by a lookup of its id"
+                    ));
+                }
+            }
         }
         Ok(())
     }

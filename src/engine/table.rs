@@ -91,6 +91,13 @@ impl Index {
         unsafe { *self.ctrl.add(i as usize) }
     }
 
+    /// The mirror copy of control byte `i < GROUP`.
+    pub fn mirror(&self, i: u32) -> u8 {
+        assert!(i < GROUP);
+        // SAFETY: the array has n + GROUP bytes and i < GROUP.
+        unsafe { *self.ctrl.add((self.n + i) as usize) }
+    }
+
     fn set_ctrl(&mut self, i: u32, v: u8) {
         assert!(i < self.n);
         // SAFETY: i < n, and i + n < n + GROUP for the mirror when i < GROUP.
