@@ -1,0 +1,61 @@
+# mod_socache_shm: build the httpd module.
+#
+#   make            (= make module) cargo builds the static library, apxs
+#                   compiles the C glue and links both into
+#                   build/mod_socache_shm.so
+#   make install    apxs -i into httpd's module directory; on Debian/Ubuntu
+#                   also conf/socache_shm.load into mods-available/
+#   make clean
+#
+# Variables: APXS (apxs, else apxs2), CARGO, CARGO_TARGET_DIR (honoured as
+# cargo does), CARGO_FLAGS.
+
+APXS ?= $(shell command -v apxs 2>/dev/null || command -v apxs2 2>/dev/null || echo apxs)
+CARGO ?= cargo
+CARGO_FLAGS ?=
+TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+RUSTLIB := $(TARGET_DIR)/release/libsocache_shm.a
+
+BUILD := build
+MODULE := $(BUILD)/mod_socache_shm.so
+GLUE := apache-glue/mod_socache_shm.c
+GLUE_H := apache-glue/socache_shm_rust.h
+
+# What the Rust runtime needs from the system (`--print native-static-libs`).
+SYSLIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl
+# Hide every symbol of the Rust library (so two Rust modules in one httpd
+# never clash); the glue marks its helpers hidden; only socache_shm_module
+# is exported.
+LINKFLAGS := -Wl,--exclude-libs,ALL -Wl,--as-needed
+
+APACHE_MODS_AVAILABLE := /etc/apache2/mods-available
+
+.PHONY: all module rustlib install clean
+
+all: module
+
+module: $(MODULE)
+
+# cargo decides what is stale; always ask it.
+rustlib:
+	$(CARGO) build --release --lib $(CARGO_FLAGS)
+
+$(RUSTLIB): rustlib
+
+$(MODULE): $(RUSTLIB) $(GLUE) $(GLUE_H)
+	@mkdir -p $(BUILD)
+	$(APXS) -c -o $(BUILD)/mod_socache_shm.la -Iapache-glue $(GLUE) $(RUSTLIB) $(LINKFLAGS) $(SYSLIBS)
+	@# libtool leaves the real shared object in .libs/; copy it out as a file.
+	cp -f $(BUILD)/.libs/mod_socache_shm.so $(MODULE)
+	@echo "built $(MODULE)"
+
+install: $(MODULE)
+	$(APXS) -i -n socache_shm $(MODULE)
+	@if [ -d $(APACHE_MODS_AVAILABLE) ]; then \
+	    install -m 0644 conf/socache_shm.load $(APACHE_MODS_AVAILABLE)/socache_shm.load; \
+	    echo "installed $(APACHE_MODS_AVAILABLE)/socache_shm.load (enable with: a2enmod socache_shm)"; \
+	fi
+
+clean:
+	rm -rf $(BUILD) apache-glue/*.o apache-glue/*.lo apache-glue/*.slo apache-glue/*.la apache-glue/.libs
+	$(CARGO) clean --release -p mod_socache_shm 2>/dev/null || true

@@ -1,0 +1,60 @@
+/* mod_socache_shm: the "shm" socache provider for Apache httpd 2.4.
+ *
+ * This file only declares the module, registers the provider and offers
+ * the Rust side a way into the error log. Every callback is implemented in
+ * Rust (src/httpd/provider.rs), linked in from the crate's static library.
+ *
+ * Flags 0: the cache does its own cross-process and cross-thread locking,
+ * so consumers (mod_ssl, ...) do not wrap it in their global mutex. */
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_log.h"
+#include "ap_provider.h"
+#include "ap_socache.h"
+
+#include "socache_shm_rust.h"
+
+static void register_hooks(apr_pool_t *p);
+
+/* Also does APLOG_USE_MODULE(socache_shm) for the log helpers below. */
+AP_DECLARE_MODULE(socache_shm) = {
+    STANDARD20_MODULE_STUFF,
+    NULL,                       /* per-directory config creator */
+    NULL,                       /* dir config merger */
+    NULL,                       /* server config creator */
+    NULL,                       /* server config merger */
+    NULL,                       /* command table */
+    register_hooks
+};
+
+static const ap_socache_provider_t socache_shm_provider = {
+    "shm",
+    0,
+    socache_shm_create,
+    socache_shm_init,
+    socache_shm_destroy,
+    socache_shm_store,
+    socache_shm_retrieve,
+    socache_shm_remove,
+    socache_shm_status,
+    socache_shm_iterate
+};
+
+void socache_shm_log(const server_rec *s, int level, apr_status_t status,
+                     const char *msg)
+{
+    ap_log_error(APLOG_MARK, level, status, s, "%s", msg);
+}
+
+int socache_shm_log_enabled(const server_rec *s, int level)
+{
+    return APLOG_IS_LEVEL(s, level);
+}
+
+static void register_hooks(apr_pool_t *p)
+{
+    ap_register_provider(p, AP_SOCACHE_PROVIDER_GROUP, "shm",
+                         AP_SOCACHE_PROVIDER_VERSION,
+                         &socache_shm_provider);
+}

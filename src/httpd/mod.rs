@@ -1,0 +1,16 @@
+//! The httpd side: the `shm` socache provider's callbacks behind the C
+//! glue in `apache-glue/mod_socache_shm.c`.
+//!
+//! - [`bindings`]: bindgen's output over the installed httpd/APR headers.
+//! - [`provider`]: the `extern "C"` callbacks (create, init, destroy, store,
+//!   retrieve, remove, status, iterate), each behind a panic boundary.
+//! - [`pools`]: typed wrappers over the APR pool calls, and where the
+//!   anonymous segments' memfds are kept across restarts.
+//! - [`log`]: `ap_log_error` with the module's log index; the panic hook.
+//! - [`status`]: the figures as mod_status HTML and `?auto` lines.
+
+mod bindings;
+pub(crate) mod log;
+mod pools;
+pub mod provider;
+mod status;

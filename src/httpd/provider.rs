@@ -1,0 +1,732 @@
+//! The socache provider's callbacks, as declared in
+//! `apache-glue/socache_shm_rust.h` and put in the `ap_socache_provider_t`
+//! of `apache-glue/mod_socache_shm.c`.
+//!
+//! Lifecycle (httpd 2.4), and what each step does here:
+//!
+//! ```text
+//!  parent: read config ──► create   parse + validate the argument, allocate
+//!                                   the Instance, free it in a pconf cleanup
+//!          post_config ──► init     map the segment: file → open_or_create;
+//!                                   anonymous → reopen the memfd kept in the
+//!                                   process pool, or create one and keep it
+//!          fork children            they inherit the mapping
+//!  child:  requests    ──► store / retrieve / remove / iterate / status
+//!  parent: restart     ──► destroy  unmap (pconf cleared), DSO unloaded,
+//!                                   then create/init again: reattach
+//!          full stop   ──► destroy  unmap, and unlink the segment file
+//! ```
+//!
+//! httpd runs config + post_config twice at startup and again on every
+//! restart, and a consumer may call `init` once per virtual host on one
+//! instance: `create` and `init` are idempotent and never leak a segment.
+//!
+//! Every callback runs behind [`guard`]: a Rust panic becomes an APR error
+//! (logged through the panic hook) and never unwinds into C.
+
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use super::bindings::{
+    self as b, ap_socache_hints, ap_socache_instance_t, ap_socache_iterator_t, apr_pool_t,
+    apr_status_t, apr_time_t, request_rec, server_rec,
+};
+use super::log::{self, log, CurrentServer, Level};
+use super::pools::{self, FdSlot};
+use super::status;
+use crate::engine::{Cache, CacheConfig, ControlFlow, Error, Miss, Opened, Timestamp};
+use crate::spec::{self, CacheSpec};
+
+const SUCCESS: apr_status_t = b::APR_SUCCESS as apr_status_t;
+const NOTFOUND: apr_status_t = b::APR_NOTFOUND as apr_status_t;
+const ENOSPC: apr_status_t = b::APR_ENOSPC as apr_status_t;
+const EINVAL: apr_status_t = b::APR_EINVAL as apr_status_t;
+const EGENERAL: apr_status_t = b::APR_EGENERAL as apr_status_t;
+const EINIT: apr_status_t = b::APR_EINIT as apr_status_t;
+
+/// One configured cache (one `shm:...` of one directive).
+pub(crate) struct Instance {
+    /// The parsed, ServerRoot-resolved and validated argument.
+    spec: CacheSpec,
+    /// The mapped segment, between `init` and `destroy`.
+    cache: CacheSlot,
+    /// The process that created this instance: httpd's parent. Forked
+    /// children inherit a copy and never unmap or free it (see `shutdown`).
+    home_pid: libc::pid_t,
+}
+
+/// The instance's `Cache`, shared by all threads of a child.
+///
+/// A `Box<Cache>` behind an atomic pointer: the request path is one acquire
+/// load. The pointer is written only in the parent while it is single-
+/// threaded (`init`, `destroy`, the pool cleanup), before children fork or
+/// after they are gone, which is the socache contract: `destroy` is never
+/// called concurrently with the instance's other callbacks.
+struct CacheSlot(AtomicPtr<Cache>);
+
+impl CacheSlot {
+    const fn empty() -> CacheSlot {
+        CacheSlot(AtomicPtr::new(ptr::null_mut()))
+    }
+
+    fn get(&self) -> Option<&Cache> {
+        let p = self.0.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer comes from `Box::into_raw` in `set` and
+        // is freed only by `take`, whose callers guarantee that no reference
+        // from `get` is alive (the single-threaded parent; see the type doc).
+        unsafe { p.as_ref() }
+    }
+
+    /// Install `cache`. The slot must be empty.
+    fn set(&self, cache: Cache) {
+        let new = Box::into_raw(Box::new(cache));
+        let old = self.0.swap(new, Ordering::AcqRel);
+        debug_assert!(old.is_null(), "CacheSlot::set over a live cache");
+        if !old.is_null() {
+            // SAFETY: `old` came from `Box::into_raw` in an earlier `set`;
+            // the swap made this the only owner. (Unreachable: init returns
+            // early when a cache is installed.)
+            drop(unsafe { Box::from_raw(old) });
+        }
+    }
+
+    /// Remove the cache, returning ownership.
+    ///
+    /// # Safety
+    /// No reference obtained from `get` may be alive, in any thread.
+    unsafe fn take(&self) -> Option<Box<Cache>> {
+        let p = self.0.swap(ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: non-null `p` came from `Box::into_raw` in `set`; the swap
+        // made this the only owner; no borrow is alive (caller).
+        (!p.is_null()).then(|| unsafe { Box::from_raw(p) })
+    }
+}
+
+impl Drop for CacheSlot {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`: no borrow from `get` can be alive.
+        drop(unsafe { self.take() });
+    }
+}
+
+/// Run a callback body with the panic hook installed and `s` recorded for
+/// it; a panic returns `on_panic` instead of unwinding into httpd.
+fn guard<R>(s: *const server_rec, on_panic: R, body: impl FnOnce() -> R) -> R {
+    log::install_panic_hook();
+    let _current = CurrentServer::enter(s);
+    // AssertUnwindSafe: after a panic the instance is not used again by this
+    // call; the engine keeps its shared state consistent under its own locks
+    // (a panic inside a lock is a crashed holder it recovers from).
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(on_panic)
+}
+
+/// The instance behind httpd's opaque pointer.
+///
+/// # Safety
+/// `inst` is null or a pointer returned by `socache_shm_create` whose pool
+/// cleanup has not run.
+unsafe fn instance<'a>(inst: *mut ap_socache_instance_t) -> Option<&'a Instance> {
+    // SAFETY: per the caller, non-null means a live `Box<Instance>` leaked in
+    // `create`; only shared references are made until the cleanup frees it.
+    unsafe { inst.cast::<Instance>().as_ref() }
+}
+
+/// A byte slice from httpd's (pointer, length); empty for a null pointer.
+///
+/// # Safety
+/// A non-null `p` points to `len` readable bytes that outlive `'a`.
+unsafe fn bytes<'a>(p: *const u8, len: c_uint) -> &'a [u8] {
+    if p.is_null() || len == 0 {
+        &[]
+    } else {
+        // SAFETY: per the caller.
+        unsafe { std::slice::from_raw_parts(p, len as usize) }
+    }
+}
+
+fn pid() -> libc::pid_t {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// The APR status for an engine error: its errno for I/O errors (APR
+/// statuses below APR_OS_START_ERROR are errno values), else EGENERAL.
+fn apr_status(e: &Error) -> apr_status_t {
+    match e {
+        Error::Io { source, .. } => source.raw_os_error().unwrap_or(EGENERAL),
+        Error::EntryTooLarge { .. } => ENOSPC,
+        Error::BudgetTooSmall { .. } | Error::BudgetTooLarge { .. } => EINVAL,
+        _ => EGENERAL,
+    }
+}
+
+// ---------------------------------------------------------------- create --
+
+/// `create(&instance, arg, tmp, p)`: parse and check the argument; the
+/// errors surface at `apachectl -t`.
+///
+/// # Safety
+/// Called by httpd with a valid out-pointer, `arg` null or NUL-terminated,
+/// and valid pools.
+#[no_mangle]
+pub unsafe extern "C" fn socache_shm_create(
+    instance: *mut *mut ap_socache_instance_t,
+    arg: *const c_char,
+    tmp: *mut apr_pool_t,
+    p: *mut apr_pool_t,
+) -> *const c_char {
+    let _ = tmp;
+    let result = guard(ptr::null(), Err(None), || {
+        // SAFETY: httpd passes null or a NUL-terminated argument.
+        let arg = (!arg.is_null()).then(|| unsafe { CStr::from_ptr(arg) });
+        // SAFETY: `p` is httpd's configuration pool (valid, per the caller).
+        unsafe { create(arg, p) }.map_err(Some)
+    });
+    match result {
+        Ok(inst) => {
+            if !instance.is_null() {
+                // SAFETY: `instance` is httpd's valid out-pointer.
+                unsafe { instance.write(inst.cast()) };
+            }
+            ptr::null()
+        }
+        // SAFETY: `p` is a valid pool; the message is copied into it.
+        Err(Some(msg)) => unsafe { pools::pstr(p, &msg) },
+        Err(None) => {
+            c"mod_socache_shm: internal error while reading the argument (see the error log)"
+                .as_ptr()
+        }
+    }
+}
+
+/// # Safety
+/// `p` is a valid pool that lives as long as the instance should.
+unsafe fn create(arg: Option<&CStr>, p: *mut apr_pool_t) -> Result<*mut Instance, String> {
+    let arg = match arg {
+        None => None,
+        Some(a) => Some(
+            a.to_str()
+                .map_err(|_| "Invalid argument: not valid UTF-8".to_string())?,
+        ),
+    };
+    let mut spec = spec::parse(arg).map_err(|e| e.to_string())?;
+    if let Some(path) = spec.path.take() {
+        let c = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| spec::SpecError::NulInPath.to_string())?;
+        // SAFETY: `p` is valid (caller).
+        let resolved = unsafe { pools::server_root_relative(p, &c) }.ok_or_else(|| {
+            format!(
+                "Invalid argument: cannot resolve {} against ServerRoot",
+                path.display()
+            )
+        })?;
+        spec.path = Some(PathBuf::from(std::ffi::OsStr::from_bytes(
+            resolved.as_bytes(),
+        )));
+    }
+    spec::validate(&spec).map_err(|e| e.to_string())?;
+    // Whatever else the engine would refuse at init (with the TLS session
+    // hints; other consumers' hints only move the index/arena split).
+    crate::engine::layout::Geometry::new(spec.bytes, 32, 160)
+        .map_err(|e| format!("Invalid argument: {e}"))?;
+
+    let inst = Box::into_raw(Box::new(Instance {
+        spec,
+        cache: CacheSlot::empty(),
+        home_pid: pid(),
+    }));
+    // SAFETY: `p` is valid; `inst` stays alive until this cleanup frees it.
+    // The cleanup points into this DSO, which is safe on this pool: httpd
+    // unloads the DSO in a cleanup of the same pool that was registered
+    // earlier (at LoadModule), and cleanups run last-in, first-out. In a
+    // fork-and-exec child, apr_pool_cleanup_null runs instead.
+    unsafe {
+        b::apr_pool_cleanup_register(
+            p,
+            inst.cast_const().cast(),
+            Some(instance_cleanup),
+            Some(b::apr_pool_cleanup_null),
+        )
+    };
+    Ok(inst)
+}
+
+/// The pool cleanup of an instance: what `destroy` does, then free it.
+unsafe extern "C" fn instance_cleanup(data: *mut c_void) -> apr_status_t {
+    guard(ptr::null(), SUCCESS, || {
+        let inst = data.cast::<Instance>();
+        // SAFETY: `data` is the `Box<Instance>` leaked in `create`; this
+        // cleanup runs once. Only shared references exist meanwhile.
+        let Some(i) = (unsafe { inst.as_ref() }) else {
+            return SUCCESS;
+        };
+        if i.home_pid != pid() {
+            // A forked child exiting (apr_terminate at exit): other threads
+            // may still be in a callback; leave everything to the kernel.
+            return SUCCESS;
+        }
+        // SAFETY: in the parent, no other callback runs (socache contract).
+        unsafe { shutdown(i, ptr::null()) };
+        // SAFETY: as above; nothing refers to the instance any more.
+        drop(unsafe { Box::from_raw(inst) });
+        SUCCESS
+    })
+}
+
+// ------------------------------------------------------------------ init --
+
+/// `init(instance, cname, hints, s, pool)`: map the segment, reattaching
+/// to the live one when possible.
+///
+/// # Safety
+/// Called by httpd in the parent with an instance from `socache_shm_create`,
+/// `cname` null or NUL-terminated, `hints` null or valid, `s` valid.
+#[no_mangle]
+pub unsafe extern "C" fn socache_shm_init(
+    instance: *mut ap_socache_instance_t,
+    cname: *const c_char,
+    hints: *const ap_socache_hints,
+    s: *mut server_rec,
+    pool: *mut apr_pool_t,
+) -> apr_status_t {
+    let _ = pool;
+    guard(s, EGENERAL, || {
+        // SAFETY: `instance` is from `create` (caller).
+        let Some(inst) = (unsafe { self::instance(instance) }) else {
+            return EINVAL;
+        };
+        let cname = if cname.is_null() {
+            String::new()
+        } else {
+            // SAFETY: NUL-terminated (caller).
+            unsafe { CStr::from_ptr(cname) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        // SAFETY: `hints` is null or valid (caller).
+        let hints = unsafe { hints.as_ref() };
+        // SAFETY: `s` valid (caller); the parent is single-threaded in init.
+        match unsafe { init(inst, &cname, hints, s) } {
+            Ok(()) => SUCCESS,
+            Err((status, msg)) => {
+                // The message says it all (I/O errors carry the OS error).
+                log::write(s, Level::Err, 0, &format!("cache {cname:?}: {msg}"));
+                status
+            }
+        }
+    })
+}
+
+/// # Safety
+/// `s` is valid; no other callback runs on `inst` (parent, single-threaded).
+unsafe fn init(
+    inst: &Instance,
+    cname: &str,
+    hints: Option<&ap_socache_hints>,
+    s: *const server_rec,
+) -> Result<(), (apr_status_t, String)> {
+    if inst.cache.get().is_some() {
+        // A second init of the same instance (e.g. once per virtual host).
+        return Ok(());
+    }
+    // SAFETY: `s` valid (caller).
+    let (process_pool, pconf) = unsafe { pools::pools_of(s) }
+        .ok_or((EGENERAL, "the server has no process pools".to_string()))?;
+
+    let hint = |v: Option<usize>, default: u32| {
+        v.filter(|&n| n > 0)
+            .map_or(default, |n| u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    let defaults = CacheConfig::new(inst.spec.bytes);
+    let config = CacheConfig {
+        bytes: inst.spec.bytes,
+        path: inst.spec.path.clone(),
+        avg_id_len: hint(hints.map(|h| h.avg_id_len), defaults.avg_id_len),
+        avg_value_len: hint(hints.map(|h| h.avg_obj_size), defaults.avg_value_len),
+    };
+    let err = |e: Error| (apr_status(&e), e.to_string());
+
+    // Distinct instances with one consumer name get distinct memfd slots,
+    // in configuration order (stable across restarts).
+    // SAFETY: `pconf` is httpd's configuration pool.
+    let ordinal = unsafe { pools::next_ordinal(pconf, cname) }.unwrap_or(0);
+    let memfd_key = format!("socache_shm:memfd:{cname}:{ordinal}");
+    // SAFETY: `process_pool` is httpd's process pool.
+    let memfd = unsafe { FdSlot::get(process_pool, &memfd_key) };
+
+    let (cache, what) = match &config.path {
+        Some(path) => {
+            let owner: *const c_void = (inst as *const Instance).cast();
+            // SAFETY: `pconf` is httpd's configuration pool.
+            if !unsafe { pools::claim_path(pconf, &path.to_string_lossy(), owner) } {
+                return Err((
+                    EINVAL,
+                    format!(
+                        "{} is already the segment of another socache instance; give each cache its own file",
+                        path.display()
+                    ),
+                ));
+            }
+            // This slot's consumer moved from anonymous to a file: release
+            // the anonymous segment it kept.
+            if let Some(slot) = &memfd {
+                slot.replace(None);
+            }
+            let (cache, opened) = Cache::open_or_create(&config).map_err(err)?;
+            let what = match opened {
+                Opened::Created => format!("created file-backed segment {}", path.display()),
+                Opened::Reattached => {
+                    format!(
+                        "reattached to the live segment {} (entries kept)",
+                        path.display()
+                    )
+                }
+                Opened::Replaced(why) => {
+                    format!(
+                        "replaced the segment {} with an empty one: {why}",
+                        path.display()
+                    )
+                }
+            };
+            (cache, what)
+        }
+        None => {
+            let slot = memfd.ok_or((
+                EGENERAL,
+                "cannot keep the segment in the process pool".to_string(),
+            ))?;
+            match slot.fd() {
+                Some(fd) => match Cache::reopen_fd(fd, &config) {
+                    Ok((cache, Opened::Reattached)) => (
+                        cache,
+                        "reattached to the live anonymous segment (entries kept)".to_string(),
+                    ),
+                    Ok((cache, opened)) => {
+                        slot.replace(Some(cache.dup_fd().map_err(err)?));
+                        let why = match opened {
+                            Opened::Replaced(why) => why,
+                            other => format!("{other:?}"),
+                        };
+                        (
+                            cache,
+                            format!("replaced the anonymous segment with an empty one: {why}"),
+                        )
+                    }
+                    Err(e) => {
+                        log!(s, Level::Warning, "cache {cname:?}: cannot reopen the kept anonymous segment ({e}); creating a new one");
+                        let cache = Cache::create(&config).map_err(err)?;
+                        slot.replace(Some(cache.dup_fd().map_err(err)?));
+                        (cache, "created anonymous segment".to_string())
+                    }
+                },
+                None => {
+                    let cache = Cache::create(&config).map_err(err)?;
+                    slot.replace(Some(cache.dup_fd().map_err(err)?));
+                    (cache, "created anonymous segment".to_string())
+                }
+            }
+        }
+    };
+    log!(
+        s,
+        Level::Info,
+        "cache {cname:?}: {what} [{} bytes, {} shards, entries up to {} bytes]",
+        config.bytes,
+        cache.shard_count(),
+        cache.max_entry_size()
+    );
+    inst.cache.set(cache);
+    Ok(())
+}
+
+// --------------------------------------------------------------- destroy --
+
+/// `destroy(instance, s)`: unmap; on a full stop also remove the file.
+///
+/// # Safety
+/// Called by httpd with an instance from `socache_shm_create` (or null) and
+/// `s` null or valid, while no other callback runs on the instance.
+#[no_mangle]
+pub unsafe extern "C" fn socache_shm_destroy(
+    instance: *mut ap_socache_instance_t,
+    s: *mut server_rec,
+) {
+    guard(s, (), || {
+        // SAFETY: `instance` is from `create` (caller).
+        if let Some(inst) = unsafe { self::instance(instance) } {
+            if inst.home_pid == pid() {
+                // SAFETY: no other callback runs (caller).
+                unsafe { shutdown(inst, s) };
+            }
+        }
+    })
+}
+
+/// Drop the cache; when httpd is exiting for good, unlink its file first.
+///
+/// # Safety
+/// No other callback runs on `inst`, in any thread.
+unsafe fn shutdown(inst: &Instance, s: *const server_rec) {
+    // SAFETY: per the caller, no borrow from `get` is alive.
+    let Some(cache) = (unsafe { inst.cache.take() }) else {
+        return;
+    };
+    // SAFETY: ap_state_query has no preconditions.
+    let state = unsafe { b::ap_state_query(b::AP_SQ_MAIN_STATE as c_int) };
+    if state == b::AP_SQ_MS_EXITING as c_int {
+        if let Some(path) = cache.path() {
+            match cache.unlink() {
+                Ok(()) => log!(
+                    s,
+                    Level::Info,
+                    "removed segment file {} (server stopping)",
+                    path.display()
+                ),
+                Err(e) => log!(
+                    s,
+                    Level::Warning,
+                    "cannot remove segment file {}: {e}",
+                    path.display()
+                ),
+            }
+        }
+    }
+    drop(cache);
+}
+
+// ------------------------------------------------- store/retrieve/remove --
+
+/// `store(...)`: insert or replace; `expiry` is absolute, in µs.
+///
+/// # Safety
+/// Called by httpd with a live instance, `id`/`data` valid for their lengths.
+#[no_mangle]
+pub unsafe extern "C" fn socache_shm_store(
+    instance: *mut ap_socache_instance_t,
+    s: *mut server_rec,
+    id: *const u8,
+    idlen: c_uint,
+    expiry: apr_time_t,
+    data: *mut u8,
+    datalen: c_uint,
+    pool: *mut apr_pool_t,
+) -> apr_status_t {
+    let _ = pool;
+    guard(s, EGENERAL, || {
+        // SAFETY: `instance` is live (caller).
+        let Some(cache) = (unsafe { self::instance(instance) }).and_then(|i| i.cache.get()) else {
+            log!(s, Level::Debug, "store: cache not initialised");
+            return EINIT;
+        };
+        // SAFETY: valid for their lengths during the call (caller).
+        let (id, value) = unsafe { (bytes(id, idlen), bytes(data.cast_const(), datalen)) };
+        match cache.store(id, value, Timestamp(expiry)) {
+            Ok(_) => SUCCESS,
+            Err(e @ Error::EntryTooLarge { .. }) => {
+                log!(
+                    s,
+                    Level::Info,
+                    "not caching an entry (id {} bytes): {e}",
+                    id.len()
+                );
+                ENOSPC
+            }
+            Err(e) => {
+                log!(s, Level::Err, "store failed: {e}");
+                apr_status(&e)
+            }
+        }
+    })
+}
+
+/// `retrieve(...)`: copy the value into `dest`; APR_NOTFOUND on a miss or
+/// when `dest` is too small.
+///
+/// # Safety
+/// Called by httpd with a live instance, `id` valid for `idlen`, `dest`
+/// writable for `*destlen` bytes, `destlen` valid.
+#[no_mangle]
+pub unsafe extern "C" fn socache_shm_retrieve(
+    instance: *mut ap_socache_instance_t,
+    s: *mut server_rec,
+    id: *const u8,
+    idlen: c_uint,
+    dest: *mut u8,
+    destlen: *mut c_uint,
+    pool: *mut apr_pool_t,
+) -> apr_status_t {
+    let _ = pool;
+    guard(s, NOTFOUND, || {
+        // SAFETY: `instance` is live (caller).
+        let Some(cache) = (unsafe { self::instance(instance) }).and_then(|i| i.cache.get()) else {
+            return NOTFOUND;
+        };
+        if destlen.is_null() {
+            return EINVAL;
+        }
+        // SAFETY: `destlen` is valid (caller; checked non-null).
+        let cap = unsafe { destlen.read() };
+        // SAFETY: valid for its length (caller).
+        let id = unsafe { bytes(id, idlen) };
+        let buf: &mut [u8] = if dest.is_null() || cap == 0 {
+            &mut []
+        } else {
+            // SAFETY: `dest` is writable for `cap` bytes and not aliased
+            // during the call (caller).
+            unsafe { std::slice::from_raw_parts_mut(dest, cap as usize) }
+        };
+        match cache.retrieve(id, buf) {
+            Ok(n) => {
+                // n <= buf.len() <= c_uint::MAX.
+                // SAFETY: `destlen` is valid (caller).
+                unsafe { destlen.write(c_uint::try_from(n).unwrap_or(cap)) };
+                SUCCESS
+            }
+            Err(Miss::NotFound) => NOTFOUND,
+            Err(Miss::BufferTooSmall { needed }) => {
+                log!(s, Level::Debug, "retrieve: entry of {needed} bytes does not fit the caller's {cap}-byte buffer; treated as not found");
+                NOTFOUND
+            }
+        }
+    })
+}
+
+/// `remove(...)`: APR_NOTFOUND when there was no live entry.
+///
+/// # Safety
+/// Called by httpd with a live instance and `id` valid for `idlen`.
+#[no_mangle]
+pub unsafe extern "C" fn socache_shm_remove(
+    instance: *mut ap_socache_instance_t,
+    s: *mut server_rec,
+    id: *const u8,
+    idlen: c_uint,
+    pool: *mut apr_pool_t,
+) -> apr_status_t {
+    let _ = pool;
+    guard(s, EGENERAL, || {
+        // SAFETY: `instance` is live (caller).
+        let Some(cache) = (unsafe { self::instance(instance) }).and_then(|i| i.cache.get()) else {
+            return NOTFOUND;
+        };
+        // SAFETY: valid for its length (caller).
+        let id = unsafe { bytes(id, idlen) };
+        if cache.remove(id) {
+            SUCCESS
+        } else {
+            NOTFOUND
+        }
+    })
+}
+
+// -------------------------------------------------------- status/iterate --
+
+/// `status(instance, r, flags)`: the figures for mod_status, HTML or, with
+/// `AP_STATUS_SHORT`, `Key: value` lines.
+///
+/// # Safety
+/// Called by httpd with a live instance and a valid request.
+#[no_mangle]
+pub unsafe extern "C" fn socache_shm_status(
+    instance: *mut ap_socache_instance_t,
+    r: *mut request_rec,
+    flags: c_int,
+) {
+    let s = if r.is_null() {
+        ptr::null()
+    } else {
+        // SAFETY: `r` is a valid request (caller), non-null (checked).
+        unsafe { (*r).server.cast_const() }
+    };
+    let short = flags & (b::AP_STATUS_SHORT as c_int) != 0;
+    let text = guard(s, None, || {
+        // SAFETY: `instance` is live (caller).
+        let inst = unsafe { self::instance(instance) }?;
+        Some(match inst.cache.get() {
+            Some(cache) => {
+                let figures = crate::figures::figures(cache, &cache.stats());
+                if short {
+                    status::short(&figures)
+                } else {
+                    status::html(&figures, cache.path())
+                }
+            }
+            None if short => "CacheType: SHM\nCacheStatus: not initialised\n".to_string(),
+            None => "cache type: <b>SHM</b>, not initialised<br>".to_string(),
+        })
+    })
+    .unwrap_or_else(|| {
+        if short {
+            "CacheType: SHM\nCacheStatus: error (see the error log)\n".to_string()
+        } else {
+            "cache type: <b>SHM</b>, status unavailable (see the error log)<br>".to_string()
+        }
+    });
+    if r.is_null() {
+        return;
+    }
+    for chunk in text.as_bytes().chunks(i32::MAX as usize) {
+        // SAFETY: `r` is valid (caller); `chunk` is readable for its length,
+        // which fits a c_int.
+        unsafe { b::ap_rwrite(chunk.as_ptr().cast(), chunk.len() as c_int, r) };
+    }
+}
+
+/// `iterate(...)`: call `iterator` for each live entry until it returns
+/// something other than APR_SUCCESS, which is then returned.
+///
+/// # Safety
+/// Called by httpd with a live instance, valid `s`, and `iterator` a valid
+/// function for `userctx`.
+#[no_mangle]
+pub unsafe extern "C" fn socache_shm_iterate(
+    instance: *mut ap_socache_instance_t,
+    s: *mut server_rec,
+    userctx: *mut c_void,
+    iterator: ap_socache_iterator_t,
+    pool: *mut apr_pool_t,
+) -> apr_status_t {
+    guard(s, EGENERAL, || {
+        // SAFETY: `instance` is live (caller).
+        let Some(cache) = (unsafe { self::instance(instance) }).and_then(|i| i.cache.get()) else {
+            return EINIT;
+        };
+        let Some(iterator) = iterator else {
+            return EINVAL;
+        };
+        let mut rv = SUCCESS;
+        cache.iterate(&mut |id, value, _expiry| {
+            let (Ok(idlen), Ok(datalen)) =
+                (c_uint::try_from(id.len()), c_uint::try_from(value.len()))
+            else {
+                return ControlFlow::Continue(());
+            };
+            // SAFETY: `iterator` is the consumer's valid callback (caller);
+            // `id` and `value` are copies that live through the call. The
+            // engine copies entries out before visiting, so the consumer may
+            // call back into this instance.
+            rv = unsafe {
+                iterator(
+                    instance,
+                    s,
+                    userctx,
+                    id.as_ptr(),
+                    idlen,
+                    value.as_ptr(),
+                    datalen,
+                    pool,
+                )
+            };
+            if rv == SUCCESS {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        });
+        rv
+    })
+}
