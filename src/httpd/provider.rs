@@ -730,3 +730,85 @@ pub unsafe extern "C" fn socache_shm_iterate(
         rv
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// What the stand-in for the C log helper received: (server, level, text).
+    static LOGGED: Mutex<Vec<(usize, c_int, String)>> = Mutex::new(Vec::new());
+
+    /// Stand-in for `socache_shm_log` of the C glue (not linked into tests).
+    #[no_mangle]
+    extern "C" fn socache_shm_log(
+        s: *const server_rec,
+        level: c_int,
+        _status: apr_status_t,
+        msg: *const c_char,
+    ) {
+        // SAFETY: `log::write` passes a valid NUL-terminated string.
+        let text = unsafe { CStr::from_ptr(msg) }
+            .to_string_lossy()
+            .into_owned();
+        // Other tests' panics come through the hook too: keep them visible.
+        eprintln!("[log level {level}] {text}");
+        LOGGED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((s as usize, level, text));
+    }
+
+    #[no_mangle]
+    extern "C" fn socache_shm_log_enabled(_s: *const server_rec, _level: c_int) -> c_int {
+        1
+    }
+
+    #[test]
+    fn a_panic_becomes_the_fallback_and_a_crit_log_line_for_its_server() {
+        let fake_server = 0x1000 as *const server_rec;
+        let rv = guard(fake_server, EGENERAL, || -> apr_status_t {
+            panic!("boom {}", 42);
+        });
+        assert_eq!(rv, EGENERAL);
+        // The calling thread's server is restored after the callback.
+        let after = guard(ptr::null(), 0usize, || {
+            panic!("second");
+        });
+        assert_eq!(after, 0);
+
+        let logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let boom = logged
+            .iter()
+            .find(|(_, _, t)| t.contains("boom 42"))
+            .expect("the panic message reached the log");
+        assert_eq!(boom.0, 0x1000, "logged for the callback's server");
+        assert_eq!(boom.1, b::APLOG_CRIT as c_int);
+        assert!(
+            boom.2.contains("provider.rs"),
+            "with its location: {}",
+            boom.2
+        );
+        let second = logged
+            .iter()
+            .find(|(_, _, t)| t.contains("second"))
+            .expect("logged");
+        assert_eq!(second.0, 0);
+        // Give the test binary its default hook back.
+        drop(std::panic::take_hook());
+    }
+
+    #[test]
+    fn no_panic_passes_the_value_through() {
+        assert_eq!(guard(ptr::null(), 1, || 2), 2);
+    }
+
+    #[test]
+    fn byte_slices_from_null_are_empty() {
+        // SAFETY: null is allowed and yields an empty slice.
+        assert!(unsafe { bytes(ptr::null(), 5) }.is_empty());
+        let v = [1u8, 2, 3];
+        // SAFETY: `v` holds 3 readable bytes.
+        assert_eq!(unsafe { bytes(v.as_ptr(), 3) }, &v);
+    }
+}
