@@ -50,7 +50,7 @@ $(MODULE): $(RUSTLIB) $(GLUE) $(GLUE_H)
 	@echo "built $(MODULE)"
 
 install: $(MODULE)
-	$(APXS) -i -n socache_shm $(MODULE)
+	$(APXS) -i -n socache_shm $(BUILD)/mod_socache_shm.la
 	@if [ -d $(APACHE_MODS_AVAILABLE) ]; then \
 	    install -m 0644 conf/socache_shm.load $(APACHE_MODS_AVAILABLE)/socache_shm.load; \
 	    echo "installed $(APACHE_MODS_AVAILABLE)/socache_shm.load (enable with: a2enmod socache_shm)"; \
