@@ -759,6 +759,12 @@ mod tests {
             .push((s as usize, level, text));
     }
 
+    /// Stand-in for httpd's `ap_state_query`: serving requests.
+    #[no_mangle]
+    extern "C" fn ap_state_query(_query: c_int) -> c_int {
+        b::AP_SQ_MS_RUN_MPM as c_int
+    }
+
     #[no_mangle]
     extern "C" fn socache_shm_log_enabled(_s: *const server_rec, _level: c_int) -> c_int {
         1
@@ -796,6 +802,181 @@ mod tests {
         assert_eq!(second.0, 0);
         // Give the test binary its default hook back.
         drop(std::panic::take_hook());
+    }
+
+    /// An initialised instance over a real (anonymous) engine cache.
+    fn live_instance() -> *mut ap_socache_instance_t {
+        let inst = Instance {
+            spec: CacheSpec {
+                path: None,
+                bytes: 64 * 1024,
+            },
+            cache: CacheSlot::empty(),
+            home_pid: pid(),
+        };
+        let cache = Cache::create(&CacheConfig::new(64 * 1024)).expect("engine cache");
+        inst.cache.set(cache);
+        Box::into_raw(Box::new(inst)).cast()
+    }
+
+    fn free(inst: *mut ap_socache_instance_t) {
+        // SAFETY: from `live_instance`, not used afterwards.
+        drop(unsafe { Box::from_raw(inst.cast::<Instance>()) });
+    }
+
+    fn in_a_minute() -> apr_time_t {
+        use crate::engine::Clock;
+        crate::engine::SystemClock.now().plus_secs(60).0
+    }
+
+    /// An `ap_socache_iterator_t` that counts entries in `userctx` and
+    /// stops (returns APR_EGENERAL) at the second one.
+    unsafe extern "C" fn count_two(
+        _instance: *mut ap_socache_instance_t,
+        _s: *mut server_rec,
+        userctx: *mut c_void,
+        _id: *const u8,
+        idlen: c_uint,
+        _data: *const u8,
+        datalen: c_uint,
+        _pool: *mut apr_pool_t,
+    ) -> apr_status_t {
+        assert!(idlen == 32 && datalen == 150);
+        // SAFETY: the test passes a `*mut u32` as userctx.
+        let n = unsafe { &mut *userctx.cast::<u32>() };
+        *n += 1;
+        if *n == 2 {
+            EGENERAL
+        } else {
+            SUCCESS
+        }
+    }
+
+    #[test]
+    fn data_path_callbacks_over_a_real_cache() {
+        let inst = live_instance();
+        let s = ptr::null_mut();
+        let p = ptr::null_mut();
+        let id = [7u8; 32];
+        let mut value = [9u8; 150];
+        // SAFETY: every call below gets a live instance, buffers valid for
+        // the lengths passed, and a null server/pool (used only for logging).
+        unsafe {
+            let rv = socache_shm_store(
+                inst,
+                s,
+                id.as_ptr(),
+                32,
+                in_a_minute(),
+                value.as_mut_ptr(),
+                150,
+                p,
+            );
+            assert_eq!(rv, SUCCESS);
+
+            let mut buf = [0u8; 512];
+            let mut len: c_uint = 512;
+            assert_eq!(
+                socache_shm_retrieve(inst, s, id.as_ptr(), 32, buf.as_mut_ptr(), &mut len, p),
+                SUCCESS
+            );
+            assert_eq!(len, 150);
+            assert_eq!(&buf[..150], &value[..]);
+
+            // Too small a buffer reads as a miss.
+            let mut len: c_uint = 10;
+            assert_eq!(
+                socache_shm_retrieve(inst, s, id.as_ptr(), 32, buf.as_mut_ptr(), &mut len, p),
+                NOTFOUND
+            );
+            // So does an unknown id.
+            let mut len: c_uint = 512;
+            let other = [8u8; 32];
+            assert_eq!(
+                socache_shm_retrieve(inst, s, other.as_ptr(), 32, buf.as_mut_ptr(), &mut len, p),
+                NOTFOUND
+            );
+
+            // Larger than the cache accepts: ENOSPC, and nothing else changes.
+            let mut huge = vec![1u8; 60 * 1024];
+            let rv = socache_shm_store(
+                inst,
+                s,
+                other.as_ptr(),
+                32,
+                in_a_minute(),
+                huge.as_mut_ptr(),
+                huge.len() as c_uint,
+                p,
+            );
+            assert_eq!(rv, ENOSPC);
+
+            // Iterate stops where the consumer says so.
+            for i in 0..5u8 {
+                let k = [i; 32];
+                socache_shm_store(
+                    inst,
+                    s,
+                    k.as_ptr(),
+                    32,
+                    in_a_minute(),
+                    value.as_mut_ptr(),
+                    150,
+                    p,
+                );
+            }
+            let mut seen = 0u32;
+            let rv =
+                socache_shm_iterate(inst, s, (&mut seen as *mut u32).cast(), Some(count_two), p);
+            assert_eq!((rv, seen), (EGENERAL, 2));
+
+            assert_eq!(socache_shm_remove(inst, s, id.as_ptr(), 32, p), SUCCESS);
+            assert_eq!(socache_shm_remove(inst, s, id.as_ptr(), 32, p), NOTFOUND);
+
+            // destroy unmaps; later calls see an uninitialised instance.
+            socache_shm_destroy(inst, s);
+            let rv = socache_shm_store(
+                inst,
+                s,
+                id.as_ptr(),
+                32,
+                in_a_minute(),
+                value.as_mut_ptr(),
+                150,
+                p,
+            );
+            assert_eq!(rv, EINIT);
+            let mut len: c_uint = 512;
+            assert_eq!(
+                socache_shm_retrieve(inst, s, id.as_ptr(), 32, buf.as_mut_ptr(), &mut len, p),
+                NOTFOUND
+            );
+            // A second destroy is harmless.
+            socache_shm_destroy(inst, s);
+        }
+        free(inst);
+    }
+
+    #[test]
+    fn null_instance_is_refused_not_dereferenced() {
+        let id = [1u8; 32];
+        let mut len: c_uint = 0;
+        // SAFETY: a null instance is checked before any use.
+        unsafe {
+            assert_eq!(
+                socache_shm_retrieve(
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                    id.as_ptr(),
+                    32,
+                    ptr::null_mut(),
+                    &mut len,
+                    ptr::null_mut()
+                ),
+                NOTFOUND
+            );
+            socache_shm_destroy(ptr::null_mut(), ptr::null_mut());
+        }
     }
 
     #[test]
