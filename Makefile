@@ -14,6 +14,9 @@ APXS ?= $(shell command -v apxs 2>/dev/null || command -v apxs2 2>/dev/null || e
 CARGO ?= cargo
 CARGO_FLAGS ?=
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+ifdef CARGO_TARGET_DIR
+export CARGO_TARGET_DIR
+endif
 RUSTLIB := $(TARGET_DIR)/release/libsocache_shm.a
 
 BUILD := build
