@@ -455,6 +455,14 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_accepts_exactly_what_the_parser_accepts_at_the_bottom() {
+        use crate::engine::layout::{Geometry, MIN_BYTES as ENGINE_MIN};
+        assert_eq!(MIN_BYTES, ENGINE_MIN);
+        assert!(Geometry::new(MIN_BYTES, 32, 160).is_ok());
+        assert!(Geometry::new(DEFAULT_BYTES, 32, 160).is_ok());
+    }
+
+    #[test]
     fn nul_in_path() {
         assert_eq!(err("/x\0y"), SpecError::NulInPath);
     }
