@@ -13,10 +13,9 @@ pub struct Figure {
 }
 
 fn pct(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        "0%".into()
-    } else {
-        format!("{}%", part * 100 / whole)
+    match (part * 100).checked_div(whole) {
+        Some(p) => format!("{p}%"),
+        None => "0%".into(),
     }
 }
 
@@ -36,6 +35,7 @@ pub fn figures(cache: &Cache, s: &Stats) -> Vec<Figure> {
             s.entries.to_string(),
         ),
         f("CacheSubcaches", "shards", cache.shard_count().to_string()),
+        f("CacheShards", "shards", cache.shard_count().to_string()),
         f(
             "CacheIndexesPerSubcaches",
             "index slots per shard",
@@ -95,6 +95,11 @@ pub fn figures(cache: &Cache, s: &Stats) -> Vec<Figure> {
             s.misses.to_string(),
         ),
         f("CacheRemoveHitCount", "removals", s.removals.to_string()),
+        f(
+            "CacheRemoveMissCount",
+            "removals of absent ids",
+            s.remove_misses.to_string(),
+        ),
         f("CacheLockWaits", "lock waits", s.lock_waits.to_string()),
         f(
             "CacheRecoveries",

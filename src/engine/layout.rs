@@ -94,6 +94,7 @@ pub struct Counters {
     pub evictions: u64,
     pub expirations: u64,
     pub removals: u64,
+    pub remove_misses: u64,
     pub lock_waits: u64,
     pub recoveries: u64,
     pub refused: u64,

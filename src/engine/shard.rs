@@ -492,6 +492,7 @@ impl Locked<'_> {
     pub fn delete(&mut self, hash: u64, id: &[u8], now: u32) -> bool {
         let h = Hash::split(hash, self.shard.index.slot_count());
         let Some(slot) = self.lookup(h, id) else {
+            self.h().counters.remove_misses += 1;
             return false;
         };
         let live = self.head(self.shard.index.block(slot)).expiry > now;
@@ -550,6 +551,7 @@ impl Locked<'_> {
             evictions: c.evictions,
             expirations: c.expirations,
             removals: c.removals,
+            remove_misses: c.remove_misses,
             lock_waits: c.lock_waits,
             recoveries: c.recoveries,
             refused: c.refused,
