@@ -153,6 +153,7 @@ mod httpd {
     #include <http_protocol.h>
     #include <ap_socache.h>
     #include <mod_status.h>
+    #include <unixd.h>
     #include <apr_pools.h>
     #include <apr_errno.h>
     #include <apr_strings.h>
@@ -193,6 +194,7 @@ mod httpd {
             .allowlist_function("apr_pstrdup")
             .allowlist_function("apr_pstrmemdup")
             // Constants.
+            .allowlist_var("ap_unixd_config")
             .allowlist_var("AP_STATUS_SHORT")
             .allowlist_var("AP_SQ_MAIN_STATE")
             .allowlist_var("AP_SQ_MS_.*")
