@@ -737,6 +737,22 @@ pub unsafe extern "C" fn socache_shm_iterate(
     })
 }
 
+/// A segment file made by a root parent belongs to the `User`/`Group` httpd
+/// runs its children as (mode stays 0600), as shmcb does for its files.
+fn give_to_server_user(path: &std::path::Path) -> std::io::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    // SAFETY: ap_unixd_config is httpd's global, set from User/Group while the
+    // configuration was read, before init runs; we only read two plain fields.
+    let (uid, gid) = unsafe {
+        let cfg = &*std::ptr::addr_of!(super::bindings::ap_unixd_config);
+        (cfg.user_id, cfg.group_id)
+    };
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -998,20 +1014,4 @@ mod tests {
         // SAFETY: `v` holds 3 readable bytes.
         assert_eq!(unsafe { bytes(v.as_ptr(), 3) }, &v);
     }
-}
-
-/// A segment file made by a root parent belongs to the `User`/`Group` httpd
-/// runs its children as (mode stays 0600), as shmcb does for its files.
-fn give_to_server_user(path: &std::path::Path) -> std::io::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(());
-    }
-    // SAFETY: ap_unixd_config is httpd's global, set from User/Group while the
-    // configuration was read, before init runs; we only read two plain fields.
-    let (uid, gid) = unsafe {
-        let cfg = &*std::ptr::addr_of!(super::bindings::ap_unixd_config);
-        (cfg.user_id, cfg.group_id)
-    };
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
 }
