@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Loopback demo of mod_socache_shm: builds the module, starts the system's
+# apache2 (prefork, 6 children) on 127.0.0.1 in a temporary directory with
+#   SSLSessionCache shm:<tmpdir>/ssl_scache(512000)
+# makes a handful of TLS handshakes with `openssl s_client` (one full
+# handshake, then resumptions held open at the same time so that different
+# child processes serve them), graceful-restarts httpd and resumes again,
+# prints which child served each connection and whether it resumed (from
+# the access log), the cache's figures from /server-status?auto, then stops
+# httpd and removes the directory. Usage: sudo bash scripts/demo.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+
+bash scripts/deps.sh
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+echo "=== building the module (make)"
+make
+MODULE="$REPO/build/mod_socache_shm.so"
+[ -f "$MODULE" ] || { echo "demo: $MODULE was not built" >&2; exit 1; }
+
+APACHE2=${APACHE2_BIN:-/usr/sbin/apache2}
+MODULES=${APACHE2_MODULES:-/usr/lib/apache2/modules}
+WAIT=20 # seconds, for every wait below
+
+DIR=$(mktemp -d /tmp/socache-demo.XXXXXX)
+chmod 755 "$DIR" # httpd's children (www-data) read the document root
+PID_FILE="$DIR/run/httpd.pid"
+
+stop_httpd() {
+    [ -f "$PID_FILE" ] || return 0
+    local pid
+    pid=$(cat "$PID_FILE" 2>/dev/null) || return 0
+    "$APACHE2" -d "$DIR" -f "$DIR/httpd.conf" -k stop 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq $((WAIT * 10))); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    echo "demo: httpd (pid $pid) did not stop within ${WAIT}s; killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+}
+cleanup() {
+    stop_httpd
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+# A free port: nothing answers on it.
+PORT=28443
+while (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
+    PORT=$((PORT + 1))
+done
+
+mkdir -p "$DIR"/{logs,run,htdocs}
+echo "mod_socache_shm demo" >"$DIR/htdocs/index.html"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$DIR/key.pem" -out "$DIR/cert.pem" -days 1 -subj /CN=localhost \
+    -addext basicConstraints=critical,CA:FALSE 2>/dev/null
+
+USER_LINES=""
+if [ "$(id -u)" -eq 0 ]; then
+    USER_LINES=$'User www-data\nGroup www-data'
+fi
+
+cat >"$DIR/httpd.conf" <<CONF
+ServerRoot "$DIR"
+ServerName localhost
+Listen 127.0.0.1:$PORT
+PidFile "$PID_FILE"
+DefaultRuntimeDir "$DIR/run"
+ErrorLog "$DIR/logs/error.log"
+LogLevel info
+Mutex file:$DIR/run default
+LoadModule mpm_prefork_module "$MODULES/mod_mpm_prefork.so"
+LoadModule authz_core_module "$MODULES/mod_authz_core.so"
+LoadModule dir_module "$MODULES/mod_dir.so"
+LoadModule status_module "$MODULES/mod_status.so"
+LoadModule socache_shm_module "$MODULE"
+LoadModule ssl_module "$MODULES/mod_ssl.so"
+$USER_LINES
+StartServers 6
+MinSpareServers 6
+MaxSpareServers 12
+MaxRequestWorkers 12
+MaxConnectionsPerChild 0
+DocumentRoot "$DIR/htdocs"
+<Directory "$DIR/htdocs">
+    Require all granted
+</Directory>
+DirectoryIndex index.html
+LogFormat "%P %{SSL_SESSION_RESUMED}x %{SSL_PROTOCOL}x %{SSL_SESSION_ID}x %r" resumption
+CustomLog "$DIR/logs/access.log" resumption
+ExtendedStatus On
+<Location /server-status>
+    SetHandler server-status
+    Require all granted
+</Location>
+SSLEngine on
+SSLCertificateFile "$DIR/cert.pem"
+SSLCertificateKeyFile "$DIR/key.pem"
+SSLProtocol -all +TLSv1.2 +TLSv1.3
+SSLSessionTickets off
+SSLSessionCache shm:$DIR/ssl_scache(512000)
+SSLSessionCacheTimeout 300
+CONF
+
+echo
+echo "=== starting $APACHE2 on 127.0.0.1:$PORT (prefork, 6 children) in $DIR"
+grep -E '^(SSLSessionCache|SSLSessionTickets|LoadModule socache)' "$DIR/httpd.conf" | sed 's/^/    /'
+"$APACHE2" -d "$DIR" -f "$DIR/httpd.conf" -k start
+ready=0
+for _ in $(seq $((WAIT * 10))); do
+    if curl -sk -o /dev/null "https://127.0.0.1:$PORT/server-status?auto"; then
+        ready=1
+        break
+    fi
+    sleep 0.1
+done
+if [ "$ready" -ne 1 ]; then
+    echo "demo: httpd did not answer within ${WAIT}s; error log:" >&2
+    tail -20 "$DIR/logs/error.log" >&2 || true
+    exit 1
+fi
+
+# handshake TAG VERSION [SESSION_IN] [HOLD_SECONDS]: GET /?TAG over a new
+# connection; the first handshake writes its session to $DIR/<version>.sess.
+handshake() {
+    local tag=$1 version=$2 sess_in=${3:-} hold=${4:-0}
+    local args=(-connect "127.0.0.1:$PORT" "-$version" -ign_eof)
+    if [ -n "$sess_in" ]; then
+        args+=(-sess_in "$sess_in")
+    else
+        args+=(-sess_out "$DIR/$version.sess")
+    fi
+    { sleep "$hold"; printf 'GET /?%s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' "$tag"; } |
+        timeout "$WAIT" openssl s_client "${args[@]}" >"$DIR/logs/$tag.out" 2>&1 || true
+}
+
+# report TAG...: who served each connection, from the access log.
+report() {
+    local tag line
+    for tag in "$@"; do
+        line=""
+        for _ in $(seq $((WAIT * 10))); do
+            line=$(grep " GET /?$tag " "$DIR/logs/access.log" || true)
+            [ -n "$line" ] && break
+            sleep 0.1
+        done
+        if [ -z "$line" ]; then
+            printf '    %-18s no access log line\n' "$tag"
+            continue
+        fi
+        read -r pid resumed proto sid _ <<<"$line"
+        printf '    %-18s served by child pid %-7s %-8s %-8s session %s...\n' \
+            "$tag" "$pid" "$proto" "$resumed" "${sid:0:16}"
+    done
+}
+
+# round VERSION NAME LABEL: (a full handshake if this version has no session
+# yet, then) five resumptions at once.
+round() {
+    local version=$1 name=$2 label=$3 tags=() i
+    echo
+    echo "=== $label"
+    if [ ! -f "$DIR/$version.sess" ]; then
+        handshake "${version}-full" "$version"
+        tags+=("${version}-full")
+    fi
+    # Five resumptions at once, each holding its connection open for a
+    # second: prefork gives each its own child.
+    for i in 1 2 3 4 5; do
+        handshake "$version-$name-$i" "$version" "$DIR/$version.sess" 1 &
+        tags+=("$version-$name-$i")
+    done
+    wait
+    report "${tags[@]}"
+}
+
+round tls1_2 resume "TLS 1.2 (session id): one full handshake, then 5 resumptions at once"
+round tls1_3 resume "TLS 1.3 (stateful tickets, SSLSessionTickets off): the same"
+
+echo
+echo "=== apache2 -k graceful: the cache survives the restart"
+gen() { curl -sk "https://127.0.0.1:$PORT/server-status?auto" | awk -F': ' '/^ParentServerConfigGeneration/ {print $2}'; }
+before=$(gen)
+"$APACHE2" -d "$DIR" -f "$DIR/httpd.conf" -k graceful
+for _ in $(seq $((WAIT * 10))); do
+    now=$(gen || true)
+    [ -n "$now" ] && [ "$now" -gt "$before" ] && break
+    sleep 0.1
+done
+echo "    configuration generation $before -> ${now:-?}"
+round tls1_2 graceful "TLS 1.2 after the graceful restart: resuming the session made before"
+round tls1_3 graceful "TLS 1.3 after the graceful restart: resuming the session made before"
+
+echo
+echo "=== cache figures (/server-status?auto)"
+curl -sk "https://127.0.0.1:$PORT/server-status?auto" | grep -E '^Cache' | sed 's/^/    /'
+
+total=$(grep -c ' /?tls' "$DIR/logs/access.log" || true)
+resumed=$(grep ' /?tls' "$DIR/logs/access.log" | grep -c ' Resumed ' || true)
+children=$(grep ' /?tls' "$DIR/logs/access.log" | grep ' Resumed ' | awk '{print $1}' | sort -u | wc -l)
+echo
+echo "=== $resumed of $total connections resumed, served by $children different child processes"
+
+echo
+echo "=== stopping httpd"
+stop_httpd
+echo "    stopped; removing $DIR"

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Install what building and testing mod_socache_shm needs, when missing:
+# apache2 (the server the tests and the demo run), apache2-dev (apxs and the
+# httpd/APR headers), libssl-dev (the tests' TLS client), libclang-dev
+# (bindgen), pkg-config, build-essential, curl; and a Rust toolchain with
+# rustfmt and clippy (rustup, when cargo is missing or older than the
+# crate's rust-version). Idempotent: does nothing when everything is there.
+set -euo pipefail
+
+PACKAGES=(apache2 apache2-dev libssl-dev libclang-dev pkg-config build-essential curl)
+RUST_MIN=1.85 # Cargo.toml's rust-version
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "deps.sh: need root to run: $*" >&2
+        exit 1
+    fi
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "deps.sh: missing ${missing[*]} and no apt-get; see INSTALL for other systems" >&2
+        exit 1
+    fi
+    echo "deps.sh: installing ${missing[*]}"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Rust: cargo on PATH or in ~/.cargo/bin, at least RUST_MIN.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+version_ok() {
+    local v
+    v=$(cargo --version 2>/dev/null | awk '{print $2}') || return 1
+    [ -n "$v" ] && [ "$(printf '%s\n%s\n' "$RUST_MIN" "$v" | sort -V | head -n1)" = "$RUST_MIN" ]
+}
+if ! command -v cargo >/dev/null 2>&1 || ! version_ok; then
+    if command -v rustup >/dev/null 2>&1; then
+        echo "deps.sh: updating the Rust toolchain with rustup"
+        rustup toolchain install stable --profile minimal -c rustfmt -c clippy
+        rustup default stable
+    else
+        echo "deps.sh: installing Rust (rustup, stable, minimal profile) into $HOME/.cargo"
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+            sh -s -- -y -q --profile minimal -c rustfmt -c clippy
+    fi
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if command -v rustup >/dev/null 2>&1; then
+    cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+    cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+fi
+version_ok || { echo "deps.sh: cargo >= $RUST_MIN needed, found: $(cargo --version 2>&1)" >&2; exit 1; }

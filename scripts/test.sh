@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Every check of mod_socache_shm: installs missing packages (scripts/deps.sh),
+# builds the module (make), then rustfmt, clippy and all tests, including
+# the ones that run the real apache2 on loopback. Prints a summary; exits
+# non-zero if any step failed. Usage: sudo bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/deps.sh
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+# Release: the module build (make) already compiled the crate in release,
+# and the engine's property tests run far faster optimised.
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+names=()
+results=()
+failed=0
+
+step() {
+    local name=$1
+    shift
+    echo
+    echo "=== $name: $*"
+    local start=$SECONDS rc=0
+    "$@" || rc=$?
+    local took=$((SECONDS - start))
+    names+=("$name")
+    if [ "$rc" -eq 0 ]; then
+        results+=("ok      ${took}s")
+    else
+        results+=("FAILED  ${took}s (exit $rc)")
+        failed=1
+    fi
+    return 0
+}
+
+step "build module"  make
+step "rustfmt"       cargo fmt --check
+step "clippy"        cargo clippy --all-targets -- -D warnings
+test_log=$(mktemp /tmp/socache-test-log.XXXXXX)
+trap 'rm -f "$test_log"' EXIT
+run_tests() {
+    cargo test --release --no-fail-fast 2>&1 | tee "$test_log"
+}
+step "tests"         run_tests
+
+echo
+echo "=== summary"
+for i in "${!names[@]}"; do
+    printf '  %-14s %s\n' "${names[$i]}" "${results[$i]}"
+done
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^(passed|failed|ignored);?$/) { k = $(i+1); sub(";", "", k); n[k] += $i } } }
+     END { printf "  %-14s %d passed, %d failed, %d ignored\n", "test counts", n["passed"], n["failed"], n["ignored"] }' "$test_log"
+if [ "$failed" -ne 0 ]; then
+    echo "FAILED"
+    exit 1
+fi
+echo "all checks passed"
