@@ -235,6 +235,13 @@ fn graceful(mpm: Mpm, cache: SessionCache) {
             httpd.graceful();
         }
     }
+    if p == Provider::Shm {
+        let log = httpd.error_log();
+        assert!(
+            log.contains("reattached"),
+            "no info line about reattaching to the live segment:\n{log}"
+        );
+    }
     // New sessions still work after the restarts.
     for client in &clients {
         let first = httpd.connect(client, None);
@@ -301,6 +308,7 @@ fn server_status_shows_cache_figures() {
         "CacheExpireCount",
         "CacheDiscardCount",
         "CacheReplaceCount",
+        "CacheRemoveMissCount",
     ] {
         n(&after, key);
     }
@@ -333,6 +341,7 @@ fn server_status_shows_cache_figures() {
             "CacheRefusedCount",
             "CacheLockWaits",
             "CacheRecoveries",
+            "CacheShards",
         ] {
             n(&after, key);
         }
@@ -500,12 +509,77 @@ fn harness_reports_startup_failure() {
 /// A port taken between picking and starting: the harness moves to another.
 #[test]
 fn harness_retries_a_taken_port() {
-    let mut prep = Prepared::new(Options::new(provider(), Mpm::Prefork));
+    let prep = Prepared::new(Options::new(provider(), Mpm::Prefork));
     let taken = prep.port;
     let _hold = std::net::TcpListener::bind(("127.0.0.1", taken)).expect("hold the port");
-    prep.write_conf();
     let mut httpd = prep.start();
     assert_ne!(httpd.port(), taken);
     let c = httpd.connect(&Client::any(), None);
     assert_eq!(c.status, 200);
+}
+
+// ---------------------------------------------------------------------------
+// Segments across restarts and consumers (shm only).
+// ---------------------------------------------------------------------------
+
+/// A graceful restart that changes the cache's size starts an empty segment
+/// (and says so at info level) instead of reattaching to the old one.
+#[test]
+fn graceful_restart_with_a_new_size_starts_empty() {
+    let mut httpd = Httpd::start(Options::new(Provider::Shm, Mpm::Prefork));
+    let client = Client::new(Tls::V12);
+    let first = httpd.connect(&client, None);
+    let again = httpd.connect(&client, Some(&first.session));
+    assert!(again.both_resumed(), "{}", describe(&again));
+
+    httpd.prep.opts.cache = SessionCache::File { bytes: 1 << 20 };
+    httpd.prep.write_conf();
+    httpd.graceful();
+    assert_eq!(httpd.figure("CacheSharedMemory"), 1 << 20);
+    let after = httpd.connect(&client, Some(&first.session));
+    assert!(
+        !after.resumed && !after.log.resumed,
+        "a session from the old-size segment resumed: {}",
+        describe(&after)
+    );
+    let log = httpd.error_log();
+    assert!(
+        log.contains("replaced the segment"),
+        "no info line about the replaced segment in the error log:\n{log}"
+    );
+    let fresh = httpd.connect(&client, None);
+    let resumed = httpd.connect(&client, Some(&fresh.session));
+    assert!(resumed.both_resumed(), "{}", describe(&resumed));
+}
+
+/// Another socache consumer (mod_ssl's OCSP stapling cache) gets its own
+/// segment next to the session cache's; both go away on a full stop.
+#[test]
+fn every_consumer_gets_its_own_segment() {
+    let mut httpd = Httpd::start(
+        Options::new(Provider::Shm, Mpm::Prefork)
+            .extra("SSLUseStapling on\nSSLStaplingCache shm:{dir}/run/stapling(128K)"),
+    );
+    let session_file = httpd.dir().join(CACHE_FILE);
+    let stapling_file = httpd.dir().join("run/stapling");
+    for f in [&session_file, &stapling_file] {
+        assert!(f.exists(), "{} missing while httpd runs", f.display());
+    }
+    assert_eq!(
+        std::fs::metadata(&stapling_file).expect("stat").len(),
+        128 * 1024
+    );
+    let log = httpd.error_log();
+    assert!(
+        log.contains("\"mod_ssl-sess\"") && log.contains("\"mod_ssl-staple\""),
+        "expected an info line per cache (mod_ssl-sess, mod_ssl-staple):\n{log}"
+    );
+    let client = Client::new(Tls::V13);
+    let first = httpd.connect(&client, None);
+    let again = httpd.connect(&client, Some(&first.session));
+    assert!(again.both_resumed(), "{}", describe(&again));
+    httpd.stop();
+    for f in [&session_file, &stapling_file] {
+        assert!(!f.exists(), "{} left behind after a full stop", f.display());
+    }
 }
