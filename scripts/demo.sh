@@ -205,7 +205,14 @@ children=$(grep ' /?tls' "$DIR/logs/access.log" | grep ' Resumed ' | awk '{print
 echo
 echo "=== $resumed of $total connections resumed, served by $children different child processes"
 
+status=0
+if [ "$resumed" -ne $((total - 2)) ] || [ "$children" -lt 2 ]; then
+    echo "demo: expected every connection but the two full handshakes to resume, across several children" >&2
+    status=1
+fi
+
 echo
 echo "=== stopping httpd"
 stop_httpd
 echo "    stopped; removing $DIR"
+exit "$status"
