@@ -814,7 +814,9 @@ fn wait_ready(prep: &Prepared, child: &mut Child, client: &Client) -> Result<(),
             ));
         }
         let last = match client
-            .handshake(prep.port, None)
+            // Short, so a probe stuck on a port some other socket holds
+            // (httpd then exits: address in use) is noticed quickly.
+            .handshake_within(prep.port, None, Duration::from_secs(2))
             .and_then(|open| open.request("/server-status?auto"))
         {
             Ok(r) if r.status == 200 && r.text().contains(&want) => return Ok(()),
@@ -1345,12 +1347,22 @@ impl Client {
     /// Connect to 127.0.0.1:`port` and complete the handshake, offering
     /// `session` (which must come from this client).
     pub fn handshake(&self, port: u16, session: Option<&Session>) -> Result<Open, String> {
+        self.handshake_within(port, session, WAIT)
+    }
+
+    /// [`Client::handshake`] with every socket operation bounded by `limit`.
+    fn handshake_within(
+        &self,
+        port: u16,
+        session: Option<&Session>,
+        limit: Duration,
+    ) -> Result<Open, String> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let tcp =
-            TcpStream::connect_timeout(&addr, WAIT).map_err(|e| format!("connect {addr}: {e}"))?;
-        tcp.set_read_timeout(Some(WAIT))
+            TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect {addr}: {e}"))?;
+        tcp.set_read_timeout(Some(limit))
             .map_err(|e| e.to_string())?;
-        tcp.set_write_timeout(Some(WAIT))
+        tcp.set_write_timeout(Some(limit))
             .map_err(|e| e.to_string())?;
         let mut ssl = Ssl::new(&self.ctx).map_err(|e| format!("SSL_new: {e}"))?;
         if let Some(s) = session {
