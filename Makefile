@@ -48,8 +48,10 @@ $(RUSTLIB): rustlib
 $(MODULE): $(RUSTLIB) $(GLUE) $(GLUE_H)
 	@mkdir -p $(BUILD)
 	$(APXS) -c -o $(BUILD)/mod_socache_shm.la -Iapache-glue $(GLUE) $(RUSTLIB) $(LINKFLAGS) $(SYSLIBS)
-	@# libtool leaves the real shared object in .libs/; copy it out as a file.
-	cp -f $(BUILD)/.libs/mod_socache_shm.so $(MODULE)
+	@# libtool leaves the real shared object in .libs/; copy it out as a file,
+	@# renamed into place so an httpd that has the old one mapped keeps it intact.
+	cp -f $(BUILD)/.libs/mod_socache_shm.so $(MODULE).tmp
+	mv -f $(MODULE).tmp $(MODULE)
 	@echo "built $(MODULE)"
 
 install: $(MODULE)
