@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check of mod_socache_shm: installs missing packages (scripts/deps.sh),
 # builds the module (make), then rustfmt, clippy and all tests, including
-# the ones that run the real apache2 on loopback. Prints a summary; exits
+# the ones that run the real apache2 on loopback, then bounded fuzzing of
+# the argument parser, operation sequences and corrupted segments. Prints a summary; exits
 # non-zero if any step failed. Usage: sudo bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,8 @@ run_tests() {
     cargo test --release --no-fail-fast 2>&1 | tee "$test_log"
 }
 step "tests"         run_tests
+# Bounded coverage-guided fuzzing (about 60 s a target, FUZZ_SECONDS to change).
+step "fuzz"          bash scripts/fuzz.sh
 
 echo
 echo "=== summary"

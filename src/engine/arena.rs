@@ -164,7 +164,9 @@ impl Arena {
     pub fn payload(&self, off: u32, len: u32) -> *mut u8 {
         let size = self.block_size(off);
         assert!(
-            size >= MIN_BLOCK && len <= size - HEADER && off + size <= self.capacity(),
+            size >= MIN_BLOCK
+                && len <= size - HEADER
+                && off as u64 + size as u64 <= self.capacity() as u64,
             "payload access past its block"
         );
         // SAFETY: off + HEADER + len <= off + size <= self.len (block sizes are
@@ -292,7 +294,7 @@ impl Arena {
         let mut start = off;
         let mut size = h & !FLAGS;
         assert!(
-            size >= MIN_BLOCK && off + size <= self.capacity(),
+            size >= MIN_BLOCK && off as u64 + size as u64 <= self.capacity() as u64,
             "arena block corrupt"
         );
         {
@@ -381,7 +383,7 @@ impl Arena {
         while off < end {
             let h = self.rd(off);
             let size = h & !FLAGS;
-            if size < MIN_BLOCK || size % ALIGN != 0 || off + size > end {
+            if size < MIN_BLOCK || size % ALIGN != 0 || off as u64 + size as u64 > end as u64 {
                 return Err(format!("block at {off} has a bad size {size}"));
             }
             if (h & PREV_FREE != 0) != prev_free {
