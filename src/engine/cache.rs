@@ -219,8 +219,14 @@ impl Cache {
 
     /// A new, empty segment (anonymous, or a fresh file replacing any old one).
     pub fn create(config: &CacheConfig) -> Result<Cache, Error> {
+        Self::create_keyed(config, Self::random_key()?)
+    }
+
+    /// As [`Cache::create`] with a chosen hash key instead of a random one.
+    /// Only for tests that show what a known key would allow (hash flooding).
+    #[doc(hidden)]
+    pub fn create_keyed(config: &CacheConfig, key: [u64; 2]) -> Result<Cache, Error> {
         let geo = Geometry::new(config.bytes, config.avg_id_len, config.avg_value_len)?;
-        let key = Self::random_key()?;
         let segment = match &config.path {
             None => {
                 let s = Segment::create_anonymous(geo.total_bytes)?;
@@ -475,6 +481,13 @@ impl Cache {
                 .map_err(|e| format!("shard {i}: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Which shard holds `id` under the hash key `key` with `shards` shards
+    /// (a power of two), as the cache places it. For flooding tests.
+    #[doc(hidden)]
+    pub fn shard_for(key: [u64; 2], shards: usize, id: &[u8]) -> usize {
+        ((hash_id(key, id) >> 32) as usize) & (shards - 1)
     }
 
     /// Largest id + value this cache accepts, in bytes.
