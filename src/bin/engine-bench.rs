@@ -120,6 +120,22 @@ fn fill_until_full(cache: &Cache, seed0: u64) -> Vec<[u8; ID_LEN]> {
     }
 }
 
+/// The ids of every entry in the cache, in a (deterministic) random order.
+fn live_keys(cache: &Cache) -> Vec<[u8; ID_LEN]> {
+    let mut keys = Vec::new();
+    cache.iterate(&mut |id, _, _| {
+        if let Ok(k) = <[u8; ID_LEN]>::try_from(id) {
+            keys.push(k);
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    let mut r = Rng(0x5EED);
+    for i in (1..keys.len()).rev() {
+        keys.swap(i, r.below(i + 1));
+    }
+    keys
+}
+
 /// Make sure every key of `keys` is in the cache (after a phase evicted or
 /// removed some).
 fn refill(cache: &Cache, keys: &[[u8; ID_LEN]]) {
@@ -506,6 +522,9 @@ struct Report {
     keys: usize,
     /// [op][procs index] for procs 1, 2, 4.
     runs: Vec<(Op, [Run; 3])>,
+    /// One process, the cache just filled (no eviction yet).
+    fresh_hit: Run,
+    fresh_miss: Run,
     reference: Run,
     density: Density,
     density_512k: Density,
@@ -524,7 +543,20 @@ fn run(phase: Duration, quick: bool) -> Report {
 
     eprintln!("engine-bench: filling a 64 MiB segment...");
     let cache = Cache::create(&CacheConfig::new(SEGMENT)).expect("create");
-    let keys = fill_until_full(&cache, 0x1000_0000);
+    let first = fill_until_full(&cache, 0x1000_0000);
+    eprintln!("engine-bench: retrieve-hit and -miss before any eviction...");
+    let fresh_hit = forked(&cache, &first, Op::Hit, 1, phase);
+    let fresh_miss = forked(&cache, &first, Op::Miss, 1, phase);
+    // A session cache in service is full and evicting: measure that state.
+    // Store as many fresh entries again (each store evicts), then take the
+    // entries left as the key set.
+    eprintln!("engine-bench: churning to the steady state...");
+    let exp = expiry();
+    for i in 0..first.len() as u64 {
+        let k = key(0x2000_0000_0000 + i);
+        cache.store(&k, &value_for(&k), exp).expect("store");
+    }
+    let keys = live_keys(&cache);
 
     let mut runs = Vec::new();
     for op in Op::ALL {
@@ -550,6 +582,8 @@ fn run(phase: Duration, quick: bool) -> Report {
         shards: cache.shard_count(),
         keys: keys.len(),
         runs,
+        fresh_hit,
+        fresh_miss,
         reference,
         density: density_big,
         density_512k,
@@ -589,7 +623,7 @@ impl Report {
         let _ = writeln!(
             s,
             "engine-bench: {ID_LEN}-byte ids, {VALUE_LEN}-byte values; {} MiB segment, {} shards, \
-             {} keys; {} CPUs; {:.1} s per figure{}",
+             full and evicting, {} keys live; {} CPUs; {:.1} s per figure{}",
             SEGMENT >> 20,
             self.shards,
             self.keys,
@@ -620,6 +654,17 @@ impl Report {
             "{:<18} {:>12}   (process-local hashbrown::HashMap + std Mutex, get + copy, 1 thread)",
             "reference",
             fmt_rate(ops_per_sec(&self.reference))
+        );
+        let _ = writeln!(
+            s,
+            "before any eviction (just filled), 1 process: retrieve-hit {} (p50 {} ns, p99 {} ns), \
+             retrieve-miss {} (p50 {} ns, p99 {} ns)",
+            fmt_rate(ops_per_sec(&self.fresh_hit)),
+            self.fresh_hit.p50_ns,
+            self.fresh_hit.p99_ns,
+            fmt_rate(ops_per_sec(&self.fresh_miss)),
+            self.fresh_miss.p50_ns,
+            self.fresh_miss.p99_ns
         );
         let hit = &self.run_of(Op::Hit)[0];
         let _ = writeln!(
@@ -713,6 +758,12 @@ impl Report {
             s,
             "}},\"reference_ops_per_sec\":{:.0},",
             ops_per_sec(&self.reference)
+        );
+        let _ = write!(
+            s,
+            "\"before_eviction\":{{\"retrieve_hit\":{:.0},\"retrieve_miss\":{:.0}}},",
+            ops_per_sec(&self.fresh_hit),
+            ops_per_sec(&self.fresh_miss)
         );
         let _ = write!(
             s,
