@@ -62,6 +62,9 @@ pub struct ArenaHeader {
     /// Bytes in used blocks, headers included.
     used_bytes: u32,
     used_blocks: u32,
+    /// The cache's CLOCK hand: always the offset of a block (or of the end
+    /// marker, meaning "wrap to 0"); `free` moves it when a merge swallows it.
+    hand: u32,
 }
 
 /// A view of one shard's arena: its header and its block region.
@@ -198,6 +201,7 @@ impl Arena {
         hm.heads = [[NIL; SL_COUNT]; FL_COUNT];
         hm.used_bytes = 0;
         hm.used_blocks = 0;
+        hm.hand = 0;
         // End marker: size 0, used; its PREV_FREE is set by make_free below.
         self.wr(end, USED);
         self.wr(end + 4, 0);
@@ -325,6 +329,37 @@ impl Arena {
         }
         self.make_free(start, size);
         self.link(start, size);
+        let hand = self.h().hand;
+        if hand > start && hand < start + size {
+            self.hm().hand = start;
+        }
+    }
+
+    /// The block under the CLOCK hand, and the hand moved past it (wrapping
+    /// at the end). Walking blocks in address order visits entries in an
+    /// order unrelated to their hashes, so evictions free index slots evenly.
+    pub fn advance_hand(&mut self) -> Block {
+        let mut at = self.h().hand;
+        if at >= self.capacity() {
+            at = 0;
+        }
+        let h = self.rd(at);
+        let size = h & !FLAGS;
+        assert!(
+            size >= MIN_BLOCK && at as u64 + size as u64 <= self.capacity() as u64,
+            "arena hand is not on a block"
+        );
+        self.hm().hand = at + size;
+        Block {
+            offset: at,
+            size,
+            used: h & USED != 0,
+        }
+    }
+
+    /// Blocks the hand may have to pass in one full turn (an upper bound).
+    pub fn max_blocks(&self) -> u32 {
+        self.capacity() / MIN_BLOCK
     }
 
     /// Header, footer and the next block's PREV_FREE for a free block.
@@ -377,6 +412,8 @@ impl Arena {
     /// inconsistency instead of panicking (used by checks of untrusted segments).
     pub fn walk(&self, mut visit: impl FnMut(Block)) -> Result<Usage, String> {
         let mut usage = Usage::default();
+        let hand = self.h().hand;
+        let mut hand_on_block = hand == self.capacity();
         let mut off = 0u32;
         let mut prev_free = false;
         let end = self.capacity();
@@ -408,6 +445,7 @@ impl Arena {
                 size,
                 used,
             });
+            hand_on_block |= off == hand;
             prev_free = !used;
             off += size;
         }
@@ -416,6 +454,9 @@ impl Arena {
         }
         if (self.rd(end) & PREV_FREE != 0) != prev_free || self.rd(end) & USED == 0 {
             return Err("end marker corrupt".into());
+        }
+        if !hand_on_block {
+            return Err(format!("CLOCK hand {hand} is not on a block"));
         }
         if usage.used_bytes != self.h().used_bytes as u64
             || usage.used_blocks != self.h().used_blocks as u64
@@ -498,6 +539,7 @@ mod tests {
                 heads: [[0; SL_COUNT]; FL_COUNT],
                 used_bytes: 0,
                 used_blocks: 0,
+                hand: 0,
             }),
             mem: vec![0; bytes / 8],
         }

@@ -726,4 +726,44 @@ mod tests {
         assert!(reason(Cache::open_or_create(&cfg).unwrap().1).contains("size or layout changed"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// Regression: CLOCK once walked index slots in order, so evictions
+    /// freed slots only behind the hand and misses probed dozens of groups
+    /// once a cache was full and evicting. Probe lengths must stay short.
+    #[test]
+    fn probe_lengths_stay_short_while_evicting() {
+        let (c, clock) = cache(4 << 20);
+        let exp = clock.now().plus_secs(3600);
+        let key = |i: u64| {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
+            k
+        };
+        let capacity = (4u64 << 20) / 216;
+        let mean_probe = |c: &Cache| {
+            let mut total = 0u64;
+            for i in 0..20_000u64 {
+                let id = key(u64::MAX - i);
+                let hash = c.hash(&id);
+                total += c
+                    .with_shard(c.shard_of(hash), |s| s.miss_probe_groups(hash))
+                    .unwrap() as u64;
+            }
+            total as f64 / 20_000.0
+        };
+        for i in 0..capacity * 9 / 10 {
+            c.store(&key(i), &[7u8; 160], exp).unwrap();
+        }
+        let filling = mean_probe(&c);
+        for i in capacity..4 * capacity {
+            c.store(&key(i), &[7u8; 160], exp).unwrap();
+        }
+        assert!(c.stats().evictions > 2 * capacity);
+        let evicting = mean_probe(&c);
+        assert!(
+            evicting < 4.0 && evicting < 3.0 * filling,
+            "misses probe {evicting:.1} groups while evicting ({filling:.1} while filling)"
+        );
+        c.check().unwrap();
+    }
 }

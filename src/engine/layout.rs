@@ -108,10 +108,8 @@ pub struct ShardHeader {
     pub dirty: u32,
     pub entries: u32,
     pub tombstones: u32,
-    pub clock_hand: u32,
     /// No live entry expires before this second (a lower bound; `u32::MAX`: none).
     pub min_expiry: u32,
-    pub reserved: u32,
     pub counters: Counters,
     pub arena: ArenaHeader,
 }

@@ -263,7 +263,6 @@ impl Locked<'_> {
         let h = self.h();
         h.entries = 0;
         h.tombstones = 0;
-        h.clock_hand = 0;
         h.min_expiry = u32::MAX;
         h.dirty = 0;
     }
@@ -297,24 +296,33 @@ impl Locked<'_> {
     }
 
     /// CLOCK: evict (or reclaim, if expired) one entry; false if there is none.
+    /// The hand walks the arena's blocks in address order (see
+    /// `Arena::advance_hand`); an entry read since the hand last passed it
+    /// (reference bit set) gets a second chance.
     fn evict_one(&mut self, now: u32) -> bool {
-        let n = self.shard.index.slot_count();
-        for _ in 0..2 * n + 1 {
-            let slot = self.h().clock_hand % n;
-            self.h().clock_hand = (slot + 1) % n;
-            if !self.shard.index.is_full(slot) {
+        if self.h().entries == 0 {
+            return false;
+        }
+        let slots = self.shard.index.slot_count();
+        for _ in 0..2 * self.shard.arena.max_blocks() + 2 {
+            let b = self.shard.arena.advance_hand();
+            if !b.used {
                 continue;
             }
-            let block = self.shard.index.block(slot);
-            if self.head(block).expiry <= now {
-                self.depart(slot, Departure::Expired);
-                return true;
-            }
-            if self.shard.arena.flag(block, REF) {
-                self.shard.arena.set_flag(block, REF, false);
+            let head = self.head(b.offset);
+            let why = if head.expiry <= now {
+                Departure::Expired
+            } else if self.shard.arena.flag(b.offset, REF) {
+                self.shard.arena.set_flag(b.offset, REF, false);
                 continue;
-            }
-            self.depart(slot, Departure::Evicted);
+            } else {
+                Departure::Evicted
+            };
+            let id = self.id_of(b.offset, head);
+            let h = Hash::split(hash_id(self.key, id), slots);
+            let slot = self.shard.index.find(h, |block| block == b.offset);
+            let slot = slot.expect("every used block is in the index");
+            self.depart(slot, why);
             return true;
         }
         false
@@ -371,6 +379,13 @@ impl Locked<'_> {
                 .expect("index has room after clear");
             self.shard.index.fill(slot, hash, block);
         }
+    }
+
+    #[cfg(test)]
+    pub fn miss_probe_groups(&self, hash: u64) -> u32 {
+        self.shard
+            .index
+            .miss_probe_groups(Hash::split(hash, self.shard.index.slot_count()))
     }
 
     /// Copy the live value of `id` into `buf`.

@@ -152,6 +152,19 @@ impl Index {
         None
     }
 
+    /// Groups a lookup for `h` that finds nothing scans (a probe-length figure).
+    #[cfg(test)]
+    pub fn miss_probe_groups(&self, h: Hash) -> u32 {
+        let mut pos = h.h1;
+        for n in 1..=self.n.div_ceil(GROUP) + 1 {
+            if Self::match_empty(self.group(pos)) != 0 {
+                return n;
+            }
+            pos = (pos + GROUP) % self.n;
+        }
+        self.n.div_ceil(GROUP) + 1
+    }
+
     /// The first EMPTY or DELETED slot on `h`'s probe path; None only if the
     /// index has no free slot at all.
     pub fn find_free(&self, h: Hash) -> Option<u32> {
