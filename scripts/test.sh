@@ -45,6 +45,11 @@ step "clippy"        cargo clippy --all-targets -- -D warnings
 test_log=$(mktemp /tmp/socache-test-log.XXXXXX)
 trap 'rm -f "$test_log"' EXIT
 run_tests() {
+    # Seen once on a fresh clone: after the clippy step, cargo's cached probe
+    # of rustc's target info (target/.rustc_info.json) held a failed entry,
+    # and `cargo test` reused it and stopped before building anything. The
+    # cache is only an optimisation: drop it so cargo probes afresh.
+    rm -f "${CARGO_TARGET_DIR:-target}/.rustc_info.json"
     cargo test --release --no-fail-fast 2>&1 | tee "$test_log"
 }
 step "tests"         run_tests
