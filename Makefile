@@ -64,3 +64,9 @@ install: $(MODULE)
 clean:
 	rm -rf $(BUILD) apache-glue/*.o apache-glue/*.lo apache-glue/*.slo apache-glue/*.la apache-glue/.libs
 	$(CARGO) clean --release -p mod_socache_shm 2>/dev/null || true
+
+# Ten minutes of TLS load with children being killed (not part of CI);
+# SOAK_SECONDS to change the length. Prints resumption rate, errors, RSS.
+.PHONY: soak
+soak: module
+	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(CARGO) test --release --test httpd_soak -- --ignored --nocapture
