@@ -193,13 +193,15 @@ fn soak_under_load_with_children_killed() {
         String::from_utf8_lossy(&check.stderr)
     );
     // Sessions still resume across children after all that.
+    // (Prefork may still be replacing the last children killed: up to three tries.)
     let client = Client::new(Tls::V12);
-    let first = httpd.connect(&client, None);
-    let conns = httpd.concurrent(&client, &first.session, 4);
-    assert!(
-        conns.iter().all(|c| c.resumed),
-        "resumption broken after the soak"
-    );
+    let resumed_all = (0..3).any(|_| {
+        thread::sleep(Duration::from_secs(1));
+        let first = httpd.connect(&client, None);
+        let conns = httpd.concurrent(&client, &first.session, 4);
+        conns.iter().all(|c| c.resumed)
+    });
+    assert!(resumed_all, "resumption broken after the soak");
     let recoveries = httpd.figure("CacheRecoveries");
     println!("CacheRecoveries after the soak: {recoveries}");
     httpd.stop();
