@@ -70,3 +70,17 @@ clean:
 .PHONY: soak
 soak: module
 	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(CARGO) test --release --test httpd_soak -- --ignored --nocapture
+
+# Side by side with mod_socache_shmcb in loopback httpds (bench/run.py:
+# provider throughput, capacity and hit rate, graceful restart, TLS
+# resumption); writes bench/results.md. Builds bench/mod_socache_bench.so
+# and bench/tls-load, installs nothing. BENCH_ARGS="--quick" for a short run.
+.PHONY: bench bench-build
+bench-build: module
+	cd bench && $(APXS) -c -Wc,-O2 -Wc,-Wall -o mod_socache_bench.la mod_socache_bench.c -lm
+	@if [ -f bench/tls-load/Cargo.toml ]; then \
+	    CARGO_TARGET_DIR=$(CURDIR)/target-bench $(CARGO) build --release --manifest-path bench/tls-load/Cargo.toml; \
+	fi
+
+bench: bench-build
+	python3 bench/run.py $(BENCH_ARGS)
