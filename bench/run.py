@@ -23,6 +23,7 @@ Usage: python3 bench/run.py [--parts 1,3,4,2] [--quick] [--out bench/results.md]
 
 import argparse
 import atexit
+import concurrent.futures
 import http.client
 import json
 import math
@@ -644,7 +645,7 @@ def tls_get(port, ctx, session, timeout=WAIT):
     """One HTTPS request; returns (session, resumed)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
-            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            s.sendall(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             data = b""
             while True:
                 chunk = s.recv(4096)
@@ -666,13 +667,16 @@ def part4(args):
     for prov in PROVIDERS:
         label = "part4 %s" % prov
         h = tls_httpd("%s:{dir}/ssl_scache(512000)" % prov, label)
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=6)
         try:
             for ver in ("1.2", "1.3"):
                 ctx = client_ctx(ver)
                 # Control: sessions resumed without a restart.
-                ctl = [tls_get(h.port, ctx, None)[0] for _ in range(n // 5)]
-                ctl_ok = sum(1 for s in ctl if tls_get(h.port, ctx, s)[1])
-                sessions = [tls_get(h.port, ctx, None)[0] for _ in range(n)]
+                full = lambda _: tls_get(h.port, ctx, None)[0]
+                resume = lambda s: tls_get(h.port, ctx, s)[1]
+                ctl = list(pool.map(full, range(n // 5)))
+                ctl_ok = sum(pool.map(resume, ctl))
+                sessions = list(pool.map(full, range(n)))
                 gens = h.generations()
                 h.graceful()
                 deadline = time.time() + WAIT
@@ -681,15 +685,14 @@ def part4(args):
                 if h.generations() <= gens:
                     h.fail("no new generation after graceful")
                 time.sleep(0.3)
-                resumed = 0
-                for s in sessions:
-                    resumed += 1 if tls_get(h.port, ctx, s)[1] else 0
+                resumed = sum(pool.map(resume, sessions))
                 cell = {"n": n, "resumed": resumed, "share": resumed / n,
                         "control_n": len(ctl), "control_resumed": ctl_ok}
                 out["cells"]["%s/%s" % (prov, ver)] = cell
                 log("%s TLS %s: control %d/%d, after graceful %d/%d"
                     % (label, ver, ctl_ok, len(ctl), resumed, n))
         finally:
+            pool.shutdown()
             h.stop()
     return out
 
