@@ -6,6 +6,10 @@
  *
  *   LoadModule socache_bench_module /path/mod_socache_bench.so
  *   SocacheBench shmcb /dir/cache(512000)     provider name, then its argument
+ *   (or SocacheBench ssl: drive mod_ssl's own session cache instance, under
+ *    mod_ssl's own mutex, e.g. to prefill it for a TLS benchmark; found
+ *    through mod_ssl's process-lifetime config record, whose leading fields
+ *    have been the same in all of 2.4 and are checked before use)
  *   <Location /socache-bench>
  *     SetHandler socache-bench
  *     Require all granted
@@ -89,6 +93,19 @@ typedef struct {
     volatile uint64_t next;     /* next fresh store index */
 } bench_shared;
 
+/* The leading fields of mod_ssl's SSLModConfigRec (ssl_private.h), the same
+ * throughout httpd 2.4. mod_ssl keeps the record in its process pool's
+ * userdata under "ssl_module". */
+typedef struct {
+    pid_t pid;
+    apr_pool_t *pPool;
+    unsigned int bFixed;
+    long sesscache_mode;
+    const ap_socache_provider_t *sesscache;
+    ap_socache_instance_t *sesscache_context;
+    apr_global_mutex_t *pMutex;
+} ssl_mod_config_head;
+
 typedef struct {
     const char *provider_name;
     const char *arg;
@@ -96,6 +113,7 @@ typedef struct {
     ap_socache_instance_t *instance;
     int initialised;
     apr_global_mutex_t *mutex;  /* only for NOTMPSAFE providers */
+    ssl_mod_config_head *ssl;   /* SocacheBench ssl: mod_ssl's record */
     apr_shm_t *shm;
     bench_shared *shared;
 } bench_conf;
@@ -188,13 +206,23 @@ typedef struct {
     unsigned long lock_failures;
 } call_ctx;
 
+static apr_global_mutex_t *the_mutex(void)
+{
+    if (bench->ssl) {
+        /* mod_ssl's "ssl-cache" mutex, re-attached by its child_init. */
+        return (bench->provider->flags & AP_SOCACHE_FLAG_NOTMPSAFE) ? bench->ssl->pMutex : NULL;
+    }
+    return bench->mutex;
+}
+
 static int lock_on(call_ctx *c)
 {
     apr_status_t rv;
-    if (!bench->mutex) {
+    apr_global_mutex_t *m = the_mutex();
+    if (!m) {
         return 1;
     }
-    rv = apr_global_mutex_lock(bench->mutex);
+    rv = apr_global_mutex_lock(m);
     if (rv != APR_SUCCESS) {
         /* mod_ssl logs AH02026 and calls the provider anyway. */
         c->lock_failures++;
@@ -205,8 +233,9 @@ static int lock_on(call_ctx *c)
 
 static void lock_off(int locked)
 {
-    if (bench->mutex && locked) {
-        apr_global_mutex_unlock(bench->mutex);
+    apr_global_mutex_t *m = the_mutex();
+    if (m && locked) {
+        apr_global_mutex_unlock(m);
     }
 }
 
@@ -303,7 +332,7 @@ static void op_info(request_rec *r)
                bench->provider_name, bench->arg ? bench->arg : "",
                bench->provider->flags,
                (bench->provider->flags & AP_SOCACHE_FLAG_NOTMPSAFE) ? 1 : 0,
-               bench->mutex ? apr_global_mutex_name(bench->mutex) : "none",
+               the_mutex() ? apr_global_mutex_name(the_mutex()) : "none",
                (long)getpid(), bench->shared->next, (double)(t1 - t0) / 100000.0);
 }
 
@@ -658,6 +687,11 @@ static const char *set_bench(cmd_parms *cmd, void *dummy, const char *name,
     b = apr_pcalloc(cmd->pool, sizeof(*b));
     b->provider_name = apr_pstrdup(cmd->pool, name);
     b->arg = arg ? apr_pstrdup(cmd->pool, arg) : NULL;
+    if (strcmp(name, "ssl") == 0) {
+        /* mod_ssl's instance, looked up in post_config. */
+        bench = b;
+        return NULL;
+    }
     b->provider = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
                                      AP_SOCACHE_PROVIDER_VERSION);
     if (!b->provider) {
@@ -686,6 +720,48 @@ static apr_status_t bench_destroy(void *data)
     return APR_SUCCESS;
 }
 
+/* SocacheBench ssl: borrow mod_ssl's initialised session cache instance. */
+static int use_mod_ssl_cache(server_rec *s)
+{
+    void *v = NULL;
+    ssl_mod_config_head *mc;
+    const ap_socache_provider_t *named;
+
+    apr_pool_userdata_get(&v, "ssl_module", s->process->pool);
+    mc = v;
+    /* Check the layout before trusting it: the record points back to the
+     * process pool, and its provider is the one registered under its name. */
+    if (!mc || mc->pPool != s->process->pool) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                     "socache-bench: SocacheBench ssl needs mod_ssl (record not found)");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (!mc->sesscache || !mc->sesscache_context) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                     "socache-bench: SocacheBench ssl: mod_ssl has no session cache");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    named = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, mc->sesscache->name,
+                               AP_SOCACHE_PROVIDER_VERSION);
+    if (named != mc->sesscache) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                     "socache-bench: SocacheBench ssl: mod_ssl's record does not "
+                     "have the expected layout");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if ((mc->sesscache->flags & AP_SOCACHE_FLAG_NOTMPSAFE) && !mc->pMutex) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                     "socache-bench: SocacheBench ssl: mod_ssl has no cache mutex");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    bench->ssl = mc;
+    bench->provider = mc->sesscache;
+    bench->provider_name = mc->sesscache->name;
+    bench->instance = mc->sesscache_context;
+    bench->initialised = 1;         /* mod_ssl initialised it and destroys it */
+    return OK;
+}
+
 static int bench_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     bench = NULL;
@@ -705,6 +781,18 @@ static int bench_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;
     }
+    rv = apr_shm_create(&bench->shm, sizeof(bench_shared), NULL, pconf);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
+                     "socache-bench: cannot create the shared counter");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    bench->shared = apr_shm_baseaddr_get(bench->shm);
+    memset(bench->shared, 0, sizeof(bench_shared));
+
+    if (strcmp(bench->provider_name, "ssl") == 0) {
+        return use_mod_ssl_cache(s);
+    }
     /* ssl_mutex_init: a global mutex only for providers that need one. */
     if (bench->provider->flags & AP_SOCACHE_FLAG_NOTMPSAFE) {
         rv = ap_global_mutex_create(&bench->mutex, NULL, BENCH_MUTEX_TYPE, NULL,
@@ -715,15 +803,6 @@ static int bench_post_config(apr_pool_t *pconf, apr_pool_t *plog,
             return HTTP_INTERNAL_SERVER_ERROR;
         }
     }
-    rv = apr_shm_create(&bench->shm, sizeof(bench_shared), NULL, pconf);
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s,
-                     "socache-bench: cannot create the shared counter");
-        return HTTP_INTERNAL_SERVER_ERROR;
-    }
-    bench->shared = apr_shm_baseaddr_get(bench->shm);
-    memset(bench->shared, 0, sizeof(bench_shared));
-
     /* ssl_scache_init: mod_ssl's hints. */
     memset(&hints, 0, sizeof(hints));
     hints.avg_id_len = 30;
@@ -764,9 +843,11 @@ static const command_rec bench_cmds[] = {
 
 static void register_hooks(apr_pool_t *p)
 {
-    /* After mod_ssl and the socache modules, so providers are registered. */
     ap_hook_pre_config(bench_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_post_config(bench_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    /* After mod_ssl's post_config, which initialises its cache (for
+     * SocacheBench ssl). */
+    static const char *const after_ssl[] = {"mod_ssl.c", NULL};
+    ap_hook_post_config(bench_post_config, after_ssl, NULL, APR_HOOK_LAST);
     ap_hook_child_init(bench_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(bench_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
