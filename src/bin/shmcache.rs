@@ -43,6 +43,10 @@ fn run(args: &[String]) -> Result<(), String> {
         _ => return Err(USAGE.into()),
     };
     let flags = &args[2..];
+    // A mistyped command is reported as such, not as whatever is wrong with FILE.
+    if !["stat", "dump", "check", "flush", "remove"].contains(&cmd) {
+        return Err(format!("unknown command {cmd:?}\n{USAGE}"));
+    }
     let cache = Cache::attach(file).map_err(|e| e.to_string())?;
     match cmd {
         "stat" => {

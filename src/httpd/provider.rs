@@ -358,6 +358,10 @@ unsafe fn init(
     // SAFETY: `process_pool` is httpd's process pool.
     let memfd = unsafe { FdSlot::get(process_pool, &memfd_key) };
 
+    // A segment replaced because it was damaged or foreign (not because the
+    // configured size changed) is worth the operator's attention at the
+    // default LogLevel.
+    let mut level = Level::Info;
     let (cache, what) = match &config.path {
         Some(path) => {
             let owner: *const c_void = (inst as *const Instance).cast();
@@ -392,6 +396,7 @@ unsafe fn init(
                     )
                 }
                 Opened::Replaced(why) => {
+                    level = replacement_level(&why);
                     format!(
                         "replaced the segment {} with an empty one: {why}",
                         path.display()
@@ -417,6 +422,7 @@ unsafe fn init(
                             Opened::Replaced(why) => why,
                             other => format!("{other:?}"),
                         };
+                        level = replacement_level(&why);
                         (
                             cache,
                             format!("replaced the anonymous segment with an empty one: {why}"),
@@ -439,7 +445,7 @@ unsafe fn init(
     };
     log!(
         s,
-        Level::Info,
+        level,
         "cache {cname:?}: {what} [{} bytes, {} shards, entries up to {} bytes]",
         config.bytes,
         cache.shard_count(),
@@ -447,6 +453,17 @@ unsafe fn init(
     );
     inst.cache.set(cache);
     Ok(())
+}
+
+/// Info for a segment replaced because the configured size or layout
+/// changed (an operator's doing); warning for one that was damaged, foreign
+/// or of another layout version.
+fn replacement_level(why: &str) -> Level {
+    if why.starts_with("its size or layout changed") {
+        Level::Info
+    } else {
+        Level::Warning
+    }
 }
 
 // --------------------------------------------------------------- destroy --
@@ -999,6 +1016,28 @@ mod tests {
             );
             socache_shm_destroy(ptr::null_mut(), ptr::null_mut());
         }
+    }
+
+    /// A resize is logged at info, a damaged or foreign file at warning:
+    /// the engine's own reasons, not hand-written ones.
+    #[test]
+    fn replacement_reasons_choose_the_log_level() {
+        let dir = std::env::temp_dir().join(format!("socache-level-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("seg");
+        let config = |bytes| CacheConfig {
+            path: Some(path.clone()),
+            ..CacheConfig::new(bytes)
+        };
+        let why = |bytes| match Cache::open_or_create(&config(bytes)).unwrap().1 {
+            Opened::Replaced(why) => why,
+            other => panic!("expected a replacement, got {other:?}"),
+        };
+        drop(Cache::create(&config(65_536)).unwrap());
+        assert_eq!(replacement_level(&why(131_072)), Level::Info);
+        std::fs::write(&path, vec![0x5a; 131_072]).unwrap();
+        assert_eq!(replacement_level(&why(131_072)), Level::Warning);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -716,7 +716,25 @@ impl Prepared {
     /// Start httpd on this configuration; panics (with its error log) unless
     /// it serves within [`WAIT`]. Retries on another port if the port was
     /// taken meanwhile.
-    pub fn start(mut self) -> Httpd {
+    pub fn start(self) -> Httpd {
+        match self.try_start() {
+            Ok(httpd) => httpd,
+            Err(failed) => {
+                let (mut prep, why) = *failed;
+                prep.keep = true;
+                panic!(
+                    "httpd ({} MPM, {} provider) failed to start; instance kept in {}\n{why}",
+                    prep.opts.mpm.name(),
+                    prep.opts.provider.name(),
+                    prep.dir.display()
+                );
+            }
+        }
+    }
+
+    /// [`Prepared::start`] for a start that is meant to fail: the instance
+    /// back, and why (with diagnostics), instead of a panic.
+    pub fn try_start(mut self) -> Result<Httpd, Box<(Prepared, String)>> {
         let client = Client::any();
         let mut attempt = 0;
         loop {
@@ -724,11 +742,11 @@ impl Prepared {
             let mut child = Httpd::launch(&self);
             match wait_ready(&self, &mut child, &client) {
                 Ok(()) => {
-                    return Httpd {
+                    return Ok(Httpd {
                         prep: self,
                         child: Some(child),
                         status_client: client,
-                    }
+                    })
                 }
                 Err(why) => {
                     terminate(child, WAIT);
@@ -737,13 +755,7 @@ impl Prepared {
                         self.write_conf();
                         continue;
                     }
-                    self.keep = true;
-                    panic!(
-                        "httpd ({} MPM, {} provider) failed to start; instance kept in {}\n{why}",
-                        self.opts.mpm.name(),
-                        self.opts.provider.name(),
-                        self.dir.display()
-                    );
+                    return Err(Box::new((self, why)));
                 }
             }
         }
@@ -1244,6 +1256,111 @@ impl Drop for Httpd {
     }
 }
 
+/// What a run of the `shmcache` inspector printed.
+#[derive(Debug)]
+pub struct Inspected {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `shmcache <args>` (this crate's binary), bounded by [`WAIT`]; as the
+/// given (uid, gid) when `user` is set (we must be root).
+pub fn shmcache_as<S: AsRef<std::ffi::OsStr>>(user: Option<(u32, u32)>, args: &[S]) -> Inspected {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shmcache"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((uid, gid)) = user {
+        // SAFETY: the closure only calls async-signal-safe functions
+        // (setgroups, setgid, setuid) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().expect("spawn shmcache");
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let status = wait_child(&mut child, WAIT);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
+    let inspected = Inspected {
+        success: status.is_some_and(|s| s.success()),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    assert!(
+        status.is_some(),
+        "shmcache {shown:?} did not finish within {WAIT:?}: {inspected:?}"
+    );
+    inspected
+}
+
+/// Run `shmcache <args>` as ourselves, bounded by [`WAIT`].
+pub fn shmcache<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Inspected {
+    shmcache_as(None, args)
+}
+
+/// Pids of the processes whose parent is `parent` (httpd's children), from
+/// `/proc/*/stat`.
+pub fn children(parent: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the ")" that closes the command name: state ppid ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// `Key: value` lines.
 pub fn parse_status(text: &str) -> HashMap<String, String> {
     text.lines()
@@ -1351,7 +1468,7 @@ impl Client {
     }
 
     /// [`Client::handshake`] with every socket operation bounded by `limit`.
-    fn handshake_within(
+    pub fn handshake_within(
         &self,
         port: u16,
         session: Option<&Session>,
@@ -1443,6 +1560,19 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    /// The session id as the client knows it, lower-case hex. For TLS 1.2
+    /// (tickets off) it is the id the server caches the session under.
+    pub fn id_hex(&self) -> String {
+        self.inner.id().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The session's master key (TLS 1.3: its resumption PSK), lower-case hex.
+    pub fn master_key_hex(&self) -> String {
+        let mut buf = vec![0u8; self.inner.master_key_len()];
+        let n = self.inner.master_key(&mut buf);
+        buf[..n].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The session's creation time (seconds since the epoch).
     pub fn time(&self) -> i64 {
         #[allow(clippy::useless_conversion)]
