@@ -291,7 +291,7 @@ impl Arena {
         None
     }
 
-    /// Return the block at `off`; coalesces with free neighbours.
+    /// Return the block at `off`, zeroed; coalesces with free neighbours.
     pub fn free(&mut self, off: u32) {
         let h = self.rd(off);
         assert!(h & USED != 0, "arena double free");
@@ -306,6 +306,17 @@ impl Arena {
             hm.used_bytes -= size;
             hm.used_blocks -= 1;
         }
+        // Zero the payload: whatever it held (a secret) does not outlive the
+        // block, and free blocks are all zeros but for their links and footer,
+        // which `walk` verifies.
+        // SAFETY: off + size <= capacity was checked above; the block is ours.
+        unsafe {
+            ptr::write_bytes(
+                self.base.add((off + HEADER) as usize),
+                0,
+                (size - HEADER) as usize,
+            )
+        };
         if h & PREV_FREE != 0 {
             assert!(off >= MIN_BLOCK, "arena PREV_FREE on first block");
             let psize = self.rd(off - 4);
@@ -314,7 +325,8 @@ impl Arena {
             self.unlink(prev, psize);
             start = prev;
             size += psize;
-            // The absorbed header is not a secret, but leave no stale structure.
+            // Leave no stale structure inside the merged block.
+            self.wr(off - 4, 0);
             self.wr(off, 0);
         }
         let next = off + (h & !FLAGS);
@@ -436,6 +448,14 @@ impl Arena {
                 }
                 if self.rd(off + size - 4) != size {
                     return Err(format!("free block at {off} has a wrong footer"));
+                }
+                // SAFETY: off + size <= end was checked above, so the body
+                // between the links and the footer is inside the region.
+                let body = unsafe {
+                    std::slice::from_raw_parts(self.base.add(off as usize + 12), size as usize - 16)
+                };
+                if body.iter().any(|b| *b != 0) {
+                    return Err(format!("free block at {off} holds stray bytes"));
                 }
                 usage.free_bytes += size as u64;
                 usage.largest_free = usage.largest_free.max(size as u64);

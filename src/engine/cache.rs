@@ -706,6 +706,19 @@ mod tests {
         c.check().unwrap();
         assert_eq!(c.stats().entries, 0);
         drop(c);
+        // Garbage inside a free block (no entry touched) is found too.
+        let (c, _) = Cache::open_or_create(&cfg).unwrap();
+        fill(&c);
+        drop(c);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        for b in &mut bytes[n - 3000..n - 2000] {
+            *b = 0x5a;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let (c, o) = Cache::open_or_create(&cfg).unwrap();
+        assert!(reason(o).contains("stray bytes"));
+        drop(c);
         // Wrong magic, wrong version, truncated.
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[0] ^= 0xff;

@@ -235,11 +235,7 @@ impl Locked<'_> {
     /// Zero and free the entry in slot `slot`.
     fn depart(&mut self, slot: u32, why: Departure) {
         let block = self.shard.index.block(slot);
-        let size = self.shard.arena.block_size(block);
-        let p = self.shard.arena.payload(block, size - 4);
-        // SAFETY: payload() checked the block's whole payload is in bounds.
-        unsafe { ptr::write_bytes(p, 0, (size - 4) as usize) };
-        self.shard.arena.free(block);
+        self.shard.arena.free(block); // zeroes the entry's bytes
         if self.shard.index.erase(slot) {
             self.h().tombstones += 1;
         }
