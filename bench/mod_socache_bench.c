@@ -43,6 +43,7 @@
  *                                  (misses), S% stores of fresh ids; every
  *                                  op timed with clock_gettime; answers op
  *                                  counts and latency histograms
+ *   op=status                      the provider's status (?auto form)
  *   op=zipf&d=D&warm=W&a=A&s=1.0&seed=X
  *                                  D distinct ids stored once, held counted
  *                                  (all D checked), then W unmeasured and A
@@ -61,6 +62,7 @@
 #include "ap_provider.h"
 #include "ap_socache.h"
 #include "ap_mpm.h"
+#include "mod_status.h"
 #include "util_mutex.h"
 
 #include "apr_global_mutex.h"
@@ -665,6 +667,14 @@ static int bench_handler(request_rec *r)
     }
     else if (strcmp(op, "zipf") == 0) {
         op_zipf(r, &c);
+    }
+    else if (strcmp(op, "status") == 0) {
+        /* The provider's own figures, machine-readable form. */
+        int locked;
+        ap_set_content_type(r, "text/plain");
+        locked = lock_on(&c);
+        bench->provider->status(bench->instance, r, AP_STATUS_SHORT);
+        lock_off(locked);
     }
     else {
         return HTTP_BAD_REQUEST;
