@@ -463,7 +463,7 @@ def report1(r):
                                 if k.startswith("shmcb/")), "?"),
                       r["repeats"], r["ms"] / 1000.0))
     md.append("| size | children | shm ops/s | shmcb ops/s | shm/shmcb | "
-              "shm p50 / p99 µs | shmcb p50 / p99 µs | shm hit share |")
+              "shm p50 / p99 µs | shmcb p50 / p99 µs | hit share shm / shmcb |")
     md.append("|---|---:|---:|---:|---:|---:|---:|---:|")
     for size in sizes:
         for c in conc:
@@ -475,13 +475,13 @@ def report1(r):
             lo = min(a["ops_s"]) / max(b["ops_s"])
             hi = max(a["ops_s"]) / min(b["ops_s"])
             md.append("| %s | %d | %s [%s-%s] | %s [%s-%s] | **%.1fx** [%.1f-%.1f] | "
-                      "%s / %s | %s / %s | %.4f |" % (
+                      "%s / %s | %s / %s | %.3f / %.3f |" % (
                           human_bytes(size), c,
                           si(a["median"]), si(min(a["ops_s"])), si(max(a["ops_s"])),
                           si(b["median"]), si(min(b["ops_s"])), si(max(b["ops_s"])),
                           ratio, lo, hi,
                           us(a["p50_ns"]), us(a["p99_ns"]),
-                          us(b["p50_ns"]), us(b["p99_ns"]), a["hit_share"]))
+                          us(b["p50_ns"]), us(b["p99_ns"]), a["hit_share"], b["hit_share"]))
     md.append("")
     md.append("| size | provider | stored | held (sampled) | fill time |")
     md.append("|---|---|---:|---:|---:|")
@@ -1058,7 +1058,10 @@ def main():
               mach["cpu"], mach["nproc"], mach["kernel"], mach["apache"],
               mach["openssl"], mach["commit"], mach["load_before"][0],
               mach["load_after"][0], elapsed),
-          "Command: `python3 bench/run.py %s`\n" % " ".join(sys.argv[1:])]
+          "Command: `%s`\n" % ("make bench" + (" BENCH_ARGS=\"%s\"" % " ".join(sys.argv[1:])
+                                                 if len(sys.argv) > 1 else "")
+                                  if os.environ.get("MAKELEVEL") else
+                                  "python3 bench/run.py " + " ".join(sys.argv[1:]))]
     md += sections
     md += ["### Floors (issue 4)\n", "| floor | figure | verdict |", "|---|---|---|"]
     for f in floors:
@@ -1067,8 +1070,21 @@ def main():
     text = "\n".join(md)
     with open(args.out, "w") as f:
         f.write(text)
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+    json_path = os.path.splitext(args.out)[0] + ".json"
+    with open(json_path, "w") as f:
         json.dump(results, f, indent=1, default=str)
+    if "part1" in results:
+        png = os.path.splitext(args.out)[0] + ".png"
+        try:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import plot
+            if plot.plot(json_path, png):
+                text += "\n![ops/s and p50 against cache size](%s)\n" % os.path.basename(png)
+                with open(args.out, "w") as f:
+                    f.write(text)
+                log("wrote %s" % png)
+        except ImportError:
+            log("no plot: matplotlib is not installed (pip install matplotlib)")
     print(text)
     log("wrote %s (%.0f s)" % (args.out, elapsed))
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Plot part 1 of bench/results.json: provider ops/s and per-operation p50
+latency against cache size, shm and shmcb, for each number of children.
+
+Usage: python3 bench/plot.py [bench/results.json] [bench/results.png]
+Needs matplotlib (optional: bench/run.py skips the plot without it).
+"""
+
+import json
+import os
+import sys
+
+
+def plot(results_path, png_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(results_path) as f:
+        r = json.load(f)
+    p1 = r.get("part1")
+    if not p1:
+        return False
+    sizes = p1["sizes"]
+    conc = p1["children"]
+    cells = p1["cells"]
+    labels = ["512000 B" if s == 512000 else "%d MiB" % (s >> 20) for s in sizes]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.4))
+    colors = {"shm": "tab:blue", "shmcb": "tab:red"}
+    styles = {1: "-", 2: "--", 4: "-.", 8: ":"}
+    for prov in ("shm", "shmcb"):
+        for c in conc:
+            ys, lo, hi, p50 = [], [], [], []
+            for s in sizes:
+                cell = cells.get("%s/%d/%d" % (prov, s, c))
+                if cell is None:
+                    break
+                ys.append(cell["median"])
+                lo.append(cell["median"] - min(cell["ops_s"]))
+                hi.append(max(cell["ops_s"]) - cell["median"])
+                p50.append(cell["p50_ns"] / 1000.0)
+            if len(ys) != len(sizes):
+                continue
+            x = range(len(sizes))
+            a1.errorbar(x, ys, yerr=[lo, hi], color=colors[prov], linestyle=styles.get(c, "-"),
+                        marker="o", capsize=3, label="%s, %d %s" % (prov, c, "child" if c == 1 else "children"))
+            a2.plot(x, p50, color=colors[prov], linestyle=styles.get(c, "-"), marker="o",
+                    label="%s, %d %s" % (prov, c, "child" if c == 1 else "children"))
+    for ax in (a1, a2):
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(sizes)))
+        ax.set_xticklabels(labels)
+        ax.set_xlabel("cache size (filled to capacity)")
+        ax.grid(True, which="both", alpha=0.3)
+    a1.set_ylabel("ops/s, all children (median, min-max)")
+    a1.set_title("socache ops/s inside httpd (mix %s)" % p1["mix"].replace(",", "/"))
+    a2.set_ylabel("per-operation p50 (µs)")
+    a2.set_title("latency per provider call")
+    a1.legend(fontsize=7, ncol=2)
+    m = r.get("machine", {})
+    fig.suptitle("shm vs shmcb, %s, %s CPUs" % (m.get("cpu", "?"), m.get("nproc", "?")),
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+if __name__ == "__main__":
+    here = os.path.dirname(os.path.abspath(__file__))
+    src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "results.json")
+    dst = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "results.png")
+    if not plot(src, dst):
+        sys.exit("no part 1 figures in %s" % src)
+    print("wrote %s" % dst)
