@@ -776,14 +776,45 @@ def wait_prefilled(slot):
         slot["h"].fail("prefill: %s" % (slot["error"] or "did not finish in 900 s"))
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid):
+    """CPU time (user + system) of every process in httpd's process group,
+    plus what its parent has reaped from children that exited."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # rest[0] state, [1] ppid, [2] pgrp, [11] utime, [12] stime,
+        # [13] cutime, [14] cstime
+        if int(rest[2]) != pgid:
+            continue
+        total += int(rest[11]) + int(rest[12])
+        if int(name) == pgid:
+            total += int(rest[13]) + int(rest[14])
+    return total / CLK_TCK
+
+
 def tls_load(h, ver, args):
+    cpu0 = group_cpu_seconds(h.proc.pid)
     cmd = [TLS_LOAD, "--port", str(h.port), "--tls", ver, "--clients",
            str(args.tls_clients), "--seconds", str(args.tls_seconds), "--json"]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=args.tls_seconds + 60)
     if p.returncode != 0:
         h.fail("tls-load: %s" % p.stderr.decode()[-2000:])
-    return json.loads(p.stdout.decode())
+    res = json.loads(p.stdout.decode())
+    cpu = group_cpu_seconds(h.proc.pid) - cpu0
+    res["server_cpu_s"] = cpu
+    res["server_cpu_us_per_conn"] = (1e6 * cpu / res["connections"]
+                                     if res["connections"] else None)
+    return res
 
 
 def part2(args):
@@ -831,6 +862,9 @@ def part2(args):
                     "resumption_share": (sum(x["resumed"] for x in rs) / attempts
                                          if attempts else None),
                     "errors": sum(x["errors"] for x in rs),
+                    "server_cpu_us_per_conn": (
+                        1e6 * sum(x["server_cpu_s"] for x in rs)
+                        / max(1, sum(x["connections"] for x in rs))),
                 })
                 out["cells"]["%s/%d/%s" % (prov, size, ver)] = cell
             for prov in provs:
@@ -915,11 +949,13 @@ def report2(r):
           "`SocacheBench ssl`: mod_ssl's own instance, under mod_ssl's mutex). "
           "%d interleaved runs of %d s per cell: median [min-max]; latencies "
           "(TCP connect + TLS handshake, client side) from the median run; "
-          "resumption share over all runs.\n" % (
+          "resumption share over all runs. httpd CPU: user + system time of all "
+          "httpd processes during the runs, per connection (the client shares "
+          "the same 2 CPUs).\n" % (
               r.get("clients", 16), r.get("children", 16), r["reps"], r.get("seconds", 3)),
           "| size | provider | TLS | handshakes/s | resumed/s | resumption share | "
-          "full p50 / p99 ms | resumed p50 / p99 ms | errors |",
-          "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+          "full p50 / p99 ms | resumed p50 / p99 ms | httpd CPU µs / conn | errors |",
+          "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     floors = []
 
     def rng(v):
@@ -931,13 +967,13 @@ def report2(r):
                 c = r["cells"].get("%s/%d/%s" % (prov, size, ver))
                 if not c:
                     continue
-                md.append("| %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %d |" % (
+                md.append("| %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %d |" % (
                     human_bytes(size), prov, ver, rng(c["handshakes_s_all"]),
                     rng(c["resumed_s_all"]) if prov != "none" else "0",
                     fmt(c["resumption_share"], "%.4f"),
                     fmt(c["full_p50_ms"], "%.2f"), fmt(c["full_p99_ms"], "%.2f"),
                     fmt(c["resumed_p50_ms"], "%.2f"), fmt(c["resumed_p99_ms"], "%.2f"),
-                    c["errors"]))
+                    fmt(c["server_cpu_us_per_conn"], "%.0f"), c["errors"]))
     md.append("")
     for size in r["sizes"]:
         for prov in ("shm", "shmcb"):
@@ -967,10 +1003,13 @@ def report2(r):
         b = r["cells"].get("shmcb/%d/%s" % (big, ver))
         if a and b and big > KB512:
             x = statistics.median(a["resumed_s_all"]) / statistics.median(b["resumed_s_all"])
+            lo = min(a["resumed_s_all"]) / max(b["resumed_s_all"])
+            hi = max(a["resumed_s_all"]) / min(b["resumed_s_all"])
             floors.append(("shm resumed/s >= 1.5x shmcb at %s (TLS %s)" % (human_bytes(big), ver),
-                           "%.2fx (medians; shm share %s, shmcb %s)" % (
-                               x, fmt(a["resumption_share"], "%.4f"),
-                               fmt(b["resumption_share"], "%.4f")),
+                           "%.2fx (medians, range %.2f-%.2f); httpd CPU per connection "
+                           "%s vs %s µs" % (
+                               x, lo, hi, fmt(a["server_cpu_us_per_conn"], "%.0f"),
+                               fmt(b["server_cpu_us_per_conn"], "%.0f")),
                            verdict(x >= 1.5)))
     return md, floors
 
@@ -1054,10 +1093,10 @@ def main():
 
     md = ["## Results of `make bench` (bench/run.py)\n",
           "Machine: %s, %d CPUs (nproc), Linux %s, %s, %s; repository at %s. "
-          "Load average before/after: %.2f / %.2f. Total %.0f s.\n" % (
+          "Load average (1 min) before the run: %.2f (the run itself then "
+          "keeps up to ~30 threads runnable). Total %.0f s.\n" % (
               mach["cpu"], mach["nproc"], mach["kernel"], mach["apache"],
-              mach["openssl"], mach["commit"], mach["load_before"][0],
-              mach["load_after"][0], elapsed),
+              mach["openssl"], mach["commit"], mach["load_before"][0], elapsed),
           "Command: `%s`\n" % ("make bench" + (" BENCH_ARGS=\"%s\"" % " ".join(sys.argv[1:])
                                                  if len(sys.argv) > 1 else "")
                                   if os.environ.get("MAKELEVEL") else
