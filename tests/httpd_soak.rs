@@ -14,37 +14,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Httpd, Mpm, Options, Provider, SessionCache, Tls, CACHE_FILE};
+use common::{children, Client, Httpd, Mpm, Options, Provider, SessionCache, Tls, CACHE_FILE};
 
 const BYTES: u64 = 1 << 20;
-
-/// Pids of the parent's children (the httpd workers).
-fn children(parent: u32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the ")" that closes the command name: state ppid ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let ppid = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            out.push(pid);
-        }
-    }
-    out
-}
 
 /// Total VmRSS (kB) of the parent and its children.
 fn rss_kb(parent: u32) -> u64 {
