@@ -17,7 +17,8 @@ Every httpd runs in its own temporary directory under /dev/shm, on
 127.0.0.1 and a free port, in its own process group; all are stopped on exit
 (normal, error, SIGINT, SIGTERM). Every wait is bounded.
 
-Usage: python3 bench/run.py [--parts 1,3,4,2] [--quick] [--out bench/results.md]
+Usage: python3 bench/run.py [--parts 1,3,4,2] [--quick] [--out FILE.md]
+(--quick: shorter runs at 512000 B and 64 MiB, into bench/results-quick.md)
 (`make bench` builds the modules and runs this.)
 """
 
@@ -1048,14 +1049,19 @@ def main():
     ap.add_argument("--tls-reps", type=int, default=3)
     ap.add_argument("--tls-sizes", default="%d,%d" % (KB512, 256 * MIB),
                     help="part 2: cache sizes (bytes); all but 512000 are prefilled")
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
+    ap.add_argument("--out", default=None,
+                    help="default bench/results.md (--quick: bench/results-quick.md)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = os.path.join(ROOT, "bench", "results-quick.md" if args.quick else "results.md")
     if args.quick:
         args.ms = min(args.ms, 500)
         args.repeats = min(args.repeats, 2)
         args.sessions = min(args.sessions, 100)
         args.tls_seconds = min(args.tls_seconds, 2)
         args.tls_reps = min(args.tls_reps, 2)
+        if args.tls_sizes == "%d,%d" % (KB512, 256 * MIB):
+            args.tls_sizes = "%d,%d" % (KB512, 64 * MIB)
     for path in (SHM_SO, BENCH_SO):
         if not os.path.exists(path):
             sys.exit("missing %s (run `make bench`)" % path)
