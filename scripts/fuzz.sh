@@ -7,6 +7,9 @@
 # RUSTC_BOOTSTRAP=1 lets the stable one stand in.
 # Usage: bash scripts/fuzz.sh [target ...]
 set -euo pipefail
+# Nothing here reads standard input; a closed fd 0 would be inherited by
+# children as whatever file is opened first (see scripts/test.sh).
+exec </dev/null
 cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SECONDS:-60}

@@ -6,6 +6,11 @@
 # non-zero if any step failed. Usage: sudo bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Nothing here reads standard input. If the caller closed it (CI may), the
+# first file some process opens becomes its fd 0, and a child that inherits
+# fd 0 reads that file: cargo's probe `rustc -` (which reads its source from
+# stdin) then compiled a cached diagnostic and `cargo test` stopped at once.
+exec </dev/null
 
 bash scripts/deps.sh
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
@@ -45,11 +50,6 @@ step "clippy"        cargo clippy --all-targets -- -D warnings
 test_log=$(mktemp /tmp/socache-test-log.XXXXXX)
 trap 'rm -f "$test_log"' EXIT
 run_tests() {
-    # Seen once on a fresh clone: after the clippy step, cargo's cached probe
-    # of rustc's target info (target/.rustc_info.json) held a failed entry,
-    # and `cargo test` reused it and stopped before building anything. The
-    # cache is only an optimisation: drop it so cargo probes afresh.
-    rm -f "${CARGO_TARGET_DIR:-target}/.rustc_info.json"
     cargo test --release --no-fail-fast 2>&1 | tee "$test_log"
 }
 step "tests"         run_tests
@@ -64,6 +64,11 @@ done
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^(passed|failed|ignored);?$/) { k = $(i+1); sub(";", "", k); n[k] += $i } } }
      END { printf "  %-14s %d passed, %d failed, %d ignored\n", "test counts", n["passed"], n["failed"], n["ignored"] }' "$test_log"
 if [ "$failed" -ne 0 ]; then
+    # CI may show only the end of this output: repeat the first errors.
+    if grep -q -E '^error|^test .* FAILED|panicked' "$test_log"; then
+        echo "  first errors of the tests step:"
+        grep -E '^error|^test .* FAILED|panicked' "$test_log" | head -n 15 | sed 's/^/    /'
+    fi
     echo "FAILED"
     exit 1
 fi
