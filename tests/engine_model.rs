@@ -712,3 +712,47 @@ fn recently_read_entries_survive_eviction() {
         );
     }
 }
+
+/// A new entry is not evicted before anyone had a chance to read it: with a
+/// full cache of mixed-size entries that are stored and never read (the
+/// worst case: TLS 1.3 without tickets stores a session on every
+/// resumption), the newest third of what the cache holds is always all
+/// there. An entry inserted without its reference bit can land just ahead
+/// of the hand and go at the next store.
+#[test]
+fn new_entries_outlive_the_next_pass_of_the_hand() {
+    for bytes in [32_768u64, 65_536, 512_000] {
+        let (cache, clock) = new_cache(bytes);
+        let far = clock.now().plus_secs(3600);
+        let ids = pressure_ids(60_000);
+        let mut rng = 0x0123_4567_89AB_CDEFu64 ^ bytes;
+        let mut held_at_start = 0u64;
+        let mut values = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate().skip(3) {
+            let len = 60 + (splitmix(&mut rng) % 400) as usize;
+            let v = value_for(i as u64, len);
+            cache.store(id, &v, far).expect("store");
+            values.push((i, v));
+            let st = cache.stats();
+            if held_at_start == 0 && st.evictions > 0 {
+                held_at_start = st.entries;
+            }
+            // Steady state: several cache-fulls evicted.
+            if held_at_start > 0 && st.evictions > 4 * held_at_start {
+                break;
+            }
+        }
+        let st = cache.stats();
+        assert!(st.evictions > 4 * held_at_start, "{bytes} B: {st:?}");
+        let newest = (st.entries / 3) as usize;
+        assert!(newest >= 20, "{bytes} B: only {} entries held", st.entries);
+        for (i, v) in values.iter().rev().take(newest) {
+            assert_eq!(
+                cache.get(&ids[*i]).as_ref(),
+                Some(v),
+                "{bytes} B: entry {i}, among the newest {newest} of {} held, was evicted",
+                st.entries
+            );
+        }
+    }
+}

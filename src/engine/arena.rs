@@ -14,16 +14,13 @@
 //!   +--------+---------------------------+--------+-------------+ ... +--------+    size 0, USED
 //!   ^ offset 0                                    ^ block offset             ^ len - 8
 //!
-//! block header (u32): size (multiple of 8, header included) | REF | PREV_FREE | USED
+//! block header (u32): size (multiple of 8, header included) | 0 | PREV_FREE | USED
 //! free block:  [hdr][next_free u32][prev_free u32] ... [size u32 footer]
 //! ```
 //!
 //! Free blocks sit in one of `FL_COUNT x SL_COUNT` doubly linked lists; two
 //! bitmaps say which lists are non-empty. The metadata ([`ArenaHeader`]) is
 //! kept in the shard header; the blocks in the shard's arena region.
-//!
-//! The `REF` bit belongs to the cache (CLOCK's reference bit); the arena only
-//! preserves it.
 //!
 //! Every read and write is bounds-checked against the region, so a corrupt
 //! arena panics (and the shard is reset by the caller) instead of writing
@@ -42,8 +39,6 @@ pub const END_MARKER: u32 = 8;
 
 const USED: u32 = 1;
 const PREV_FREE: u32 = 2;
-/// CLOCK reference bit, kept for the cache.
-pub const REF: u32 = 4;
 const FLAGS: u32 = 7;
 const NIL: u32 = u32::MAX;
 
@@ -179,16 +174,6 @@ impl Arena {
 
     pub fn block_size(&self, off: u32) -> u32 {
         self.rd(off) & !FLAGS
-    }
-
-    pub fn flag(&self, off: u32, flag: u32) -> bool {
-        self.rd(off) & flag != 0
-    }
-
-    pub fn set_flag(&mut self, off: u32, flag: u32, on: bool) {
-        debug_assert!(flag == REF);
-        let h = self.rd(off);
-        self.wr(off, if on { h | flag } else { h & !flag });
     }
 
     /// Make the whole region one free block. Zeroes nothing: callers zero

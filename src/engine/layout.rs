@@ -18,7 +18,8 @@
 //! | ctrl: u8 x (slots + GROUP)   | slot: u32 x slots       | arena: arena_bytes             |
 //! | SwissTable control bytes;    | arena offset of the     | blocks holding entries:        |
 //! | the last GROUP mirror the    | entry's block, valid    | [hdr u32][expiry u32][id_len   |
-//! | first GROUP (wrap-free loads)| where ctrl is FULL      |  u32][value_len u32][id][value]|
+//! | first GROUP (wrap-free loads)| where ctrl is FULL      |  u32][uses:2|value_len:30][id]  |
+//! |                              |                         |  [value]                       |
 //! +------------------------------+-------------------------+--------------------------------+
 //! ```
 //!
@@ -40,7 +41,7 @@ use super::lock::ShardLock;
 
 pub const MAGIC: [u8; 8] = *b"SOCSHM\r\n";
 /// Bump on any change to a `#[repr(C)]` type here or to the region layout.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Written last when a segment is created; a segment without it is unfinished.
 pub const READY: u32 = 0x5245_4459;
 
@@ -50,10 +51,23 @@ pub const MIN_BYTES: u64 = 8192;
 pub const MAX_BYTES: u64 = 1 << 40;
 /// Control bytes scanned per probe step (one `u64`).
 pub const GROUP: u32 = 8;
-/// Bytes of entry header after the block header: expiry, id length, value length.
+/// Bytes of entry header after the block header: expiry, id length, and a
+/// word holding the value length (low 30 bits) and the use count (top 2).
 pub const ENTRY_HEADER: u32 = 12;
+/// The use count's place in the entry header's third word. Values are under
+/// 1 GiB (an entry is at most a quarter of a shard's arena, itself < 4 GiB).
+pub const USES_SHIFT: u32 = 30;
+pub const VALUE_LEN_MASK: u32 = (1 << USES_SHIFT) - 1;
+/// CLOCK use count: a new entry starts at `USES_NEW`, each hit adds one up to
+/// `USES_MAX`, each pass of the hand takes one; the hand evicts at zero.
+pub const USES_NEW: u32 = 1;
+pub const USES_MAX: u32 = 3;
 /// Shards are no smaller than this, and there are at most `MAX_SHARDS`.
-const MIN_SHARD_BYTES: u64 = 128 * 1024;
+/// More shards mean less lock contention between processes; a bigger shard
+/// means a bigger largest entry (a quarter of its arena). 48 KiB keeps that
+/// above mod_ssl's cap on a session (10 KiB of DER, `SSL_SESSION_MAX_DER`)
+/// with its id: 8 shards and 15 KiB entries at the common 512000 bytes.
+const MIN_SHARD_BYTES: u64 = 48 * 1024;
 const MAX_SHARDS: u64 = 256;
 /// Index load: at most 7 of 8 slots used (full or tombstone).
 pub const LOAD_NUM: u32 = 7;
@@ -192,6 +206,7 @@ impl Geometry {
         let usable = arena_bytes - arena::END_MARKER;
         let max_block = (usable / 4) & !7;
         let max_entry_size = max_block - arena::HEADER - ENTRY_HEADER;
+        debug_assert!(max_entry_size <= VALUE_LEN_MASK);
         if max_entry_size < avg_id_len + avg_value_len {
             return Err(Error::BudgetTooSmall {
                 bytes,

@@ -12,18 +12,22 @@
 //!    shard and re-initialises it (`recoveries` counts this). Only that shard
 //!    loses its entries; the rest of the segment is untouched.
 //! 3. A retrieve copies the value out while holding the lock, so it can never
-//!    see a half-written or half-freed entry. Setting the CLOCK reference bit
-//!    is a single aligned 4-byte store and leaves the shard consistent at every
-//!    instant, so it needs no dirty mark; nor do the counters.
+//!    see a half-written or half-freed entry. Changing an entry's CLOCK use
+//!    count is a single aligned 4-byte store and leaves the shard consistent
+//!    at every instant, so it needs no dirty mark; nor do the counters.
 //! 4. Values leave the shard only as copies into the caller's buffer.
 //!
 //! # Expiry and eviction
 //! An entry whose expiry second has come (`now >= expiry`) is never returned;
 //! a lookup that meets one reclaims it. When an insert needs room, expired
 //! entries are reclaimed first (a sweep of the index, skipped while `now` is
-//! below the shard's `min_expiry` bound), then CLOCK evicts: a hand walks
-//! the index; entries read since its last pass (reference bit set) get a
-//! second chance, the first one without it goes.
+//! below the shard's `min_expiry` bound), then CLOCK evicts (GCLOCK, with a
+//! 2-bit use count per entry): a hand walks the arena's blocks taking one
+//! from each entry's count, and the first entry it finds at zero goes. A new
+//! entry starts at 1, so it outlives the hand's next pass even unread; each
+//! hit adds one, up to 3, so an entry in steady use survives three passes.
+//! Entries never read go in about the order they came, as in FIFO; entries
+//! in use stay.
 //!
 //! # Secrets
 //! An entry's bytes are zeroed before its block is freed, whatever the reason:
@@ -34,10 +38,12 @@ use std::ptr;
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 
-use super::arena::{Arena, REF};
+use super::arena::Arena;
 use super::cache::{Miss, Stats, Stored};
 use super::error::Error;
-use super::layout::{Geometry, ShardHeader, ENTRY_HEADER};
+use super::layout::{
+    Geometry, ShardHeader, ENTRY_HEADER, USES_MAX, USES_NEW, USES_SHIFT, VALUE_LEN_MASK,
+};
 use super::lock::ShardLock;
 use super::table::{Hash, Index};
 
@@ -72,6 +78,8 @@ struct EntryHead {
     expiry: u32,
     id_len: u32,
     value_len: u32,
+    /// CLOCK use count, 0..=USES_MAX.
+    uses: u32,
 }
 
 impl Shard {
@@ -191,10 +199,12 @@ impl Locked<'_> {
         // SAFETY: payload() checked 12 bytes are inside the block; p is 4-aligned
         // (8-aligned block + 4-byte header).
         let head = unsafe {
+            let word = ptr::read(p.add(2));
             EntryHead {
                 expiry: ptr::read(p),
                 id_len: ptr::read(p.add(1)),
-                value_len: ptr::read(p.add(2)),
+                value_len: word & VALUE_LEN_MASK,
+                uses: word >> USES_SHIFT,
             }
         };
         // Validate the lengths against the block before anyone slices with them.
@@ -204,6 +214,19 @@ impl Locked<'_> {
             "entry lengths exceed their block"
         );
         head
+    }
+
+    /// Set an entry's use count (a single aligned 4-byte store, so the entry
+    /// is consistent at every instant). Writes nothing if it is unchanged:
+    /// no cache line moves between two readers' cores for nothing.
+    fn set_uses(&mut self, block: u32, head: EntryHead, uses: u32) {
+        if uses == head.uses {
+            return;
+        }
+        let p = self.shard.arena.payload(block, ENTRY_HEADER) as *mut u32;
+        // SAFETY: as in head(): 12 bytes of this used block, 4-aligned; the
+        // lock is held.
+        unsafe { ptr::write(p.add(2), head.value_len | (uses << USES_SHIFT)) };
     }
 
     fn id_of(&self, block: u32, head: EntryHead) -> &[u8] {
@@ -293,14 +316,14 @@ impl Locked<'_> {
 
     /// CLOCK: evict (or reclaim, if expired) one entry; false if there is none.
     /// The hand walks the arena's blocks in address order (see
-    /// `Arena::advance_hand`); an entry read since the hand last passed it
-    /// (reference bit set) gets a second chance.
+    /// `Arena::advance_hand`), taking one from each entry's use count; the
+    /// first entry it finds at zero goes. At most `USES_MAX + 1` turns.
     fn evict_one(&mut self, now: u32) -> bool {
         if self.h().entries == 0 {
             return false;
         }
         let slots = self.shard.index.slot_count();
-        for _ in 0..2 * self.shard.arena.max_blocks() + 2 {
+        for _ in 0..(USES_MAX + 1) * self.shard.arena.max_blocks() + 2 {
             let b = self.shard.arena.advance_hand();
             if !b.used {
                 continue;
@@ -308,8 +331,8 @@ impl Locked<'_> {
             let head = self.head(b.offset);
             let why = if head.expiry <= now {
                 Departure::Expired
-            } else if self.shard.arena.flag(b.offset, REF) {
-                self.shard.arena.set_flag(b.offset, REF, false);
+            } else if head.uses > 0 {
+                self.set_uses(b.offset, head, head.uses - 1);
                 continue;
             } else {
                 Departure::Evicted
@@ -408,7 +431,7 @@ impl Locked<'_> {
             });
         }
         buf[..value.len()].copy_from_slice(value);
-        self.shard.arena.set_flag(block, REF, true);
+        self.set_uses(block, head, (head.uses + 1).min(USES_MAX));
         self.h().counters.hits += 1;
         Ok(head.value_len as usize)
     }
@@ -472,7 +495,11 @@ impl Locked<'_> {
             let w = p as *mut u32;
             ptr::write(w, expiry);
             ptr::write(w.add(1), id.len() as u32);
-            ptr::write(w.add(2), value.len() as u32);
+            // A new entry starts with one use, so it survives the hand's next
+            // pass: one stored a moment ago and not yet read (a TLS session
+            // whose client has not come back yet) is not evicted before one
+            // that went unread for a whole turn of the hand.
+            ptr::write(w.add(2), value.len() as u32 | (USES_NEW << USES_SHIFT));
             ptr::copy_nonoverlapping(id.as_ptr(), p.add(ENTRY_HEADER as usize), id.len());
             ptr::copy_nonoverlapping(
                 value.as_ptr(),
@@ -599,7 +626,8 @@ impl Locked<'_> {
                 let p = self.shard.arena.payload(block, ENTRY_HEADER) as *const u32;
                 // SAFETY: block is a used block found by the walk, so its first
                 // 12 payload bytes are in bounds (MIN_BLOCK = 16); p is 4-aligned.
-                let (id_len, value_len) = unsafe { (ptr::read(p.add(1)), ptr::read(p.add(2))) };
+                let (id_len, value_len) =
+                    unsafe { (ptr::read(p.add(1)), ptr::read(p.add(2)) & VALUE_LEN_MASK) };
                 let total = ENTRY_HEADER as u64 + id_len as u64 + value_len as u64;
                 if total > self.shard.arena.block_size(block) as u64 - 4 {
                     return Err(format!("entry at {block} is longer than its block"));
