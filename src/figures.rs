@@ -100,6 +100,11 @@ pub fn figures(cache: &Cache, s: &Stats) -> Vec<Figure> {
             "removals of absent ids",
             s.remove_misses.to_string(),
         ),
+        f(
+            "CacheUnlockedReads",
+            "retrieves answered without a lock (whole cache only)",
+            s.unlocked_reads.to_string(),
+        ),
         f("CacheLockWaits", "lock waits", s.lock_waits.to_string()),
         f(
             "CacheRecoveries",

@@ -654,6 +654,11 @@ fn forked_processes_hammer_one_segment() {
         st.evictions > 0,
         "the workload should overflow 256 KiB: {st:?}"
     );
+    // The checked values above went through the unlocked (seqlock) path too.
+    assert!(
+        st.unlocked_reads > sum.gets / 10,
+        "few retrieves took the unlocked path: {st:?}"
+    );
     let (hits, n) = audit_all(&cache, 200).expect("final audit");
     assert_eq!(n, st.entries, "iterate visits every entry");
     assert!(hits > 0);
@@ -695,6 +700,10 @@ fn threads_hammer_one_cache() {
     eprintln!("threads: {sum:?}; cache {st:?}");
     assert_eq!(st.stores, sum.stores);
     assert_eq!(st.hits + st.misses, sum.gets);
+    assert!(
+        st.unlocked_reads > sum.gets / 10,
+        "few retrieves took the unlocked path: {st:?}"
+    );
     assert!(st.evictions > 0, "{st:?}");
     audit_all(&cache, WORKERS).expect("final audit");
 }

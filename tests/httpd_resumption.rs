@@ -342,6 +342,7 @@ fn server_status_shows_cache_figures() {
             "CacheLockWaits",
             "CacheRecoveries",
             "CacheShards",
+            "CacheUnlockedReads",
         ] {
             n(&after, key);
         }

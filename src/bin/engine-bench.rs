@@ -4,7 +4,7 @@
 //! `hashbrown::HashMap` behind a `std::sync::Mutex`.
 //!
 //! ```text
-//! cargo run --release --bin engine-bench [-- --quick] [-- --json]
+//! cargo run --release --bin engine-bench [-- --quick] [-- --json] [-- --bytes N]
 //! ```
 //!
 //! Multi-process figures fork P workers (after the cache is made, as httpd
@@ -34,12 +34,21 @@ const FLOOR_DENSITY: f64 = 4_700.0;
 fn main() {
     let mut quick = false;
     let mut json = false;
-    for a in std::env::args().skip(1) {
+    let mut bytes = SEGMENT;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--json" => json = true,
+            "--bytes" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(b) => bytes = b,
+                None => {
+                    eprintln!("engine-bench: --bytes needs a number of bytes");
+                    std::process::exit(2);
+                }
+            },
             "-h" | "--help" => {
-                println!("usage: engine-bench [--quick] [--json]");
+                println!("usage: engine-bench [--quick] [--json] [--bytes N (default {SEGMENT})]");
                 return;
             }
             other => {
@@ -53,7 +62,7 @@ fn main() {
     } else {
         Duration::from_millis(1500)
     };
-    let report = run(phase, quick);
+    let report = run(phase, quick, bytes);
     if json {
         println!("{}", report.json());
     } else {
@@ -516,6 +525,7 @@ fn fragmentation(ops: u64) -> Fragmentation {
 
 struct Report {
     quick: bool,
+    bytes: u64,
     phase: Duration,
     cpus: usize,
     shards: usize,
@@ -533,7 +543,7 @@ struct Report {
 
 const PROCS: [usize; 3] = [1, 2, 4];
 
-fn run(phase: Duration, quick: bool) -> Report {
+fn run(phase: Duration, quick: bool, bytes: u64) -> Report {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -541,8 +551,8 @@ fn run(phase: Duration, quick: bool) -> Report {
     let density_big = density(SEGMENT);
     let density_512k = density(512_000);
 
-    eprintln!("engine-bench: filling a 64 MiB segment...");
-    let cache = Cache::create(&CacheConfig::new(SEGMENT)).expect("create");
+    eprintln!("engine-bench: filling a {bytes}-byte segment...");
+    let cache = Cache::create(&CacheConfig::new(bytes)).expect("create");
     let first = fill_until_full(&cache, 0x1000_0000);
     eprintln!("engine-bench: retrieve-hit and -miss before any eviction...");
     let fresh_hit = forked(&cache, &first, Op::Hit, 1, phase);
@@ -577,6 +587,7 @@ fn run(phase: Duration, quick: bool) -> Report {
     let frag = fragmentation(if quick { 200_000 } else { 1_500_000 });
     Report {
         quick,
+        bytes,
         phase,
         cpus,
         shards: cache.shard_count(),
@@ -622,9 +633,9 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "engine-bench: {ID_LEN}-byte ids, {VALUE_LEN}-byte values; {} MiB segment, {} shards, \
+            "engine-bench: {ID_LEN}-byte ids, {VALUE_LEN}-byte values; {:.2} MiB segment, {} shards, \
              full and evicting, {} keys live; {} CPUs; {:.1} s per figure{}",
-            SEGMENT >> 20,
+            self.bytes as f64 / (1u64 << 20) as f64,
             self.shards,
             self.keys,
             self.cpus,
@@ -730,8 +741,9 @@ impl Report {
         let mut s = String::from("{");
         let _ = write!(
             s,
-            "\"id_len\":{ID_LEN},\"value_len\":{VALUE_LEN},\"segment_bytes\":{SEGMENT},\"shards\":{},\
+            "\"id_len\":{ID_LEN},\"value_len\":{VALUE_LEN},\"segment_bytes\":{},\"shards\":{},\
              \"keys\":{},\"cpus\":{},\"seconds_per_figure\":{},\"quick\":{},",
+            self.bytes,
             self.shards,
             self.keys,
             self.cpus,

@@ -172,6 +172,29 @@ impl Arena {
         unsafe { self.base.add((off + HEADER) as usize) }
     }
 
+    /// As `payload`, for a reader that holds no lock and may be handed a
+    /// stale or garbage offset (see `Shard::get_unlocked`): None instead of a
+    /// panic when `off` is not a used block holding `len` payload bytes.
+    /// Reads only; the answer means something only if the shard's sequence
+    /// word did not move meanwhile.
+    pub fn try_payload(&self, off: u32, len: u32) -> Option<*mut u8> {
+        if off % ALIGN != 0 || off.checked_add(HEADER).is_none_or(|e| e > self.len) {
+            return None;
+        }
+        // SAFETY: off..off+4 is inside the region (checked) and 4-aligned. The
+        // word may be being written by a lock holder in another process: a
+        // torn or stale value is caught by the checks below or by the
+        // caller's sequence check, and a u32 has no invalid bit patterns.
+        let h = unsafe { ptr::read_volatile(self.base.add(off as usize) as *const u32) };
+        let size = h & !FLAGS;
+        let fits = h & USED != 0
+            && size >= MIN_BLOCK
+            && len <= size - HEADER
+            && off as u64 + size as u64 <= self.capacity() as u64;
+        // SAFETY: as in `payload`: off + HEADER + len <= off + size <= len.
+        fits.then(|| unsafe { self.base.add((off + HEADER) as usize) })
+    }
+
     pub fn block_size(&self, off: u32) -> u32 {
         self.rd(off) & !FLAGS
     }

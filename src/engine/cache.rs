@@ -7,7 +7,11 @@ use std::sync::Arc;
 
 use super::clock::{Clock, SystemClock, Timestamp};
 use super::error::Error;
-use super::layout::{Geometry, SegmentHeader, LAYOUT_VERSION, MAGIC, READY};
+use std::sync::atomic::Ordering;
+
+use super::layout::{
+    Geometry, ReadStripe, SegmentHeader, LAYOUT_VERSION, MAGIC, READY, READ_STRIPES,
+};
 use super::segment::Segment;
 use super::shard::{hash_id, Locked, Shard};
 
@@ -83,6 +87,10 @@ pub struct Stats {
     pub lock_waits: u64,
     pub recoveries: u64,
     pub refused: u64,
+    /// Retrieves answered without taking a lock (hits and misses; they are
+    /// in `hits` and `misses` too). Only in [`Cache::stats`]: per-shard
+    /// figures count the locked ones.
+    pub unlocked_reads: u64,
 }
 
 /// Visitor verdict for [`Cache::iterate`].
@@ -104,7 +112,10 @@ pub struct Cache {
 // process-shared shard locks; the rest (geometry, key, clock) is immutable.
 unsafe impl Send for Cache {}
 // SAFETY: as for Send: every &self method takes a shard lock before touching
-// shard memory and reads the immutable header otherwise.
+// shard memory, or reads it without one only through the seqlock protocol
+// (`Shard::get_unlocked`: raw reads, validated by the sequence word, no
+// writes), or uses atomics (sequence words, read stripes), and reads the
+// immutable header otherwise.
 unsafe impl Sync for Cache {}
 
 fn secs(t: Timestamp) -> u32 {
@@ -383,7 +394,18 @@ impl Cache {
     pub fn retrieve(&self, id: &[u8], buf: &mut [u8]) -> Result<usize, Miss> {
         let hash = self.hash(id);
         let now = secs(self.now());
-        self.with_shard(self.shard_of(hash), |s| s.get(hash, id, now, buf))
+        let i = self.shard_of(hash);
+        if let Some(answer) = self.shard(i).get_unlocked(hash, id, now, buf) {
+            let stripe = self.my_stripe();
+            let count = if answer.is_ok() {
+                &stripe.hits
+            } else {
+                &stripe.misses
+            };
+            count.fetch_add(1, Ordering::Relaxed);
+            return answer;
+        }
+        self.with_shard(i, |s| s.get(hash, id, now, buf))
             .unwrap_or(Err(Miss::NotFound))
     }
 
@@ -437,7 +459,8 @@ impl Cache {
 
     /// Figures summed over all shards.
     pub fn stats(&self) -> Stats {
-        self.shard_stats()
+        let mut total = self
+            .shard_stats()
             .into_iter()
             .fold(Stats::default(), |a, s| Stats {
                 entries: a.entries + s.entries,
@@ -457,7 +480,41 @@ impl Cache {
                 lock_waits: a.lock_waits + s.lock_waits,
                 recoveries: a.recoveries + s.recoveries,
                 refused: a.refused + s.refused,
-            })
+                unlocked_reads: 0,
+            });
+        for i in 0..READ_STRIPES as usize {
+            let s = self.stripe(i);
+            let (hits, misses) = (
+                s.hits.load(Ordering::Relaxed),
+                s.misses.load(Ordering::Relaxed),
+            );
+            total.hits += hits;
+            total.misses += misses;
+            total.unlocked_reads += hits + misses;
+        }
+        total
+    }
+
+    fn stripe(&self, i: usize) -> &ReadStripe {
+        assert!(i < READ_STRIPES as usize);
+        // SAFETY: the stripes lie inside the mapping (Geometry::new places
+        // them before the regions), 64-aligned; they are only ever used
+        // through atomic operations, by every process.
+        unsafe {
+            &*self
+                .segment
+                .base()
+                .add(self.geo.stripes_offset as usize)
+                .cast::<ReadStripe>()
+                .add(i)
+        }
+    }
+
+    /// This CPU's stripe, for counting an unlocked read.
+    fn my_stripe(&self) -> &ReadStripe {
+        // SAFETY: no preconditions; -1 (unsupported) maps to stripe 0.
+        let cpu = unsafe { libc::sched_getcpu() }.max(0) as usize;
+        self.stripe(cpu % READ_STRIPES as usize)
     }
 
     /// Figures per shard.
@@ -549,6 +606,61 @@ mod tests {
             .unwrap()
             .with_clock(Arc::new(clock.clone()));
         (c, clock)
+    }
+
+    /// Retrieves of an entry in steady use take no lock; the ones that must
+    /// write (use count below the top, expired entry) or that meet a writer
+    /// take it, and every answer is the locked one.
+    #[test]
+    fn unlocked_reads_answer_as_the_locked_ones() {
+        let (c, clock) = cache(65_536);
+        let exp = clock.now().plus_secs(10);
+        c.store(b"id", b"value", exp).unwrap();
+        let mut buf = [0u8; 16];
+        let unlocked = |c: &Cache| c.stats().unlocked_reads;
+        // A new entry has 1 use: two locked hits raise it to the top (3).
+        for n in 0..2 {
+            assert_eq!(c.retrieve(b"id", &mut buf), Ok(5));
+            assert_eq!(unlocked(&c), 0, "read {n} of a new entry must lock");
+        }
+        assert_eq!(c.retrieve(b"id", &mut buf), Ok(5));
+        assert_eq!(&buf[..5], b"value");
+        assert_eq!(unlocked(&c), 1);
+        // A miss needs no lock either.
+        assert_eq!(c.retrieve(b"absent", &mut buf), Err(Miss::NotFound));
+        assert_eq!(unlocked(&c), 2);
+        let st = c.stats();
+        assert_eq!((st.hits, st.misses), (3, 1), "{st:?}");
+        // Too small a buffer: the locked path says how much is needed.
+        assert_eq!(
+            c.retrieve(b"id", &mut buf[..2]),
+            Err(Miss::BufferTooSmall { needed: 5 })
+        );
+        assert_eq!(unlocked(&c), 2);
+        // A shard marked mid-mutation (as a dead writer leaves it) sends
+        // readers to the lock, whose holder recovers the shard.
+        let i = c.shard_of(c.hash(b"id"));
+        let shard = c.shard(i);
+        shard.seq().fetch_add(1, Ordering::Relaxed);
+        assert_eq!(
+            c.retrieve(b"id", &mut buf),
+            Ok(5),
+            "odd sequence, dirty clear"
+        );
+        assert_eq!(
+            unlocked(&c),
+            2,
+            "an odd sequence must send the reader to the lock"
+        );
+        shard.seq().fetch_add(1, Ordering::Relaxed);
+        // Expired: never returned, and reclaimed under the lock.
+        assert_eq!(c.retrieve(b"id", &mut buf), Ok(5));
+        assert_eq!(unlocked(&c), 3);
+        clock.set(exp);
+        assert_eq!(c.retrieve(b"id", &mut buf), Err(Miss::NotFound));
+        assert_eq!(unlocked(&c), 3);
+        assert_eq!(c.stats().entries, 0);
+        assert_eq!(c.stats().expirations, 1);
     }
 
     #[test]

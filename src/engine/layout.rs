@@ -4,14 +4,17 @@
 //!
 //! ```text
 //! offset 0                                                              total_bytes
-//! +----------------+----------------------------+-----------+-----------+ ... +-----------+
-//! | SegmentHeader  | ShardHeader x shard_count  | region 0  | region 1  |     | region N-1|
-//! | magic, version,| (64-aligned each: lock,    |           |           |     |           |
-//! | geometry, key  |  dirty mark, counters,     |           |           |     |           |
-//! |                |  table counts, CLOCK hand, |           |           |     |           |
-//! |                |  arena free lists)         |           |           |     |           |
-//! +----------------+----------------------------+-----------+-----------+ ... +-----------+
-//!                                               ^ regions_offset, each region shard_stride bytes
+//! +----------------+----------------------------+--------------+-----------+ ... +-----------+
+//! | SegmentHeader  | ShardHeader x shard_count  | ReadStripe x | region 0  |     | region N-1|
+//! | magic, version,| (64-aligned each: lock,    | READ_STRIPES | (shard 0) |     |           |
+//! | geometry, key  |  dirty mark, counters,     | (64 B each:  |           |     |           |
+//! |                |  table counts, CLOCK hand, |  hit and miss|           |     |           |
+//! |                |  arena free lists; then    |  counts of   |           |     |           |
+//! |                |  the sequence word alone   |  unlocked    |           |     |           |
+//! |                |  on its own cache line)    |  reads)      |           |     |           |
+//! +----------------+----------------------------+--------------+-----------+ ... +-----------+
+//!                                               ^ stripes_offset ^ regions_offset, each region
+//!                                                                  shard_stride bytes
 //!
 //! one region:
 //! +------------------------------+-------------------------+--------------------------------+
@@ -34,6 +37,7 @@
 //! budget so it never grows.
 
 use std::mem::{align_of, size_of};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::arena::{self, ArenaHeader};
 use super::error::Error;
@@ -126,12 +130,36 @@ pub struct ShardHeader {
     pub min_expiry: u32,
     pub counters: Counters,
     pub arena: ArenaHeader,
+    /// Read without the lock by unlocked retrieves; see `Shard::get_unlocked`.
+    pub seq: SeqLine,
 }
+
+/// A shard's sequence word, alone on its cache line so that unlocked readers
+/// (who only load it) never share a line with the lock word every locked
+/// operation writes. Even while the shard is consistent; odd from the first
+/// write of a mutation to its last (it moves with the `dirty` mark).
+#[repr(C, align(64))]
+pub struct SeqLine {
+    pub seq: AtomicU32,
+}
+
+/// Hit and miss counts of the retrieves answered without a lock. Kept per
+/// CPU (`sched_getcpu() % READ_STRIPES`), each on its own cache line, so two
+/// processes reading on two cores never write the same line for a count.
+#[repr(C, align(64))]
+pub struct ReadStripe {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+pub const READ_STRIPES: u64 = 64;
 
 // Layout guards: a change here must come with a LAYOUT_VERSION bump.
 const _: () = assert!(size_of::<SegmentHeader>() == 136);
 const _: () = assert!(align_of::<ShardHeader>() == 64);
 const _: () = assert!(size_of::<ShardHeader>() % 64 == 0);
+const _: () = assert!(size_of::<SeqLine>() == 64);
+const _: () = assert!(size_of::<ReadStripe>() == 64);
 
 const fn align_up(x: u64, a: u64) -> u64 {
     (x + a - 1) & !(a - 1)
@@ -145,6 +173,9 @@ pub struct Geometry {
     pub total_bytes: u64,
     pub shard_count: u32,
     pub shard_headers_offset: u64,
+    /// The `ReadStripe`s, after the shard headers (fixed by the geometry,
+    /// so not recorded in the segment header).
+    pub stripes_offset: u64,
     pub regions_offset: u64,
     pub shard_stride: u64,
     pub slots: u32,
@@ -177,7 +208,8 @@ impl Geometry {
         while shard_count * 2 <= MAX_SHARDS && bytes / (shard_count * 2) >= MIN_SHARD_BYTES {
             shard_count *= 2;
         }
-        let regions_offset = shard_headers_offset + shard_count * size_of::<ShardHeader>() as u64;
+        let stripes_offset = shard_headers_offset + shard_count * size_of::<ShardHeader>() as u64;
+        let regions_offset = stripes_offset + READ_STRIPES * size_of::<ReadStripe>() as u64;
         let shard_stride = ((bytes - regions_offset) / shard_count) & !63;
         let entry = arena::block_size_for(ENTRY_HEADER + avg_id_len + avg_value_len)
             .unwrap_or(u32::MAX) as u64;
@@ -217,6 +249,7 @@ impl Geometry {
             total_bytes: bytes,
             shard_count: shard_count as u32,
             shard_headers_offset,
+            stripes_offset,
             regions_offset,
             shard_stride,
             slots: slots as u32,

@@ -16,6 +16,20 @@
 //!    count is a single aligned 4-byte store and leaves the shard consistent
 //!    at every instant, so it needs no dirty mark; nor do the counters.
 //! 4. Values leave the shard only as copies into the caller's buffer.
+//! 5. A retrieve may first try without the lock ([`Shard::get_unlocked`], a
+//!    seqlock read). The shard's sequence word (`ShardHeader::seq`, alone on
+//!    its cache line) is odd exactly while `dirty` is set: `begin` makes it
+//!    odd before a mutation's first write, `end` even after its last. The
+//!    reader loads it, looks the id up and copies the value with
+//!    bounds-checked reads that never panic and never write, then loads it
+//!    again; only if it was even and has not moved is the answer used, else
+//!    the retrieve takes the lock as before. So readers on different cores
+//!    write no shared cache line (their hit counts go to per-CPU
+//!    [`ReadStripe`](super::layout::ReadStripe)s), and they do not serialise
+//!    behind each other. A writer that dies leaves the word odd: readers
+//!    take the lock, and the recovery (rule 2) makes it even again. Reads
+//!    that must write (a use count below the top, an expired entry to
+//!    reclaim) take the lock.
 //!
 //! # Expiry and eviction
 //! An entry whose expiry second has come (`now >= expiry`) is never returned;
@@ -34,6 +48,7 @@
 //! removal, replacement, expiry, eviction, flush or recovery.
 
 use std::ptr;
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
@@ -109,6 +124,131 @@ impl Shard {
         }
     }
 
+    pub(crate) fn seq(&self) -> &AtomicU32 {
+        // SAFETY: hdr points into the live mapping; `seq` is only ever used
+        // through atomic operations, by every process.
+        unsafe { &(*self.hdr).seq.seq }
+    }
+
+    /// Retrieve without the lock (lock protocol, rule 5). `Some` is the
+    /// answer, as `Locked::get` would have given it; `None`: take the lock
+    /// and ask again (a writer was active or got in the way, or this read
+    /// must write: an expired entry, a use count below the top, a buffer too
+    /// small). Never writes, never panics, whatever the segment holds.
+    pub fn get_unlocked(
+        &self,
+        hash: u64,
+        id: &[u8],
+        now: u32,
+        buf: &mut [u8],
+    ) -> Option<Result<usize, Miss>> {
+        let id_len = u32::try_from(id.len()).ok()?;
+        let seq = self.seq();
+        let before = seq.load(Ordering::Acquire);
+        if before & 1 != 0 {
+            return None;
+        }
+        let h = Hash::split(hash, self.index.slot_count());
+        let mut torn = false;
+        let mut found = None;
+        self.index.find(h, |block| match self.head_unlocked(block) {
+            None => {
+                torn = true;
+                true
+            }
+            Some(head) => {
+                let hit = head.id_len == id_len && self.id_is_unlocked(block, id);
+                if hit {
+                    found = Some((block, head));
+                }
+                hit
+            }
+        });
+        if torn {
+            return None;
+        }
+        let answer = match found {
+            None => Err(Miss::NotFound),
+            Some((block, head)) => {
+                if head.expiry <= now || head.uses < USES_MAX || head.value_len as usize > buf.len()
+                {
+                    return None;
+                }
+                let p = self
+                    .arena
+                    .try_payload(block, ENTRY_HEADER + head.id_len + head.value_len)?;
+                // SAFETY: try_payload checked the id and value lie inside the
+                // block, inside the region; buf holds value_len bytes (checked).
+                // The bytes may be being rewritten by a lock holder: a copy
+                // of raw memory (no reference into the segment is made), used
+                // only if the sequence word shows no writer ran meanwhile;
+                // every byte pattern is a valid u8.
+                unsafe {
+                    ptr::copy_nonoverlapping(
+                        p.add((ENTRY_HEADER + head.id_len) as usize),
+                        buf.as_mut_ptr(),
+                        head.value_len as usize,
+                    );
+                }
+                Ok(head.value_len as usize)
+            }
+        };
+        // Order every read above before the second load of the sequence.
+        fence(Ordering::Acquire);
+        (seq.load(Ordering::Relaxed) == before).then_some(answer)
+    }
+
+    /// An entry's header read without the lock; None if `block` is not a
+    /// used block that can hold one (a torn read).
+    fn head_unlocked(&self, block: u32) -> Option<EntryHead> {
+        let p = self.arena.try_payload(block, ENTRY_HEADER)? as *const u32;
+        // SAFETY: try_payload checked 12 bytes of the block are in the region;
+        // p is 4-aligned (8-aligned block + 4-byte header). Volatile: the
+        // words may change under us; any value is a valid u32 and is
+        // bounds-checked before use.
+        let (expiry, id_len, word) = unsafe {
+            (
+                ptr::read_volatile(p),
+                ptr::read_volatile(p.add(1)),
+                ptr::read_volatile(p.add(2)),
+            )
+        };
+        Some(EntryHead {
+            expiry,
+            id_len,
+            value_len: word & VALUE_LEN_MASK,
+            uses: word >> USES_SHIFT,
+        })
+    }
+
+    /// Whether the entry in `block` has id `id` (lengths already equal),
+    /// read without the lock.
+    fn id_is_unlocked(&self, block: u32, id: &[u8]) -> bool {
+        let Some(p) = self
+            .arena
+            .try_payload(block, ENTRY_HEADER + id.len() as u32)
+        else {
+            return false;
+        };
+        // SAFETY: try_payload checked the id's bytes lie inside the block.
+        let p = unsafe { p.add(ENTRY_HEADER as usize) } as *const u8;
+        let mut chunks = id.chunks_exact(8);
+        let mut at = 0usize;
+        for c in &mut chunks {
+            // SAFETY: at + 8 <= id.len(), inside the checked range; an
+            // unaligned raw read (no reference into the segment).
+            let theirs = unsafe { ptr::read_unaligned(p.add(at) as *const [u8; 8]) };
+            if theirs != *c {
+                return false;
+            }
+            at += 8;
+        }
+        chunks.remainder().iter().enumerate().all(|(i, &b)| {
+            // SAFETY: at + i < id.len(), inside the checked range.
+            unsafe { ptr::read_volatile(p.add(at + i)) == b }
+        })
+    }
+
     /// Initialise a shard of a segment no other process can reach yet.
     ///
     /// # Safety
@@ -121,7 +261,10 @@ impl Shard {
             key: [0; 2],
             growth_limit: 0,
         };
+        locked.shard.seq().store(0, Ordering::Relaxed);
+        locked.begin();
         locked.wipe();
+        locked.end();
         std::mem::forget(locked); // never locked: nothing to unlock
         Ok(())
     }
@@ -150,8 +293,10 @@ impl Shard {
             locked.h().counters.lock_waits += 1;
         }
         if locked.h().dirty != 0 {
+            locked.begin(); // the sequence is odd already if a writer died
             locked.wipe();
             locked.h().counters.recoveries += 1;
+            locked.end();
         }
         Ok(locked)
     }
@@ -168,8 +313,9 @@ impl Drop for Locked<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             // A bounds check tripped on a corrupt shard (or a bug) mid-way:
-            // have the next holder wipe it rather than trip over it forever.
-            self.h().dirty = 1;
+            // have the next holder wipe it rather than trip over it forever
+            // (and unlocked readers stay away until then).
+            self.begin();
         }
         // SAFETY: a `Locked` exists only while this thread holds the lock
         // (`Shard::lock`), and `init` forgets its `Locked` instead of dropping it.
@@ -186,12 +332,28 @@ impl Locked<'_> {
         unsafe { &mut *self.shard.hdr }
     }
 
+    /// Mark the shard as being modified (rule 2 and 5 of the lock protocol).
+    /// Idempotent: a mutation may call it again after a `wipe`.
     fn begin(&self) {
         self.h().dirty = 1;
+        let seq = self.shard.seq();
+        let s = seq.load(Ordering::Relaxed);
+        if s & 1 == 0 {
+            seq.store(s.wrapping_add(1), Ordering::Relaxed);
+            // Order the odd value before every write of the mutation.
+            fence(Ordering::Release);
+        }
     }
 
+    /// The mutation is complete: clear the mark, make the sequence even (its
+    /// writes ordered before it).
     fn end(&self) {
         self.h().dirty = 0;
+        let seq = self.shard.seq();
+        let s = seq.load(Ordering::Relaxed);
+        if s & 1 != 0 {
+            seq.store(s.wrapping_add(1), Ordering::Release);
+        }
     }
 
     fn head(&self, block: u32) -> EntryHead {
@@ -273,7 +435,8 @@ impl Locked<'_> {
         }
     }
 
-    /// Zero the whole shard and start it empty.
+    /// Zero the whole shard and start it empty. Called inside a mutation
+    /// (between `begin` and `end`), which it does not end.
     pub fn wipe(&mut self) {
         // SAFETY: arena_base..+arena_len is this shard's arena region (Shard::at).
         unsafe { ptr::write_bytes(self.shard.arena_base, 0, self.shard.arena_len as usize) };
@@ -283,7 +446,6 @@ impl Locked<'_> {
         h.entries = 0;
         h.tombstones = 0;
         h.min_expiry = u32::MAX;
-        h.dirty = 0;
     }
 
     /// Remove every entry (zeroing the whole arena), counted as removals.
@@ -593,6 +755,7 @@ impl Locked<'_> {
             lock_waits: c.lock_waits,
             recoveries: c.recoveries,
             refused: c.refused,
+            unlocked_reads: 0,
         }
     }
 
