@@ -374,7 +374,7 @@ def part1(args):
     conc = [1, 2, 4, 8]
     reps = args.repeats
     out = {"sizes": sizes, "children": conc, "repeats": reps, "ms": args.ms,
-           "mix": args.mix, "cells": {}, "fill": {}}
+           "mix": args.mix, "cells": {}, "fill": {}, "status": {}}
     for size in sizes:
         for prov in PROVIDERS:
             label = "part1 %s %s" % (prov, human_bytes(size))
@@ -438,6 +438,9 @@ def part1(args):
                         "store_failed": sum(r["store_failed"] for r in rs),
                         "lock_failures": sum(r["lock_failures"] for r in rs),
                     }
+                text = h.get("/socache-bench?op=status")
+                out["status"]["%s/%d" % (prov, size)] = dict(
+                    line.split(": ", 1) for line in text.splitlines() if ": " in line)
             finally:
                 h.stop()
             log("%s: %.0f s" % (label, time.time() - t0))

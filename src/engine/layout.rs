@@ -62,10 +62,14 @@ pub const ENTRY_HEADER: u32 = 12;
 /// 1 GiB (an entry is at most a quarter of a shard's arena, itself < 4 GiB).
 pub const USES_SHIFT: u32 = 30;
 pub const VALUE_LEN_MASK: u32 = (1 << USES_SHIFT) - 1;
-/// CLOCK use count: a new entry starts at `USES_NEW`, each hit adds one up to
-/// `USES_MAX`, each pass of the hand takes one; the hand evicts at zero.
+/// CLOCK use count: a new entry starts at `USES_NEW`, a hit under the lock
+/// raises it to `USES_MAX`, each pass of the hand takes one; the hand evicts
+/// at zero. A retrieve without the lock (which cannot write) answers only
+/// for an entry at `UNLOCKED_MIN_USES` or more, so an entry in steady use
+/// takes the lock once every `USES_MAX - UNLOCKED_MIN_USES + 1` passes.
 pub const USES_NEW: u32 = 1;
 pub const USES_MAX: u32 = 3;
+pub const UNLOCKED_MIN_USES: u32 = 2;
 /// Shards are no smaller than this, and there are at most `MAX_SHARDS`.
 /// More shards mean less lock contention between processes; a bigger shard
 /// means a bigger largest entry (a quarter of its arena). 48 KiB keeps that

@@ -28,20 +28,21 @@
 //!    [`ReadStripe`](super::layout::ReadStripe)s), and they do not serialise
 //!    behind each other. A writer that dies leaves the word odd: readers
 //!    take the lock, and the recovery (rule 2) makes it even again. Reads
-//!    that must write (a use count below the top, an expired entry to
-//!    reclaim) take the lock.
+//!    that must write (a use count below 2, an expired entry to reclaim)
+//!    take the lock.
 //!
 //! # Expiry and eviction
 //! An entry whose expiry second has come (`now >= expiry`) is never returned;
 //! a lookup that meets one reclaims it. When an insert needs room, expired
 //! entries are reclaimed first (a sweep of the index, skipped while `now` is
-//! below the shard's `min_expiry` bound), then CLOCK evicts (GCLOCK, with a
-//! 2-bit use count per entry): a hand walks the arena's blocks taking one
-//! from each entry's count, and the first entry it finds at zero goes. A new
-//! entry starts at 1, so it outlives the hand's next pass even unread; each
-//! hit adds one, up to 3, so an entry in steady use survives three passes.
-//! Entries never read go in about the order they came, as in FIFO; entries
-//! in use stay.
+//! below the shard's `min_expiry` bound), then CLOCK evicts, with a 2-bit
+//! use count per entry: a hand walks the arena's blocks taking one from each
+//! entry's count, and the first entry it finds at zero goes. A new entry
+//! starts at 1, so it outlives the hand's next pass even unread; a hit sets
+//! it to 3, so an entry read since the hand last took it to zero survives
+//! three more passes. Entries never read go in about the order they came, as
+//! in FIFO; entries in use stay. Reads without the lock cannot raise the
+//! count, so they answer only at 2 or more (see rule 5 above).
 //!
 //! # Secrets
 //! An entry's bytes are zeroed before its block is freed, whatever the reason:
@@ -57,7 +58,8 @@ use super::arena::Arena;
 use super::cache::{Miss, Stats, Stored};
 use super::error::Error;
 use super::layout::{
-    Geometry, ShardHeader, ENTRY_HEADER, USES_MAX, USES_NEW, USES_SHIFT, VALUE_LEN_MASK,
+    Geometry, ShardHeader, ENTRY_HEADER, UNLOCKED_MIN_USES, USES_MAX, USES_NEW, USES_SHIFT,
+    VALUE_LEN_MASK,
 };
 use super::lock::ShardLock;
 use super::table::{Hash, Index};
@@ -170,7 +172,9 @@ impl Shard {
         let answer = match found {
             None => Err(Miss::NotFound),
             Some((block, head)) => {
-                if head.expiry <= now || head.uses < USES_MAX || head.value_len as usize > buf.len()
+                if head.expiry <= now
+                    || head.uses < UNLOCKED_MIN_USES
+                    || head.value_len as usize > buf.len()
                 {
                     return None;
                 }
@@ -593,7 +597,7 @@ impl Locked<'_> {
             });
         }
         buf[..value.len()].copy_from_slice(value);
-        self.set_uses(block, head, (head.uses + 1).min(USES_MAX));
+        self.set_uses(block, head, USES_MAX);
         self.h().counters.hits += 1;
         Ok(head.value_len as usize)
     }
