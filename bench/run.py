@@ -1033,9 +1033,14 @@ def machine():
                             timeout=10).stdout.decode().splitlines()[0]
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                             stdout=subprocess.PIPE, timeout=10).stdout.decode().strip()
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/shmem_enabled") as f:
+            thp = f.read().strip()
+    except OSError:
+        thp = "?"
     return {"cpu": model, "nproc": os.cpu_count(), "kernel": platform.release(),
             "apache": apache, "openssl": ssl.OPENSSL_VERSION, "commit": commit,
-            "load_before": os.getloadavg()}
+            "load_before": os.getloadavg(), "shmem_thp": thp}
 
 
 def main():
@@ -1101,11 +1106,13 @@ def main():
     mach["load_after"] = os.getloadavg()
 
     md = ["## Results of `make bench` (bench/run.py)\n",
-          "Machine: %s, %d CPUs (nproc), Linux %s, %s, %s; repository at %s. "
+          "Machine: %s, %d CPUs (nproc), Linux %s, %s, %s; shmem huge pages "
+          "`%s`; repository at %s. "
           "Load average (1 min) before the run: %.2f (the run itself then "
           "keeps up to ~30 threads runnable). Total %.0f s.\n" % (
               mach["cpu"], mach["nproc"], mach["kernel"], mach["apache"],
-              mach["openssl"], mach["commit"], mach["load_before"][0], elapsed),
+              mach["openssl"], mach["shmem_thp"], mach["commit"],
+              mach["load_before"][0], elapsed),
           "Command: `%s`\n" % ("make bench" + (" BENCH_ARGS=\"%s\"" % " ".join(sys.argv[1:])
                                                  if len(sys.argv) > 1 else "")
                                   if os.environ.get("MAKELEVEL") else

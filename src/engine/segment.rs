@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use memmap2::MmapRaw;
+use memmap2::{Advice, MmapRaw};
 
 use super::error::Error;
 
@@ -31,6 +31,21 @@ fn io_err(path: Option<&Path>, op: &'static str, source: std::io::Error) -> Erro
         op,
         source,
     }
+}
+
+/// Map `file` shared, read-write, and ask for transparent huge pages. A large
+/// cache is read at random: with 4 KiB pages nearly every lookup also misses
+/// the TLB. Whether the kernel grants them is the operator's setting: for an
+/// anonymous segment (memfd), `/sys/kernel/mm/transparent_hugepage/shmem_enabled`
+/// set to `within_size` or `always` gives them from the start (the pages are
+/// allocated by `reserve`, before this advice); under `advise` only
+/// khugepaged's background collapse can act on the advice; `never` (Debian's
+/// default) refuses. A file on tmpfs follows the mount's `huge=` option. The
+/// advice is a hint; its failure is not an error.
+fn map(file: &File) -> std::io::Result<MmapRaw> {
+    let map = MmapRaw::map_raw(file)?;
+    let _ = map.advise(Advice::HugePage);
+    Ok(map)
 }
 
 fn reserve(file: &File, len: u64, path: Option<&Path>) -> Result<(), Error> {
@@ -66,7 +81,7 @@ impl Segment {
         // SAFETY: fd is a fresh descriptor we own exclusively.
         let file = unsafe { File::from_raw_fd(fd) };
         reserve(&file, len, None)?;
-        let map = MmapRaw::map_raw(&file).map_err(|e| io_err(None, "mmap", e))?;
+        let map = map(&file).map_err(|e| io_err(None, "mmap", e))?;
         Ok(Segment {
             map,
             file,
@@ -95,7 +110,7 @@ impl Segment {
             .map_err(|e| io_err(Some(path), "create", e))?;
         let made = (|| {
             reserve(&file, len, Some(path))?;
-            let map = MmapRaw::map_raw(&file).map_err(|e| io_err(Some(path), "mmap", e))?;
+            let map = map(&file).map_err(|e| io_err(Some(path), "mmap", e))?;
             let seg = Segment {
                 map,
                 file,
@@ -119,7 +134,7 @@ impl Segment {
             .custom_flags(libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| io_err(Some(path), "open", e))?;
-        let map = MmapRaw::map_raw(&file).map_err(|e| io_err(Some(path), "mmap", e))?;
+        let map = map(&file).map_err(|e| io_err(Some(path), "mmap", e))?;
         Ok(Segment {
             map,
             file,
@@ -136,7 +151,7 @@ impl Segment {
         }
         // SAFETY: `mine` is a fresh descriptor we own.
         let file = unsafe { File::from_raw_fd(mine) };
-        let map = MmapRaw::map_raw(&file).map_err(|e| io_err(None, "mmap", e))?;
+        let map = map(&file).map_err(|e| io_err(None, "mmap", e))?;
         Ok(Segment {
             map,
             file,
