@@ -9,10 +9,12 @@
 # the access log), the cache's figures from /server-status?auto, then stops
 # httpd and removes the directory. Usage: sudo bash scripts/demo.sh
 set -euo pipefail
-# Nothing here reads standard input; a closed fd 0 would be inherited by
-# children as whatever file is opened first (see scripts/test.sh).
-exec </dev/null
 cd "$(dirname "$0")/.."
+# /dev/null must be the null device (see scripts/test.sh); nothing here
+# reads standard input.
+source scripts/devnull.sh
+ensure_null_device "start of $0"
+exec </dev/null
 REPO=$(pwd)
 
 bash scripts/deps.sh

@@ -7,10 +7,12 @@
 # RUSTC_BOOTSTRAP=1 lets the stable one stand in.
 # Usage: bash scripts/fuzz.sh [target ...]
 set -euo pipefail
-# Nothing here reads standard input; a closed fd 0 would be inherited by
-# children as whatever file is opened first (see scripts/test.sh).
-exec </dev/null
 cd "$(dirname "$0")/.."
+# /dev/null must be the null device (see scripts/test.sh); nothing here
+# reads standard input.
+source scripts/devnull.sh
+ensure_null_device "start of $0"
+exec </dev/null
 
 seconds=${FUZZ_SECONDS:-60}
 targets=("$@")

@@ -6,10 +6,15 @@
 # non-zero if any step failed. Usage: sudo bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Nothing here reads standard input. If the caller closed it (CI may), the
-# first file some process opens becomes its fd 0, and a child that inherits
-# fd 0 reads that file: cargo's probe `rustc -` (which reads its source from
-# stdin) then compiled a cached diagnostic and `cargo test` stopped at once.
+# /dev/null must be the null device. It has been seen here as a regular file
+# holding some earlier command's `2>/dev/null` output; every program that
+# opens it for input then reads that text. cargo's probe `rustc -` gets its
+# (empty) source from /dev/null that way: it compiled a stray rustc warning
+# and `cargo test` stopped before building anything. Put it back if so, and
+# after every step say whether the step replaced it.
+source scripts/devnull.sh
+ensure_null_device "start of scripts/test.sh"
+# Nothing here reads standard input (and CI may have closed it).
 exec </dev/null
 
 bash scripts/deps.sh
@@ -33,6 +38,7 @@ step() {
     echo "=== $name: $*"
     local start=$SECONDS rc=0
     "$@" || rc=$?
+    ensure_null_device "step '$name'"
     local took=$((SECONDS - start))
     names+=("$name")
     if [ "$rc" -eq 0 ]; then

@@ -943,3 +943,46 @@ fn reopened_clock_is_the_system_clock() {
     let wall = socache_shm::engine::SystemClock.now();
     assert!((c.now().0 - wall.0).abs() < 5_000_000);
 }
+
+/// A segment path that names something other than a plain file (a FIFO, a
+/// directory; think of a mistyped `shm:/dev/null`) is refused with an error
+/// that says so, and the thing is left as it was: the segment is never
+/// renamed over it.
+#[test]
+fn a_path_that_is_not_a_regular_file_is_refused_and_kept() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = TempDir::new("notfile");
+    let fifo = dir.0.join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: c is a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let sub = dir.0.join("subdir");
+    std::fs::create_dir(&sub).unwrap();
+    for path in [&fifo, &sub] {
+        for (what, result) in [
+            (
+                "create",
+                Cache::create(&file_config(path, 65_536)).map(|_| ()),
+            ),
+            (
+                "open_or_create",
+                Cache::open_or_create(&file_config(path, 65_536)).map(|_| ()),
+            ),
+            ("attach", Cache::attach(path).map(|_| ())),
+        ] {
+            let e = result
+                .err()
+                .unwrap_or_else(|| panic!("{what} {path:?} succeeded"));
+            let msg = e.to_string();
+            assert!(
+                msg.contains("not a regular file") && msg.contains(&*path.to_string_lossy()),
+                "{what} {path:?}: {msg}"
+            );
+        }
+    }
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(std::fs::symlink_metadata(&sub).unwrap().is_dir());
+}

@@ -756,3 +756,69 @@ fn new_entries_outlive_the_next_pass_of_the_hand() {
         }
     }
 }
+
+/// The access pattern of TLS 1.3 without tickets, through mod_ssl: every
+/// connection resumes its client's newest session (a retrieve) and is given
+/// two new ones (two stores; the client keeps the second), so the cache
+/// fills with dead sessions, read once or never. While the live sessions
+/// (one per client) are far fewer than the cache holds, every resumption
+/// must hit, also right after a phase in which other entries were read many
+/// times (a TLS 1.2 run resuming the same sessions over and over).
+#[test]
+fn tls13_pattern_resumes_every_live_session() {
+    for bytes in [512_000u64, 65_536] {
+        let (cache, clock) = new_cache(bytes);
+        let far = clock.now().plus_secs(3600);
+        let mut n = 0u64;
+        let fresh = |n: &mut u64| {
+            *n += 1;
+            let mut s = *n;
+            let id: Vec<u8> = (0..4)
+                .flat_map(|_| splitmix(&mut s).to_le_bytes())
+                .collect();
+            (id, value_for(*n, 140 + (*n % 64) as usize))
+        };
+        let mut misses = 0;
+        let mut attempts = 0;
+        for phase in 0..4 {
+            // A "TLS 1.2" phase: 16 sessions resumed many times, then left.
+            let hot: Vec<_> = (0..16).map(|_| fresh(&mut n)).collect();
+            for (id, v) in &hot {
+                cache.store(id, v, far).expect("store");
+            }
+            for _ in 0..50 {
+                for (id, _) in &hot {
+                    cache.get(id);
+                }
+            }
+            // A "TLS 1.3" phase: 16 clients, 400 connections each.
+            let mut live: Vec<_> = (0..16).map(|_| fresh(&mut n)).collect();
+            for (id, v) in &live {
+                cache.store(id, v, far).expect("store");
+            }
+            for round in 0..400 {
+                for (c, session) in live.iter_mut().enumerate() {
+                    attempts += 1;
+                    let (id, v) = &*session;
+                    if cache.get(id).as_ref() != Some(v) {
+                        misses += 1;
+                        eprintln!("{bytes} B: phase {phase} round {round} client {c}: miss");
+                    }
+                    let (a, av) = fresh(&mut n);
+                    cache.store(&a, &av, far).expect("store");
+                    *session = fresh(&mut n);
+                    cache.store(&session.0, &session.1, far).expect("store");
+                }
+            }
+        }
+        let st = cache.stats();
+        assert!(
+            st.evictions > 10_000,
+            "{bytes} B: the pattern must evict: {st:?}"
+        );
+        assert_eq!(
+            misses, 0,
+            "{bytes} B: {misses} of {attempts} resumptions missed: {st:?}"
+        );
+    }
+}

@@ -23,6 +23,15 @@ use std::time::{Duration, Instant};
 
 use socache_shm::engine::{Cache, CacheConfig, Clock, Miss, SystemClock, Timestamp};
 
+/// The tests of this file run one at a time. Several fork, and a child
+/// forked while another test's thread holds a lock of this process (stderr's,
+/// an allocator's, std's own) would inherit it held and could block on it
+/// forever; with one test at a time, no other test thread exists at a fork.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 // ---------------------------------------------------------------------------
 // Deterministic randomness
 
@@ -598,6 +607,7 @@ const WORKERS: u32 = 6;
 /// and lookups the children did (the segment really is shared).
 #[test]
 fn forked_processes_hammer_one_segment() {
+    let _serial = one_at_a_time();
     let cache = Cache::create(&CacheConfig::new(256 * 1024)).expect("create");
     let stop = SharedFlag::new();
     let mut children = Vec::new();
@@ -667,6 +677,7 @@ fn forked_processes_hammer_one_segment() {
 /// The same workload from threads of one process.
 #[test]
 fn threads_hammer_one_cache() {
+    let _serial = one_at_a_time();
     let cache = Cache::create(&CacheConfig::new(256 * 1024)).expect("create");
     let stop = AtomicU32::new(0);
     let results: Vec<Result<Report, String>> = std::thread::scope(|s| {
@@ -714,6 +725,7 @@ fn threads_hammer_one_cache() {
 /// within a deadline, and every value still there must be intact.
 #[test]
 fn killed_workers_neither_hang_nor_corrupt_the_others() {
+    let _serial = one_at_a_time();
     let dir = TempDir::new("kill");
     let path = dir.0.join("segment");
     let cfg = CacheConfig {
@@ -824,6 +836,7 @@ fn killed_workers_neither_hang_nor_corrupt_the_others() {
 /// The checker itself catches what it must: torn, mixed, foreign, truncated.
 #[test]
 fn value_checker_detects_corruption() {
+    let _serial = one_at_a_time();
     let id = shared_id(3);
     let v = make_value(&id, 7, 42, 500);
     assert_eq!(check_value(&id, &v), Ok(Some((7, 42))));
@@ -842,4 +855,88 @@ fn value_checker_detects_corruption() {
     assert_eq!(check_value(&id, &min), Ok(Some((1, 1))));
     let max = make_value(&id, 1, 2, MAX_VALUE);
     assert_eq!(max.len(), MAX_VALUE);
+}
+
+/// Unlocked reads under a storm of writes to the same shards never miss an
+/// entry that is there all along, and never return another entry's bytes:
+/// the fixed entries are never removed and the cache never fills, so every
+/// read must hit, whatever the writers are doing to their neighbours
+/// (inserts, removals, tombstone rebuilds).
+#[test]
+fn unlocked_reads_never_miss_a_present_entry() {
+    let _serial = one_at_a_time();
+    let cache = Cache::create(&CacheConfig::new(1 << 20)).expect("create");
+    let exp = far_expiry();
+    let fixed: Vec<(Vec<u8>, Vec<u8>)> = (0..64u32)
+        .map(|i| {
+            let id = shared_id(10_000 + i);
+            let v = make_value(&id, 7, i as u64, 100 + (i as usize * 13) % 300);
+            (id, v)
+        })
+        .collect();
+    for (id, v) in &fixed {
+        cache.store(id, v, exp).expect("store fixed");
+    }
+    let stop = AtomicU32::new(0);
+    let (reads, misses, wrong) = std::thread::scope(|s| {
+        for w in 0..2u32 {
+            let (cache, stop) = (&cache, &stop);
+            s.spawn(move || {
+                let mut rng = Rng(0xD00D + w as u64);
+                let mut seq = 0u64;
+                while stop.load(Ordering::Relaxed) == 0 {
+                    // Churn ids of the same shards as the fixed ones: 400 live
+                    // at most, far below what 1 MiB holds.
+                    let id = private_id(w, rng.below(200) as u32);
+                    if rng.below(3) == 0 {
+                        cache.remove(&id);
+                    } else {
+                        seq += 1;
+                        let v = make_value(&id, w, seq, 50 + rng.below(400) as usize);
+                        cache.store(&id, &v, exp).expect("store");
+                    }
+                }
+            });
+        }
+        let readers: Vec<_> = (0..2)
+            .map(|r| {
+                let (cache, fixed) = (&cache, &fixed);
+                s.spawn(move || {
+                    let mut rng = Rng(0xBEEF + r);
+                    let mut buf = vec![0u8; 4096];
+                    let (mut reads, mut misses, mut wrong) = (0u64, 0u64, 0u64);
+                    let end = Instant::now() + Duration::from_millis(1500);
+                    while Instant::now() < end {
+                        let (id, v) = &fixed[rng.below(fixed.len() as u64) as usize];
+                        match cache.retrieve(id, &mut buf) {
+                            Ok(n) if buf[..n] == v[..] => {}
+                            Ok(_) => wrong += 1,
+                            Err(_) => misses += 1,
+                        }
+                        reads += 1;
+                    }
+                    (reads, misses, wrong)
+                })
+            })
+            .collect();
+        let totals = readers
+            .into_iter()
+            .map(|h| h.join().expect("reader"))
+            .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+        stop.store(1, Ordering::Relaxed);
+        totals
+    });
+    let st = cache.stats();
+    eprintln!("unlocked storm: {reads} reads, {misses} misses, {wrong} wrong; {st:?}");
+    assert_eq!(
+        wrong, 0,
+        "a read returned bytes that were never stored for its id"
+    );
+    assert_eq!(misses, 0, "a present entry was missed");
+    assert_eq!(st.evictions, 0, "the test assumes no eviction: {st:?}");
+    assert!(reads > 10_000, "too few reads: {reads}");
+    assert!(
+        st.unlocked_reads > reads / 2,
+        "the reads did not take the unlocked path: {st:?}"
+    );
 }

@@ -349,9 +349,16 @@ impl Arena {
         }
         self.make_free(start, size);
         self.link(start, size);
+        // Keep the hand on a block: if the merged free block covers it, put
+        // it past the free block rather than at its start. A new entry is
+        // then allocated behind the hand, so a whole turn passes before the
+        // hand first reaches it; at the free block's start, the next entry
+        // would sit right under the hand and be the first one taken down
+        // (and, after a turn that found every entry in use, evicted within a
+        // few stores, before anyone had a chance to read it).
         let hand = self.h().hand;
-        if hand > start && hand < start + size {
-            self.hm().hand = start;
+        if hand >= start && hand < start + size {
+            self.hm().hand = start + size;
         }
     }
 

@@ -48,6 +48,22 @@ fn map(file: &File) -> std::io::Result<MmapRaw> {
     Ok(map)
 }
 
+/// An error unless `path` is absent or a regular file (not followed if a
+/// symbolic link: the link itself is what a rename would replace).
+fn refuse_unless_regular(path: &Path) -> Result<(), Error> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => Err(io_err(
+            Some(path),
+            "check",
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "exists and is not a regular file; refusing to replace it",
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn reserve(file: &File, len: u64, path: Option<&Path>) -> Result<(), Error> {
     let len_i = libc::off_t::try_from(len)
         .map_err(|_| io_err(path, "size", std::io::Error::from_raw_os_error(libc::EFBIG)))?;
@@ -96,6 +112,10 @@ impl Segment {
         len: u64,
         init: impl FnOnce(&Segment) -> Result<(), Error>,
     ) -> Result<Segment, Error> {
+        // The new file is renamed over `path`: never over a device, a
+        // directory or anything else that is not a plain file (a mistyped
+        // `shm:/dev/null` must not replace the null device).
+        refuse_unless_regular(path)?;
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(format!(".{}.tmp", std::process::id()));
         let tmp = PathBuf::from(tmp);
@@ -128,6 +148,7 @@ impl Segment {
 
     /// Map an existing segment file read-write.
     pub fn open_file(path: &Path) -> Result<Segment, Error> {
+        refuse_unless_regular(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -349,15 +349,18 @@ impl Locked<'_> {
         }
     }
 
-    /// The mutation is complete: clear the mark, make the sequence even (its
-    /// writes ordered before it).
+    /// The mutation is complete: make the sequence even (its writes ordered
+    /// before it), then clear the mark. In that order, a holder killed
+    /// between the two leaves `dirty` set (the next holder wipes the shard,
+    /// needlessly but safely) rather than an odd sequence with `dirty` clear,
+    /// which nobody would ever make even again.
     fn end(&self) {
-        self.h().dirty = 0;
         let seq = self.shard.seq();
         let s = seq.load(Ordering::Relaxed);
         if s & 1 != 0 {
             seq.store(s.wrapping_add(1), Ordering::Release);
         }
+        self.h().dirty = 0;
     }
 
     fn head(&self, block: u32) -> EntryHead {
