@@ -21,7 +21,8 @@
 //! | ctrl: u8 x (slots + GROUP)   | slot: u32 x slots       | arena: arena_bytes             |
 //! | SwissTable control bytes;    | arena offset of the     | blocks holding entries:        |
 //! | the last GROUP mirror the    | entry's block, valid    | [hdr u32][expiry u32][id_len   |
-//! | first GROUP (wrap-free loads)| where ctrl is FULL      |  u32][uses:2|value_len:30][id]  |
+//! | first GROUP (wrap-free loads)| where ctrl is FULL      |  u32][uses:2|read:1|value_len:29]|
+//! |                              |                         |  [id]                          |
 //! |                              |                         |  [value]                       |
 //! +------------------------------+-------------------------+--------------------------------+
 //! ```
@@ -56,20 +57,28 @@ pub const MAX_BYTES: u64 = 1 << 40;
 /// Control bytes scanned per probe step (one `u64`).
 pub const GROUP: u32 = 8;
 /// Bytes of entry header after the block header: expiry, id length, and a
-/// word holding the value length (low 30 bits) and the use count (top 2).
+/// word holding the value length (low 29 bits), a "read since stored" flag
+/// (bit 29) and the CLOCK use count (top 2 bits).
 pub const ENTRY_HEADER: u32 = 12;
-/// The use count's place in the entry header's third word. Values are under
-/// 1 GiB (an entry is at most a quarter of a shard's arena, itself < 4 GiB).
+/// The use count's place in the entry header's third word.
 pub const USES_SHIFT: u32 = 30;
-pub const VALUE_LEN_MASK: u32 = (1 << USES_SHIFT) - 1;
-/// CLOCK use count: a new entry starts at `USES_NEW`, a hit under the lock
-/// raises it to `USES_MAX`, each pass of the hand takes one; the hand evicts
-/// at zero. A retrieve without the lock (which cannot write) answers only
-/// for an entry at `UNLOCKED_MIN_USES` or more, so an entry in steady use
-/// takes the lock once every `USES_MAX - UNLOCKED_MIN_USES + 1` passes.
-pub const USES_NEW: u32 = 1;
+/// Set by the first hit after a store.
+pub const READ_FLAG: u32 = 1 << 29;
+/// Values are under 512 MiB (`Geometry` caps the largest entry there).
+pub const VALUE_LEN_MASK: u32 = READ_FLAG - 1;
+/// CLOCK use count: each pass of the hand takes one, and the hand evicts at
+/// zero. A store sets `USES_NEW`; the first hit after it sets the read flag
+/// and leaves the count at least `USES_NEW`; a later hit sets `USES_MAX`.
+/// So a fresh entry ranks with one read once (in a TLS 1.3 session cache,
+/// the fresh one is its client's next session and the one read once is
+/// dead; among equals the hand takes the older), and only entries read
+/// again rank above both. A retrieve without the lock (which cannot write)
+/// answers only for an entry already read and at `UNLOCKED_MIN_USES` or
+/// more, so an entry in steady use takes the lock once every
+/// `USES_MAX - UNLOCKED_MIN_USES + 1` passes.
+pub const USES_NEW: u32 = 2;
 pub const USES_MAX: u32 = 3;
-pub const UNLOCKED_MIN_USES: u32 = 2;
+pub const UNLOCKED_MIN_USES: u32 = 3;
 /// Shards are no smaller than this, and there are at most `MAX_SHARDS`.
 /// More shards mean less lock contention between processes; a bigger shard
 /// means a bigger largest entry (a quarter of its arena). 48 KiB keeps that
@@ -241,8 +250,7 @@ impl Geometry {
         let arena_bytes = ((shard_stride - arena_offset) & !7).min(u32::MAX as u64 & !7) as u32;
         let usable = arena_bytes - arena::END_MARKER;
         let max_block = (usable / 4) & !7;
-        let max_entry_size = max_block - arena::HEADER - ENTRY_HEADER;
-        debug_assert!(max_entry_size <= VALUE_LEN_MASK);
+        let max_entry_size = (max_block - arena::HEADER - ENTRY_HEADER).min(VALUE_LEN_MASK);
         if max_entry_size < avg_id_len + avg_value_len {
             return Err(Error::BudgetTooSmall {
                 bytes,

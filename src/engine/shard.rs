@@ -28,8 +28,8 @@
 //!    [`ReadStripe`](super::layout::ReadStripe)s), and they do not serialise
 //!    behind each other. A writer that dies leaves the word odd: readers
 //!    take the lock, and the recovery (rule 2) makes it even again. Reads
-//!    that must write (a use count below 2, an expired entry to reclaim)
-//!    take the lock.
+//!    that must write (a first read, a use count below 2, an expired entry
+//!    to reclaim) take the lock.
 //!
 //! # Expiry and eviction
 //! An entry whose expiry second has come (`now >= expiry`) is never returned;
@@ -37,12 +37,14 @@
 //! entries are reclaimed first (a sweep of the index, skipped while `now` is
 //! below the shard's `min_expiry` bound), then CLOCK evicts, with a 2-bit
 //! use count per entry: a hand walks the arena's blocks taking one from each
-//! entry's count, and the first entry it finds at zero goes. A new entry
-//! starts at 1, so it outlives the hand's next pass even unread; a hit sets
-//! it to 3, so an entry read since the hand last took it to zero survives
-//! three more passes. Entries never read go in about the order they came, as
-//! in FIFO; entries in use stay. Reads without the lock cannot raise the
-//! count, so they answer only at 2 or more (see rule 5 above).
+//! entry's count, and the first entry it finds at zero goes. A store sets 2,
+//! the first hit after it keeps 2 (and marks the entry read), later hits
+//! set 3: a fresh entry ranks with one read once (in a TLS 1.3 cache the
+//! fresh one is a client's next session, the one read once is dead, and
+//! among equals the hand takes the older), entries read again rank above
+//! both. Entries not read again go in about the order they came; entries in
+//! use stay. Reads without the lock cannot write, so they answer only for
+//! entries already read and at 2 or more (see rule 5 above).
 //!
 //! # Secrets
 //! An entry's bytes are zeroed before its block is freed, whatever the reason:
@@ -58,8 +60,8 @@ use super::arena::Arena;
 use super::cache::{Miss, Stats, Stored};
 use super::error::Error;
 use super::layout::{
-    Geometry, ShardHeader, ENTRY_HEADER, UNLOCKED_MIN_USES, USES_MAX, USES_NEW, USES_SHIFT,
-    VALUE_LEN_MASK,
+    Geometry, ShardHeader, ENTRY_HEADER, READ_FLAG, UNLOCKED_MIN_USES, USES_MAX, USES_NEW,
+    USES_SHIFT, VALUE_LEN_MASK,
 };
 use super::lock::ShardLock;
 use super::table::{Hash, Index};
@@ -97,6 +99,8 @@ struct EntryHead {
     value_len: u32,
     /// CLOCK use count, 0..=USES_MAX.
     uses: u32,
+    /// Read since it was stored.
+    read: bool,
 }
 
 impl Shard {
@@ -173,6 +177,7 @@ impl Shard {
             None => Err(Miss::NotFound),
             Some((block, head)) => {
                 if head.expiry <= now
+                    || !head.read
                     || head.uses < UNLOCKED_MIN_USES
                     || head.value_len as usize > buf.len()
                 {
@@ -222,6 +227,7 @@ impl Shard {
             id_len,
             value_len: word & VALUE_LEN_MASK,
             uses: word >> USES_SHIFT,
+            read: word & READ_FLAG != 0,
         })
     }
 
@@ -374,6 +380,7 @@ impl Locked<'_> {
                 id_len: ptr::read(p.add(1)),
                 value_len: word & VALUE_LEN_MASK,
                 uses: word >> USES_SHIFT,
+                read: word & READ_FLAG != 0,
             }
         };
         // Validate the lengths against the block before anyone slices with them.
@@ -388,14 +395,15 @@ impl Locked<'_> {
     /// Set an entry's use count (a single aligned 4-byte store, so the entry
     /// is consistent at every instant). Writes nothing if it is unchanged:
     /// no cache line moves between two readers' cores for nothing.
-    fn set_uses(&mut self, block: u32, head: EntryHead, uses: u32) {
-        if uses == head.uses {
+    fn set_uses(&mut self, block: u32, head: EntryHead, uses: u32, read: bool) {
+        if uses == head.uses && read == head.read {
             return;
         }
+        let word = head.value_len | (uses << USES_SHIFT) | if read { READ_FLAG } else { 0 };
         let p = self.shard.arena.payload(block, ENTRY_HEADER) as *mut u32;
         // SAFETY: as in head(): 12 bytes of this used block, 4-aligned; the
         // lock is held.
-        unsafe { ptr::write(p.add(2), head.value_len | (uses << USES_SHIFT)) };
+        unsafe { ptr::write(p.add(2), word) };
     }
 
     fn id_of(&self, block: u32, head: EntryHead) -> &[u8] {
@@ -501,7 +509,7 @@ impl Locked<'_> {
             let why = if head.expiry <= now {
                 Departure::Expired
             } else if head.uses > 0 {
-                self.set_uses(b.offset, head, head.uses - 1);
+                self.set_uses(b.offset, head, head.uses - 1, head.read);
                 continue;
             } else {
                 Departure::Evicted
@@ -600,7 +608,12 @@ impl Locked<'_> {
             });
         }
         buf[..value.len()].copy_from_slice(value);
-        self.set_uses(block, head, USES_MAX);
+        let uses = if head.read {
+            USES_MAX
+        } else {
+            head.uses.max(USES_NEW)
+        };
+        self.set_uses(block, head, uses, true);
         self.h().counters.hits += 1;
         Ok(head.value_len as usize)
     }
@@ -664,10 +677,9 @@ impl Locked<'_> {
             let w = p as *mut u32;
             ptr::write(w, expiry);
             ptr::write(w.add(1), id.len() as u32);
-            // A new entry starts with one use, so it survives the hand's next
-            // pass: one stored a moment ago and not yet read (a TLS session
-            // whose client has not come back yet) is not evicted before one
-            // that went unread for a whole turn of the hand.
+            // A new entry starts where an entry read once stands: one stored
+            // a moment ago and not yet read (a TLS session whose client has
+            // not come back yet) is not evicted before one read a while ago.
             ptr::write(w.add(2), value.len() as u32 | (USES_NEW << USES_SHIFT));
             ptr::copy_nonoverlapping(id.as_ptr(), p.add(ENTRY_HEADER as usize), id.len());
             ptr::copy_nonoverlapping(
