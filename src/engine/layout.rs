@@ -74,8 +74,9 @@ pub const VALUE_LEN_MASK: u32 = READ_FLAG - 1;
 /// dead; among equals the hand takes the older), and only entries read
 /// again rank above both. A retrieve without the lock (which cannot write)
 /// answers only for an entry already read and at `UNLOCKED_MIN_USES` or
-/// more, so an entry in steady use takes the lock once every
-/// `USES_MAX - UNLOCKED_MIN_USES + 1` passes.
+/// more (the top: below it, reads must be able to raise the count, or an
+/// entry read over and over would rank no higher than a fresh one), so an
+/// entry in steady use takes the lock once a pass of the hand.
 pub const USES_NEW: u32 = 2;
 pub const USES_MAX: u32 = 3;
 pub const UNLOCKED_MIN_USES: u32 = 3;

@@ -28,8 +28,8 @@
 //!    [`ReadStripe`](super::layout::ReadStripe)s), and they do not serialise
 //!    behind each other. A writer that dies leaves the word odd: readers
 //!    take the lock, and the recovery (rule 2) makes it even again. Reads
-//!    that must write (a first read, a use count below 2, an expired entry
-//!    to reclaim) take the lock.
+//!    that must write (the first two reads of an entry, a use count below
+//!    the top, an expired entry to reclaim) take the lock.
 //!
 //! # Expiry and eviction
 //! An entry whose expiry second has come (`now >= expiry`) is never returned;
@@ -44,7 +44,8 @@
 //! among equals the hand takes the older), entries read again rank above
 //! both. Entries not read again go in about the order they came; entries in
 //! use stay. Reads without the lock cannot write, so they answer only for
-//! entries already read and at 2 or more (see rule 5 above).
+//! entries already at 3 (see rule 5 above): were they to answer at 2, an
+//! entry read over and over would stay at 2, no higher than a fresh one.
 //!
 //! # Secrets
 //! An entry's bytes are zeroed before its block is freed, whatever the reason:
