@@ -12,14 +12,14 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
     children, shmcache, user_ids, Client, Conn, Httpd, Mpm, Options, Prepared, Provider,
-    SessionCache, Tls, PREFORK_CHILDREN,
+    SessionCache, Tally, Tls, PREFORK_CHILDREN,
 };
 
 /// The segment: file-backed, 1 MiB, in the instance directory.
@@ -138,14 +138,6 @@ fn assert_private(file: &Path, when: &str) {
 // 1. SIGKILL a random child every few hundred milliseconds under TLS load.
 // ---------------------------------------------------------------------------
 
-#[derive(Default)]
-struct Tally {
-    full: AtomicU64,
-    attempts: AtomicU64,
-    resumed: AtomicU64,
-    errors: AtomicU64,
-}
-
 /// One load thread: mostly resumptions, a new session every 8 connections.
 fn load(port: u16, which: usize, stop: &AtomicBool, tally: &Tally) {
     let client = match which % 3 {
@@ -158,26 +150,12 @@ fn load(port: u16, which: usize, stop: &AtomicBool, tally: &Tally) {
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let offer = if n % 8 == 1 { None } else { session.as_ref() };
-        match client
+        let outcome = client
             .handshake_within(port, offer, OP_LIMIT)
-            .and_then(|open| open.request("/"))
-        {
-            Ok(reply) => {
-                if offer.is_some() {
-                    tally.attempts.fetch_add(1, Ordering::Relaxed);
-                    if reply.resumed {
-                        tally.resumed.fetch_add(1, Ordering::Relaxed);
-                    }
-                } else {
-                    tally.full.fetch_add(1, Ordering::Relaxed);
-                }
-                session = Some(reply.session);
-            }
-            // Connections cut by a kill: expected while the killing goes on.
-            Err(_) => {
-                tally.errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+            .and_then(|open| open.request("/"));
+        // Failed connections (cut by a kill) are expected while the killing
+        // goes on; they are counted as errors.
+        session = tally.record(offer.is_some(), outcome, session.take());
     }
 }
 

@@ -9,12 +9,14 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{children, Client, Httpd, Mpm, Options, Provider, SessionCache, Tls, CACHE_FILE};
+use common::{
+    children, Client, Httpd, Mpm, Options, Provider, SessionCache, Tally, Tls, CACHE_FILE,
+};
 
 const BYTES: u64 = 1 << 20;
 
@@ -30,14 +32,6 @@ fn rss_kb(parent: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .sum()
-}
-
-#[derive(Default)]
-struct Tally {
-    attempts: AtomicU64,
-    resumed: AtomicU64,
-    full: AtomicU64,
-    errors: AtomicU64,
 }
 
 #[test]
@@ -67,22 +61,8 @@ fn soak_under_load_with_children_killed() {
                     n += 1;
                     // A new session every 20 connections, resumed in between.
                     let offer = if n % 20 == 0 { None } else { session.as_ref() };
-                    match client.handshake(port, offer).and_then(|o| o.request("/")) {
-                        Ok(reply) => {
-                            if offer.is_some() {
-                                tally.attempts.fetch_add(1, Ordering::Relaxed);
-                                if reply.resumed {
-                                    tally.resumed.fetch_add(1, Ordering::Relaxed);
-                                }
-                            } else {
-                                tally.full.fetch_add(1, Ordering::Relaxed);
-                            }
-                            session = Some(reply.session);
-                        }
-                        Err(_) => {
-                            tally.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    let outcome = client.handshake(port, offer).and_then(|o| o.request("/"));
+                    session = tally.record(offer.is_some(), outcome, session.take());
                 }
             })
         })

@@ -1419,6 +1419,47 @@ pub struct Open {
     client: u64,
 }
 
+/// Counts of a TLS load loop (fault and soak tests): full handshakes,
+/// resumption attempts, how many resumed, and failed connections.
+#[derive(Default)]
+pub struct Tally {
+    pub full: std::sync::atomic::AtomicU64,
+    pub attempts: std::sync::atomic::AtomicU64,
+    pub resumed: std::sync::atomic::AtomicU64,
+    pub errors: std::sync::atomic::AtomicU64,
+}
+
+impl Tally {
+    /// Count one connection that offered a session (`offered`) or not, and
+    /// return the session to offer next: the one this connection got, or
+    /// `current` if it failed (a connection cut by a kill, say).
+    pub fn record(
+        &self,
+        offered: bool,
+        outcome: Result<Reply, String>,
+        current: Option<Session>,
+    ) -> Option<Session> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match outcome {
+            Ok(reply) => {
+                if offered {
+                    self.attempts.fetch_add(1, Relaxed);
+                    if reply.resumed {
+                        self.resumed.fetch_add(1, Relaxed);
+                    }
+                } else {
+                    self.full.fetch_add(1, Relaxed);
+                }
+                Some(reply.session)
+            }
+            Err(_) => {
+                self.errors.fetch_add(1, Relaxed);
+                current
+            }
+        }
+    }
+}
+
 /// A response, read to the end of the connection.
 #[derive(Clone, Debug)]
 pub struct Reply {
