@@ -682,22 +682,7 @@ impl Prepared {
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup"))
             .stderr(out);
-        if let Some((uid, gid)) = user {
-            // Drop privileges in the child before exec.
-            // SAFETY: the closure only calls async-signal-safe functions
-            // (setgroups, setgid, setuid) between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setgroups(0, std::ptr::null()) != 0
-                        || libc::setgid(gid) != 0
-                        || libc::setuid(uid) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
+        drop_privileges(&mut cmd, user);
         let mut child = cmd.spawn().expect("spawn apache2 -t");
         let Some(status) = wait_child(&mut child, WAIT) else {
             let _ = child.kill();
@@ -1272,21 +1257,7 @@ pub fn shmcache_as<S: AsRef<std::ffi::OsStr>>(user: Option<(u32, u32)>, args: &[
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some((uid, gid)) = user {
-        // SAFETY: the closure only calls async-signal-safe functions
-        // (setgroups, setgid, setuid) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
+    drop_privileges(&mut cmd, user);
     let mut child = cmd.spawn().expect("spawn shmcache");
     let drain = |r: Option<Box<dyn Read + Send>>| {
         thread::spawn(move || {
@@ -1655,6 +1626,25 @@ impl Session {
         Session {
             inner: SslSession::from_der(&out).expect("SslSession::from_der"),
             client: self.client,
+        }
+    }
+}
+
+/// Have `cmd` drop to `user` (uid, gid), if given, between fork and exec.
+fn drop_privileges(cmd: &mut Command, user: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = user {
+        // SAFETY: the closure only calls async-signal-safe functions
+        // (setgroups, setgid, setuid) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
     }
 }
