@@ -545,7 +545,34 @@ fn wait_all(children: Vec<Child>, deadline: Instant) -> Vec<String> {
             break;
         }
         if Instant::now() > deadline {
-            let names: Vec<String> = pending.iter().map(|c| c.what.clone()).collect();
+            // Where each one is stuck, for the failure message: the kernel
+            // function it sleeps in and its kernel stack (root only).
+            let names: Vec<String> = pending
+                .iter()
+                .map(|c| {
+                    let read = |f: String| {
+                        std::fs::read_to_string(f)
+                            .map(|t| t.trim().replace('\n', " | "))
+                            .unwrap_or_else(|e| format!("({e})"))
+                    };
+                    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", c.pid))
+                        .map(|d| {
+                            d.flatten()
+                                .map(|t| {
+                                    let p = t.path().display().to_string();
+                                    format!(
+                                        "task {}: wchan {}, stack {}",
+                                        t.file_name().to_string_lossy(),
+                                        read(format!("{p}/wchan")),
+                                        read(format!("{p}/stack"))
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    format!("{} (pid {}; {})", c.what, c.pid, tasks.join("; "))
+                })
+                .collect();
             for c in &mut pending {
                 c.kill();
                 while c.try_wait().is_none() {
