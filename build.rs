@@ -150,6 +150,7 @@ mod httpd {
     #include <http_config.h>
     #include <http_core.h>
     #include <http_log.h>
+    #include <http_main.h>
     #include <http_protocol.h>
     #include <ap_socache.h>
     #include <mod_status.h>
@@ -194,7 +195,7 @@ mod httpd {
             .allowlist_function("apr_pstrdup")
             .allowlist_function("apr_pstrmemdup")
             // Constants.
-            .allowlist_var("ap_unixd_config")
+            .allowlist_var("ap_pglobal")
             .allowlist_var("AP_STATUS_SHORT")
             .allowlist_var("AP_SQ_MAIN_STATE")
             .allowlist_var("AP_SQ_MS_.*")

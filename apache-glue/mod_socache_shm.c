@@ -10,6 +10,7 @@
 #include "httpd.h"
 #include "http_config.h"
 #include "http_log.h"
+#include "mpm_common.h"
 #include "ap_provider.h"
 #include "ap_socache.h"
 
@@ -57,4 +58,8 @@ static void register_hooks(apr_pool_t *p)
     ap_register_provider(p, AP_SOCACHE_PROVIDER_GROUP, "shm",
                          AP_SOCACHE_PROVIDER_VERSION,
                          &socache_shm_provider);
+    /* Children drop the segments' descriptors (they keep the mappings);
+     * the parent zeroes expired entries about every 10 s. */
+    ap_hook_child_init(socache_shm_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_monitor(socache_shm_monitor, NULL, NULL, APR_HOOK_MIDDLE);
 }

@@ -38,6 +38,11 @@ apr_status_t socache_shm_iterate(ap_socache_instance_t *instance,
                                  ap_socache_iterator_t *iterator,
                                  apr_pool_t *pool);
 
+/* Hooks (src/httpd/provider.rs): a new child drops the segments'
+ * descriptors; the parent's monitor hook zeroes expired entries. */
+void socache_shm_child_init(apr_pool_t *pchild, server_rec *s);
+int socache_shm_monitor(apr_pool_t *p, server_rec *s);
+
 /* Called from Rust: log a preformatted message with this module's log
  * index (so "LogLevel socache_shm:debug" applies), and ask whether a
  * level is enabled before formatting. s may be NULL. */

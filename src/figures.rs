@@ -108,8 +108,18 @@ pub fn figures(cache: &Cache, s: &Stats) -> Vec<Figure> {
         f("CacheLockWaits", "lock waits", s.lock_waits.to_string()),
         f(
             "CacheRecoveries",
-            "shard recoveries (owner died mid-update)",
+            "shard recoveries (owner died mid-update, or reinitialised)",
             s.recoveries.to_string(),
+        ),
+        f(
+            "CacheCorruptEntries",
+            "entries that failed their checksum (wiped, read as misses)",
+            s.corrupt.to_string(),
+        ),
+        f(
+            "CacheLockTimeouts",
+            "operations that gave up on a shard lock after 1 s",
+            s.lock_timeouts.to_string(),
         ),
     ]
 }

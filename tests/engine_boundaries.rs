@@ -4,13 +4,14 @@
 //! bytes of departed entries must be gone from the segment.
 
 use std::ops::ControlFlow;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use socache_shm::engine::{
-    Cache, CacheConfig, Clock, Error, ManualClock, Miss, Opened, Stats, Stored, Timestamp,
+    Cache, CacheConfig, Clock, Error, ManualClock, Miss, Opened, Replacement, Stats, Stored,
+    Timestamp,
 };
 
 // ---------------------------------------------------------------------------
@@ -364,10 +365,6 @@ fn a_budget_too_small_is_refused_with_a_clear_error() {
         Cache::create(&file_config(&p, 100)),
         Err(Error::BudgetTooSmall { .. })
     ));
-    assert!(matches!(
-        Cache::open_or_create(&file_config(&p, 100)),
-        Err(Error::BudgetTooSmall { .. })
-    ));
     assert!(!p.exists());
     // Huge budgets are refused up front, not by a failed mapping.
     assert!(matches!(
@@ -560,8 +557,8 @@ fn file_segment_is_private_and_reattaches_with_the_same_config() {
     let dir = TempDir::new("file");
     let p = dir.path("cache.shm");
     let cfg = file_config(&p, 256 * 1024);
-    let (c, opened) = Cache::open_or_create(&cfg).unwrap();
-    assert_eq!(opened, Opened::Created);
+    let c = Cache::create(&cfg).unwrap();
+    let fd = c.dup_fd().unwrap();
     assert_eq!(c.path(), Some(p.as_path()));
     let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "segment file mode {mode:o}");
@@ -588,8 +585,8 @@ fn file_segment_is_private_and_reattaches_with_the_same_config() {
     drop(other);
     drop(c);
 
-    // Same config: reattached, entries kept.
-    let (c, opened) = Cache::open_or_create(&cfg).unwrap();
+    // Same config, through the kept descriptor: reattached, entries kept.
+    let (c, opened) = Cache::reopen_fd(fd, &cfg).unwrap();
     assert_eq!(opened, Opened::Reattached);
     for i in 0..100u64 {
         assert_eq!(
@@ -603,11 +600,13 @@ fn file_segment_is_private_and_reattaches_with_the_same_config() {
 
     // Another size: replaced, empty, the file resized, still 0600.
     let cfg2 = file_config(&p, 512 * 1024);
-    let (c, opened) = Cache::open_or_create(&cfg2).unwrap();
+    let (c, opened) = Cache::reopen_fd(fd, &cfg2).unwrap();
     assert!(
-        matches!(opened, Opened::Replaced(ref why) if !why.is_empty()),
+        matches!(opened, Opened::Replaced(Replacement::Resized(_))),
         "{opened:?}"
     );
+    // SAFETY: our dup, closed once.
+    unsafe { libc::close(fd) };
     assert_eq!(c.stats().entries, 0);
     assert_eq!(c.get(&bytes(1, 32)), None);
     assert_eq!(std::fs::metadata(&p).unwrap().len(), 512 * 1024);
@@ -631,17 +630,94 @@ fn file_segment_is_private_and_reattaches_with_the_same_config() {
     assert_eq!(c.get(b"k2").as_deref(), Some(&b"v2"[..]));
 }
 
+/// An empty file (say, made by the operator with `touch`) is replaced by
+/// a private segment; a file with anything else in it is not ours to
+/// replace: refused, and left byte for byte as it was (a mistyped
+/// `shm:/etc/apache2/important.conf` must not destroy the file).
 #[test]
-fn a_pre_existing_file_is_made_private() {
+fn only_empty_files_and_segments_are_replaced() {
     let dir = TempDir::new("mode");
     let p = dir.path("seg");
-    std::fs::write(&p, b"junk").unwrap();
+    std::fs::write(&p, b"").unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (c, opened) = Cache::open_or_create(&file_config(&p, 65_536)).unwrap();
-    assert!(matches!(opened, Opened::Replaced(_)), "{opened:?}");
+    let c = Cache::create(&file_config(&p, 65_536)).unwrap();
     let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "replaced segment file mode {mode:o}");
     drop(c);
+
+    let conf = dir.path("important.conf");
+    let text = b"ServerName example.org\n# the operator's configuration\n".repeat(50);
+    std::fs::write(&conf, &text).unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = std::fs::metadata(&conf).unwrap();
+    match Cache::create(&file_config(&conf, 65_536)) {
+        Err(e @ Error::Refused { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("not a mod_socache_shm segment") && msg.contains("important.conf"),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("wrong error {e:?}"),
+        Ok(_) => panic!("a configuration file was replaced by a segment"),
+    }
+    let after = std::fs::metadata(&conf).unwrap();
+    assert_eq!(std::fs::read(&conf).unwrap(), text, "contents kept");
+    assert_eq!(
+        (before.ino(), before.mode()),
+        (after.ino(), after.mode()),
+        "same file, same mode"
+    );
+    assert!(socache_shm::engine::check_replaceable(&conf).is_err());
+}
+
+/// A directory others can write is refused, sticky `/tmp` included: another
+/// user could plant or swap the segment there. Nothing is created.
+#[test]
+fn untrusted_directories_are_refused() {
+    let dir = TempDir::new("perm");
+    for mode in [0o777, 0o1777, 0o775] {
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(mode)).unwrap();
+        let p = dir.path("seg");
+        match Cache::create(&file_config(&p, 65_536)) {
+            Err(e @ Error::Refused { .. }) => {
+                assert!(e.to_string().contains("writable by"), "{mode:o}: {e}")
+            }
+            Err(e) => panic!("{mode:o}: wrong error {e:?}"),
+            Ok(_) => panic!("{mode:o}: a segment was made in an untrusted directory"),
+        }
+        assert!(!p.exists());
+    }
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tmp = std::path::Path::new("/tmp/socache-shm-in-tmp");
+    assert!(matches!(
+        Cache::create(&file_config(tmp, 65_536)),
+        Err(Error::Refused { .. })
+    ));
+    // A name too long for the file system (with the temporary suffix).
+    let long = dir.path(&"x".repeat(240));
+    match Cache::create(&file_config(&long, 65_536)) {
+        Err(e @ Error::Refused { .. }) => assert!(e.to_string().contains("file name"), "{e}"),
+        other => panic!("long name: {:?}", other.err()),
+    }
+    // A symbolic link is not followed, whatever it points at.
+    let target = dir.path("target");
+    std::fs::write(&target, b"").unwrap();
+    let link = dir.path("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    match Cache::create(&file_config(&link, 65_536)) {
+        Err(e @ Error::Refused { .. }) => assert!(e.to_string().contains("symbolic link"), "{e}"),
+        other => panic!("symlink: {:?}", other.err()),
+    }
+    assert!(
+        Cache::attach(&link).is_err(),
+        "attach does not follow links"
+    );
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        b"",
+        "link target untouched"
+    );
 }
 
 #[test]
@@ -670,11 +746,14 @@ fn attach_refuses_garbage_and_damaged_files() {
         Err(e) => panic!("garbage: wrong error {e:?}"),
         Ok(_) => panic!("garbage attached"),
     }
-    let (_, opened) = Cache::open_or_create(&file_config(&garbage, 65_536)).unwrap();
     assert!(
-        matches!(opened, Opened::Replaced(_)),
-        "garbage is replaced: {opened:?}"
+        matches!(
+            Cache::create(&file_config(&garbage, 65_536)),
+            Err(Error::Refused { .. })
+        ),
+        "garbage is not ours to replace"
     );
+    assert_eq!(std::fs::read(&garbage).unwrap(), bytes(42, 65_536));
 
     // A real segment, then damaged copies of it.
     let good = dir.path("good");
@@ -691,8 +770,8 @@ fn attach_refuses_garbage_and_damaged_files() {
     let truncated = dir.path("truncated");
     std::fs::write(&truncated, &image[..image.len() / 2]).unwrap();
     assert!(Cache::attach(&truncated).is_err(), "truncated to half");
-    let (c, opened) = Cache::open_or_create(&file_config(&truncated, 131_072)).unwrap();
-    assert!(matches!(opened, Opened::Replaced(_)), "{opened:?}");
+    // Still recognisably a segment (our magic): replaced by a fresh one.
+    let c = Cache::create(&file_config(&truncated, 131_072)).unwrap();
     assert_eq!(c.get(b"id"), None);
     drop(c);
 
@@ -964,18 +1043,15 @@ fn a_path_that_is_not_a_regular_file_is_refused_and_kept() {
                 "create",
                 Cache::create(&file_config(path, 65_536)).map(|_| ()),
             ),
-            (
-                "open_or_create",
-                Cache::open_or_create(&file_config(path, 65_536)).map(|_| ()),
-            ),
             ("attach", Cache::attach(path).map(|_| ())),
         ] {
             let e = result
                 .err()
                 .unwrap_or_else(|| panic!("{what} {path:?} succeeded"));
             let msg = e.to_string();
+            let kind = ["a FIFO", "a directory", "Is a directory"];
             assert!(
-                msg.contains("not a regular file") && msg.contains(&*path.to_string_lossy()),
+                kind.iter().any(|k| msg.contains(k)) && msg.contains(&*path.to_string_lossy()),
                 "{what} {path:?}: {msg}"
             );
         }

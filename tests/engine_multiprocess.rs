@@ -258,6 +258,9 @@ fn run_workload(cache: &Cache, w: &Workload, stop: &AtomicU32) -> Result<Report,
                             "BufferTooSmall({needed}) for a value of at most {MAX_VALUE}"
                         ))
                     }
+                    Err(other) => {
+                        return Err(format!("{other:?}: no corruption, no stuck lock here"))
+                    }
                 }
             };
             rep.gets += 1;

@@ -40,15 +40,38 @@ impl CacheConfig {
     }
 }
 
-/// What opening a file-backed segment found.
+/// What reopening a kept segment found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Opened {
     /// No segment was there: a new, empty one was made.
     Created,
     /// A live segment with the same size and layout: its entries are kept.
     Reattached,
-    /// A segment was there but could not be kept; why, for the log.
-    Replaced(String),
+    /// A segment was there but could not be kept: a new, empty one was made.
+    Replaced(Replacement),
+}
+
+/// Why a kept segment was replaced by a new one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replacement {
+    /// The configured size or entry sizes changed (the operator's doing).
+    Resized(String),
+    /// The file at the configured path was removed or replaced by another.
+    Moved,
+    /// The segment was damaged, of another layout version, or unusable.
+    Damaged(String),
+}
+
+impl std::fmt::Display for Replacement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Replacement::Resized(what) => write!(f, "its size or layout changed ({what})"),
+            Replacement::Moved => f.write_str(
+                "the file at its path is no longer the segment this server made (removed or replaced)",
+            ),
+            Replacement::Damaged(why) => f.write_str(why),
+        }
+    }
 }
 
 /// Whether a store added a new entry or replaced one.
@@ -65,6 +88,11 @@ pub enum Miss {
     NotFound,
     /// An entry exists but the caller's buffer is smaller than `needed`.
     BufferTooSmall { needed: usize },
+    /// The entry failed its checksum and was wiped. `first`: the first such
+    /// entry in its shard (log it once).
+    Corrupt { first: bool },
+    /// The entry's shard is out of service (see [`Error::Unavailable`]).
+    Unavailable { shard: u32, first: bool },
 }
 
 /// Figures of one shard or of the whole cache (the sum of its shards).
@@ -87,6 +115,10 @@ pub struct Stats {
     pub lock_waits: u64,
     pub recoveries: u64,
     pub refused: u64,
+    /// Entries found corrupt (checksum mismatch) on read, and wiped.
+    pub corrupt: u64,
+    /// Operations that gave up on a shard lock after the bound.
+    pub lock_timeouts: u64,
     /// Retrieves answered without taking a lock (hits and misses; they are
     /// in `hits` and `misses` too). Only in [`Cache::stats`]: per-shard
     /// figures count the locked ones.
@@ -228,7 +260,9 @@ impl Cache {
         ])
     }
 
-    /// A new, empty segment (anonymous, or a fresh file replacing any old one).
+    /// A new, empty segment: anonymous, or a fresh file in a trusted
+    /// directory, replacing only nothing, an empty file or an old segment
+    /// (`Error::Refused` otherwise; see `segment.rs`).
     pub fn create(config: &CacheConfig) -> Result<Cache, Error> {
         Self::create_keyed(config, Self::random_key()?)
     }
@@ -251,39 +285,6 @@ impl Cache {
         Ok(Self::from_parts(segment, geo, key))
     }
 
-    /// For a file-backed config: reattach to a live segment at the path when its
-    /// size and layout match, else replace it. Anonymous configs always create.
-    pub fn open_or_create(config: &CacheConfig) -> Result<(Cache, Opened), Error> {
-        let Some(path) = &config.path else {
-            return Ok((Self::create(config)?, Opened::Created));
-        };
-        let want = Geometry::new(config.bytes, config.avg_id_len, config.avg_value_len)?;
-        if !path.exists() {
-            return Ok((Self::create(config)?, Opened::Created));
-        }
-        let why = match Segment::open_file(path).and_then(|s| validate(&s, path).map(|g| (s, g))) {
-            Ok((segment, (geo, h))) if geo == want => {
-                // A header can be right over garbage: walk everything first.
-                let cache = Self::from_parts(segment, geo, h.hash_key);
-                match cache.check() {
-                    Ok(()) => return Ok((cache, Opened::Reattached)),
-                    Err(e) => format!("its contents are inconsistent ({e})"),
-                }
-            }
-            Ok((_, (geo, _))) => format!(
-                "its size or layout changed ({} bytes for {}+{}-byte entries, now {} for {}+{})",
-                geo.total_bytes,
-                geo.avg_id_len,
-                geo.avg_value_len,
-                want.total_bytes,
-                want.avg_id_len,
-                want.avg_value_len
-            ),
-            Err(e) => e.to_string(),
-        };
-        Ok((Self::create(config)?, Opened::Replaced(why)))
-    }
-
     /// Attach to an existing file-backed segment (the inspector's way in).
     pub fn attach(path: &Path) -> Result<Cache, Error> {
         let segment = Segment::open_file(path)?;
@@ -291,37 +292,64 @@ impl Cache {
         Ok(Self::from_parts(segment, geo, h.hash_key))
     }
 
-    /// A dup of the segment's file descriptor, owned by the caller; it keeps an
-    /// anonymous (memfd) segment alive after this `Cache` is dropped, e.g. in
-    /// httpd's process pool across a graceful restart.
+    /// A dup of the segment's file descriptor, owned by the caller; it keeps
+    /// the segment alive after this `Cache` is dropped, e.g. in httpd's
+    /// process pool across a graceful restart, and it is the only way back
+    /// in ([`Cache::reopen_fd`]): a segment is never reattached by path.
     pub fn dup_fd(&self) -> Result<RawFd, Error> {
         self.segment.dup_fd()
     }
 
     /// Map the segment behind `fd` (from [`Cache::dup_fd`]; `fd` stays the
-    /// caller's). Reattached when its size and layout match `config`;
-    /// otherwise a new anonymous segment is created (`Opened::Replaced`), and
-    /// the caller should close `fd` and keep the new [`Cache::dup_fd`].
+    /// caller's). Reattached when its size and layout match `config`, its
+    /// contents check out, and, for a file-backed config, the file is still
+    /// private and still at `config.path`. Otherwise a new segment is
+    /// created as [`Cache::create`] would (`Opened::Replaced`), and the
+    /// caller should close `fd` and keep the new [`Cache::dup_fd`].
     pub fn reopen_fd(fd: RawFd, config: &CacheConfig) -> Result<(Cache, Opened), Error> {
         let want = Geometry::new(config.bytes, config.avg_id_len, config.avg_value_len)?;
-        let anon = CacheConfig {
-            path: None,
-            ..config.clone()
-        };
-        let why = match Segment::from_fd(fd).and_then(|s| validate(&s, anon_name()).map(|g| (s, g)))
-        {
-            Ok((segment, (geo, h))) if geo == want => {
-                // A header can be right over garbage: walk everything first.
-                let cache = Self::from_parts(segment, geo, h.hash_key);
-                match cache.check() {
-                    Ok(()) => return Ok((cache, Opened::Reattached)),
-                    Err(e) => format!("its contents are inconsistent ({e})"),
+        let name = config.path.as_deref().unwrap_or(anon_name());
+        let why = match Segment::reopen(fd, config.path.as_deref()) {
+            Ok((_, false)) => Replacement::Moved,
+            Ok((segment, true)) => match validate(&segment, name) {
+                Ok((geo, h)) if geo == want => {
+                    // A header can be right over garbage: walk everything first.
+                    let cache = Self::from_parts(segment, geo, h.hash_key);
+                    match cache.check() {
+                        Ok(()) => return Ok((cache, Opened::Reattached)),
+                        Err(e) => {
+                            Replacement::Damaged(format!("its contents are inconsistent ({e})"))
+                        }
+                    }
                 }
-            }
-            Ok(_) => "its size or layout changed".to_string(),
-            Err(e) => e.to_string(),
+                Ok((geo, _)) => Replacement::Resized(format!(
+                    "{} bytes for {}+{}-byte entries, now {} for {}+{}",
+                    geo.total_bytes,
+                    geo.avg_id_len,
+                    geo.avg_value_len,
+                    want.total_bytes,
+                    want.avg_id_len,
+                    want.avg_value_len
+                )),
+                Err(e) => Replacement::Damaged(e.to_string()),
+            },
+            Err(e) => Replacement::Damaged(e.to_string()),
         };
-        Ok((Self::create(&anon)?, Opened::Replaced(why)))
+        Ok((Self::create(config)?, Opened::Replaced(why)))
+    }
+
+    /// Whether every byte of the mapping is still backed by its file (a
+    /// truncated file would SIGBUS whoever touches the lost pages). httpd's
+    /// parent asks before it touches a segment.
+    pub fn intact(&self) -> bool {
+        self.segment.intact()
+    }
+
+    /// Drop this process's descriptor of the segment; the mapping stays.
+    /// For forked children: with no descriptor they cannot truncate a file
+    /// segment under the others (an anonymous one is sealed anyway).
+    pub fn close_fd(&self) {
+        self.segment.close_fd();
     }
 
     /// Replace the clock (tests).
@@ -347,22 +375,13 @@ impl Cache {
         ((hash >> 32) as u32) & (self.geo.shard_count - 1)
     }
 
-    fn with_shard<R>(&self, i: u32, f: impl FnOnce(&mut Locked<'_>) -> R) -> std::io::Result<R> {
+    /// Run `f` on shard `i` with its lock held: waiting at most
+    /// `LOCK_BOUND`, and answering `Error::Unavailable` at once for a shard
+    /// out of service (`shard.rs`, rule 6).
+    fn with_shard<R>(&self, i: u32, f: impl FnOnce(&mut Locked<'_>) -> R) -> Result<R, Error> {
         let mut shard = self.shard(i);
-        let mut locked = shard.lock(self.key, self.geo.growth_limit(), None)?;
-        Ok(f(&mut locked))
-    }
-
-    /// As `with_shard`, for callers that must not wait forever on a lock
-    /// word that may be garbage (checks of segments found on disk, the inspector).
-    fn with_shard_within<R>(
-        &self,
-        i: u32,
-        f: impl FnOnce(&mut Locked<'_>) -> R,
-    ) -> std::io::Result<R> {
-        let mut shard = self.shard(i);
-        let limit = std::time::Duration::from_secs(2);
-        let mut locked = shard.lock(self.key, self.geo.growth_limit(), Some(limit))?;
+        let now = secs(self.now());
+        let mut locked = shard.lock(self.key, self.geo.growth_limit(), now, None)?;
         Ok(f(&mut locked))
     }
 
@@ -373,21 +392,15 @@ impl Cache {
         let size = id.len() as u64 + value.len() as u64;
         let hash = self.hash(id);
         let shard = self.shard_of(hash);
-        let io = |e| Error::Io {
-            path: self.segment.path().map(Path::to_path_buf),
-            op: "lock",
-            source: e,
-        };
         if size > self.geo.max_entry_size as u64 {
-            self.with_shard(shard, |s| s.refuse()).map_err(io)?;
+            self.with_shard(shard, |s| s.refuse())?;
             return Err(Error::EntryTooLarge {
                 size,
                 max: self.geo.max_entry_size as u64,
             });
         }
         let now = secs(self.now());
-        self.with_shard(shard, |s| s.put(hash, id, value, secs(expiry), now))
-            .map_err(io)?
+        self.with_shard(shard, |s| s.put(hash, id, value, secs(expiry), now))?
     }
 
     /// Copy the live value for `id` into `buf`; returns its length.
@@ -405,8 +418,11 @@ impl Cache {
             count.fetch_add(1, Ordering::Relaxed);
             return answer;
         }
-        self.with_shard(i, |s| s.get(hash, id, now, buf))
-            .unwrap_or(Err(Miss::NotFound))
+        match self.with_shard(i, |s| s.get(hash, id, now, buf)) {
+            Ok(answer) => answer,
+            Err(Error::Unavailable { shard, first }) => Err(Miss::Unavailable { shard, first }),
+            Err(_) => Err(Miss::NotFound),
+        }
     }
 
     /// The live value for `id`, owned.
@@ -457,6 +473,21 @@ impl Cache {
         }
     }
 
+    /// Zero every expired entry now, shard by shard, waiting at most
+    /// `patience` for each lock (a busy shard is skipped). httpd's parent
+    /// runs this from its monitor hook. Returns how many went.
+    pub fn sweep_expired(&self, patience: std::time::Duration) -> u64 {
+        let now = secs(self.now());
+        (0..self.geo.shard_count)
+            .map(|i| {
+                let mut shard = self.shard(i);
+                shard
+                    .lock(self.key, self.geo.growth_limit(), now, Some(patience))
+                    .map_or(0, |mut s| s.sweep_expired(now) as u64)
+            })
+            .sum()
+    }
+
     /// Figures summed over all shards.
     pub fn stats(&self) -> Stats {
         let mut total = self
@@ -480,6 +511,8 @@ impl Cache {
                 lock_waits: a.lock_waits + s.lock_waits,
                 recoveries: a.recoveries + s.recoveries,
                 refused: a.refused + s.refused,
+                corrupt: a.corrupt + s.corrupt,
+                lock_timeouts: a.lock_timeouts + s.lock_timeouts,
                 unlocked_reads: 0,
             });
         for i in 0..READ_STRIPES as usize {
@@ -519,8 +552,15 @@ impl Cache {
 
     /// Figures per shard.
     pub fn shard_stats(&self) -> Vec<Stats> {
+        let now = secs(self.now());
         (0..self.geo.shard_count)
-            .map(|i| self.with_shard(i, |s| s.stats()).unwrap_or_default())
+            .map(|i| {
+                self.with_shard(i, |s| s.stats(now))
+                    .unwrap_or_else(|_| Stats {
+                        lock_timeouts: self.shard(i).line().lock_timeouts.load(Ordering::Relaxed),
+                        ..Stats::default()
+                    })
+            })
             .collect()
     }
 
@@ -530,11 +570,11 @@ impl Cache {
             // A corrupt shard may trip a bounds check: that is a finding, not
             // a crash (and the shard is marked for a wipe on its next use).
             let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.with_shard_within(i, |s| s.check())
+                self.with_shard(i, |s| s.check())
             }))
             .map_err(|_| format!("shard {i}: a bounds check failed while walking it"))?;
             checked
-                .map_err(|e| format!("shard {i}: lock: {e}"))?
+                .map_err(|e| format!("shard {i}: {e}"))?
                 .map_err(|e| format!("shard {i}: {e}"))?;
         }
         Ok(())
@@ -566,18 +606,14 @@ impl Cache {
         self.segment.path()
     }
 
-    /// Zero every entry and remove the segment's file (a full stop); the
-    /// mapping stays valid until drop.
-    pub fn unlink(&self) -> Result<(), Error> {
-        self.flush();
-        if let Some(p) = self.segment.path() {
-            std::fs::remove_file(p).map_err(|e| Error::Io {
-                path: Some(p.to_path_buf()),
-                op: "remove",
-                source: e,
-            })?;
+    /// Zero every entry and remove the segment's file (a full stop), if
+    /// its path still names this segment; the mapping stays valid until
+    /// drop. A file truncated under the mapping is not touched (no SIGBUS).
+    pub fn unlink(&self) -> Result<bool, Error> {
+        if self.intact() {
+            self.flush();
         }
-        Ok(())
+        self.segment.unlink()
     }
 }
 
@@ -783,8 +819,11 @@ mod tests {
         c.check().unwrap();
     }
 
+    /// A kept segment is reattached only when it checks out; otherwise it
+    /// is replaced, and the reason says why. One whose path now holds a
+    /// file that is not ours is refused, not overwritten.
     #[test]
-    fn corrupt_files_are_replaced_with_the_reason() {
+    fn kept_segments_are_replaced_with_the_reason() {
         let dir = std::env::temp_dir().join(format!("shm-corrupt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("seg");
@@ -796,15 +835,25 @@ mod tests {
                 c.store(&i.to_le_bytes(), &[3u8; 150], exp).unwrap();
             }
         };
+        // Reopen the kept fd; on a replacement keep the new segment's fd.
+        let reopen = |fd: &mut RawFd, cfg: &CacheConfig| -> Result<(Cache, Opened), Error> {
+            let (c, o) = Cache::reopen_fd(*fd, cfg)?;
+            if o != Opened::Reattached {
+                // SAFETY: the test's own dup, closed once.
+                unsafe { libc::close(*fd) };
+                *fd = c.dup_fd().unwrap();
+            }
+            Ok((c, o))
+        };
         let reason = |o: Opened| match o {
-            Opened::Replaced(why) => why,
+            Opened::Replaced(why) => why.to_string(),
             other => panic!("expected Replaced, got {other:?}"),
         };
-        let (c, o) = Cache::open_or_create(&cfg).unwrap();
-        assert_eq!(o, Opened::Created);
+        let c = Cache::create(&cfg).unwrap();
+        let mut fd = c.dup_fd().unwrap();
         fill(&c);
         drop(c);
-        let (c, o) = Cache::open_or_create(&cfg).unwrap();
+        let (c, o) = reopen(&mut fd, &cfg).unwrap();
         assert_eq!(o, Opened::Reattached);
         assert_eq!(c.stats().entries, 200);
         drop(c);
@@ -815,42 +864,61 @@ mod tests {
             *b = (k * 7 + 13) as u8;
         }
         std::fs::write(&path, &bytes).unwrap();
-        let (c, o) = Cache::open_or_create(&cfg).unwrap();
+        let (c, o) = reopen(&mut fd, &cfg).unwrap();
         assert!(reason(o).contains("inconsistent"));
         c.check().unwrap();
         assert_eq!(c.stats().entries, 0);
-        drop(c);
-        // Garbage inside a free block (no entry touched) is found too.
-        let (c, _) = Cache::open_or_create(&cfg).unwrap();
         fill(&c);
         drop(c);
+        // Garbage inside a free block (no entry touched) is found too.
         let mut bytes = std::fs::read(&path).unwrap();
         let n = bytes.len();
         for b in &mut bytes[n - 3000..n - 2000] {
             *b = 0x5a;
         }
         std::fs::write(&path, &bytes).unwrap();
-        let (c, o) = Cache::open_or_create(&cfg).unwrap();
+        let (c, o) = reopen(&mut fd, &cfg).unwrap();
         assert!(reason(o).contains("stray bytes"));
         drop(c);
-        // Wrong magic, wrong version, truncated.
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[0] ^= 0xff;
-        std::fs::write(&path, &bytes).unwrap();
-        assert!(reason(Cache::open_or_create(&cfg).unwrap().1)
-            .contains("not a mod_socache_shm segment"));
+        // Wrong version, truncated.
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[8] = 99;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(reason(Cache::open_or_create(&cfg).unwrap().1).contains("layout version 99"));
+        assert!(reason(reopen(&mut fd, &cfg).unwrap().1).contains("layout version 99"));
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-        assert!(reason(Cache::open_or_create(&cfg).unwrap().1).contains("bytes, the file has"));
+        assert!(reason(reopen(&mut fd, &cfg).unwrap().1).contains("bytes, the file has"));
         // A different size is a layout change, not corruption.
-        let (c, _) = Cache::open_or_create(&cfg).unwrap();
-        drop(c);
-        cfg.bytes = 512 * 1024;
-        assert!(reason(Cache::open_or_create(&cfg).unwrap().1).contains("size or layout changed"));
+        let mut bigger = cfg.clone();
+        bigger.bytes = 512 * 1024;
+        match reopen(&mut fd, &bigger).unwrap().1 {
+            Opened::Replaced(Replacement::Resized(_)) => {}
+            other => panic!("expected a resize, got {other:?}"),
+        }
+        // The path replaced by another segment: ours is not at the path any
+        // more, so a new one is made there.
+        drop(Cache::create(&bigger).unwrap());
+        match reopen(&mut fd, &bigger).unwrap().1 {
+            Opened::Replaced(Replacement::Moved) => {}
+            other => panic!("expected Moved, got {other:?}"),
+        }
+        // Wrong magic: not recognisably ours, so never overwritten.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        match reopen(&mut fd, &bigger) {
+            Err(Error::Refused { why, .. }) => {
+                assert!(why.contains("not a mod_socache_shm segment"), "{why}")
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|(_, o)| o)),
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the foreign file is intact"
+        );
+        // SAFETY: the test's own dup, closed once.
+        unsafe { libc::close(fd) };
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -28,6 +28,13 @@ pub enum Error {
     },
     /// The file's header disagrees with its size or with itself.
     Corrupt { path: Option<PathBuf>, what: String },
+    /// The path cannot be used safely (an untrusted directory, a file that
+    /// is not ours to replace): `why` says what is wrong and what to do.
+    Refused { path: PathBuf, why: String },
+    /// The shard holding this id is out of service: its lock could not be
+    /// taken within the bound (see `shard.rs`). `first`: this call is the
+    /// one that found it (log it once).
+    Unavailable { shard: u32, first: bool },
 }
 
 impl fmt::Display for Error {
@@ -82,6 +89,13 @@ impl fmt::Display for Error {
                 write!(f, "{} is a corrupt segment: {what}", p.display())
             }
             Error::Corrupt { path: None, what } => write!(f, "corrupt segment: {what}"),
+            Error::Refused { path, why } => write!(f, "{}: {why}", path.display()),
+            Error::Unavailable { shard, .. } => write!(
+                f,
+                "shard {shard} is out of service: its lock was not obtained within {} ms (a garbage lock word or a stopped holder); it is reinitialised {} s after it was found",
+                super::lock::LOCK_BOUND.as_millis(),
+                super::shard::REINIT_AFTER_SECS
+            ),
         }
     }
 }

@@ -22,7 +22,7 @@
 //! | SwissTable control bytes;    | arena offset of the     | blocks holding entries:        |
 //! | the last GROUP mirror the    | entry's block, valid    | [hdr u32][expiry u32][id_len   |
 //! | first GROUP (wrap-free loads)| where ctrl is FULL      |  u32][uses:2|read:1|value_len:29]|
-//! |                              |                         |  [id]                          |
+//! |                              |                         |  [checksum u32][id]            |
 //! |                              |                         |  [value]                       |
 //! +------------------------------+-------------------------+--------------------------------+
 //! ```
@@ -46,7 +46,7 @@ use super::lock::ShardLock;
 
 pub const MAGIC: [u8; 8] = *b"SOCSHM\r\n";
 /// Bump on any change to a `#[repr(C)]` type here or to the region layout.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Written last when a segment is created; a segment without it is unfinished.
 pub const READY: u32 = 0x5245_4459;
 
@@ -56,10 +56,12 @@ pub const MIN_BYTES: u64 = 8192;
 pub const MAX_BYTES: u64 = 1 << 40;
 /// Control bytes scanned per probe step (one `u64`).
 pub const GROUP: u32 = 8;
-/// Bytes of entry header after the block header: expiry, id length, and a
+/// Bytes of entry header after the block header: expiry, id length, a
 /// word holding the value length (low 29 bits), a "read since stored" flag
-/// (bit 29) and the CLOCK use count (top 2 bits).
-pub const ENTRY_HEADER: u32 = 12;
+/// (bit 29) and the CLOCK use count (top 2 bits), and the entry's checksum
+/// (see `shard::checksum`: its value, keyed by the hash of its id and its
+/// expiry, so a flipped bit in any of them is found on read).
+pub const ENTRY_HEADER: u32 = 16;
 /// The use count's place in the entry header's third word.
 pub const USES_SHIFT: u32 = 30;
 /// Set by the first hit after a store.
@@ -130,6 +132,8 @@ pub struct Counters {
     pub lock_waits: u64,
     pub recoveries: u64,
     pub refused: u64,
+    /// Entries whose checksum did not match on read (wiped, read as misses).
+    pub corrupt: u64,
 }
 
 #[repr(C, align(64))]
@@ -142,6 +146,10 @@ pub struct ShardHeader {
     pub tombstones: u32,
     /// No live entry expires before this second (a lower bound; `u32::MAX`: none).
     pub min_expiry: u32,
+    /// The expiry sweep's next index slot (see `Locked::sweep_some`), and
+    /// the earliest expiry it has seen in its current pass.
+    pub sweep_slot: u32,
+    pub sweep_min: u32,
     pub counters: Counters,
     pub arena: ArenaHeader,
     /// Read without the lock by unlocked retrieves; see `Shard::get_unlocked`.
@@ -152,10 +160,20 @@ pub struct ShardHeader {
 /// (who only load it) never share a line with the lock word every locked
 /// operation writes. Even while the shard is consistent; odd from the first
 /// write of a mutation to its last (it moves with the `dirty` mark).
+///
+/// The words beside it are also touched without the lock, by atomics only:
+/// `poisoned` (0: in service; else the second the shard's lock was found
+/// unobtainable, or `POISON_REINIT` while one process reinitialises it) and
+/// `lock_timeouts` (how many operations gave up on the lock).
 #[repr(C, align(64))]
 pub struct SeqLine {
     pub seq: AtomicU32,
+    pub poisoned: AtomicU32,
+    pub lock_timeouts: AtomicU64,
 }
+
+/// `SeqLine::poisoned` while a process reinitialises the shard.
+pub const POISON_REINIT: u32 = u32::MAX;
 
 /// Hit and miss counts of the retrieves answered without a lock. Kept per
 /// CPU (`sched_getcpu() % READ_STRIPES`), each on its own cache line, so two

@@ -16,6 +16,10 @@ use std::io;
 const SPINS: u32 = 16;
 /// The longest one wait for a busy lock sleeps before trying again.
 const WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
+/// The longest any operation waits for a shard lock. Critical sections last
+/// microseconds; a lock busy for this long is held by a stopped process or
+/// is garbage, and the shard is taken out of service (see `shard.rs`).
+pub const LOCK_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `CLOCK_REALTIME` now plus `d`, as `pthread_mutex_timedlock` wants it.
 fn deadline_after(d: std::time::Duration) -> libc::timespec {
@@ -77,12 +81,22 @@ impl ShardLock {
         }
     }
 
-    /// Block until the lock is held. `Err` only if the mutex is unusable
-    /// (`ENOTRECOVERABLE`, which this code never leaves behind).
+    /// Take the lock, waiting at most [`LOCK_BOUND`]. `Err` with
+    /// `ErrorKind::TimedOut` when it stayed busy that long, or the OS error
+    /// when the mutex is unusable (a lock word no valid mutex state explains
+    /// gives `EINVAL`, `ENOTRECOVERABLE`, ...). Never waits longer: the
+    /// caller takes the shard out of service instead (see `shard.rs`).
     pub fn lock(&self) -> io::Result<Acquired> {
+        self.lock_within(LOCK_BOUND)
+    }
+
+    /// As [`lock`](Self::lock) with another bound (zero: try once).
+    pub fn lock_within(&self, limit: std::time::Duration) -> io::Result<Acquired> {
         let m = self.mutex.get();
         // SAFETY: the mutex was initialised by `init` and lives in a mapping
         // that outlives `self`; pthread functions are the only accessors.
+        // (Its bytes may be garbage written by a hostile process: glibc then
+        // answers EBUSY or EINVAL, and the wait below is bounded.)
         let mut rc = unsafe { libc::pthread_mutex_trylock(m) };
         let mut acquired = Acquired::default();
         if rc == libc::EBUSY {
@@ -101,17 +115,22 @@ impl ShardLock {
                 }
             }
         }
-        // Sleep in short timed waits, not one unbounded one. When a robust
+        // Sleep in short timed waits, not one long one. When a robust
         // mutex's owner dies, the kernel marks the lock word and wakes one
         // waiter; if that waiter is itself killed before it takes the lock,
-        // the wakeup is lost and the other waiters would sleep forever on a
-        // lock nobody holds. (Two survivors hung that way, or some way like
-        // it, in 2 of about 10 full runs of the test that SIGKILLs workers at
-        // random; this is the mechanism suspected, not one observed.) A
-        // waiter that times out tries again and finds the owner-died mark
-        // itself.
+        // the wakeup is lost and the other waiters would sleep on a lock
+        // nobody holds. A waiter whose slice ends tries again and finds the
+        // owner-died mark itself.
+        let start = std::time::Instant::now();
         while rc == libc::EBUSY || rc == libc::ETIMEDOUT {
-            let deadline = deadline_after(WAIT_SLICE);
+            let left = limit.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "shard lock not obtained within the bound",
+                ));
+            }
+            let deadline = deadline_after(left.min(WAIT_SLICE));
             // SAFETY: as above; deadline is a valid absolute CLOCK_REALTIME time.
             rc = unsafe { libc::pthread_mutex_timedlock(m, &deadline) };
         }
@@ -124,35 +143,6 @@ impl ShardLock {
                 check(unsafe { libc::pthread_mutex_consistent(m) })?;
                 Ok(acquired)
             }
-            e => Err(io::Error::from_raw_os_error(e)),
-        }
-    }
-
-    /// As [`lock`](Self::lock), but give up after `limit` (`ErrorKind::TimedOut`):
-    /// for attaching to a segment whose lock words may be garbage.
-    pub fn lock_within(&self, limit: std::time::Duration) -> io::Result<Acquired> {
-        let m = self.mutex.get();
-        let deadline = deadline_after(limit);
-        // SAFETY: as in `lock`.
-        let mut rc = unsafe { libc::pthread_mutex_trylock(m) };
-        let mut acquired = Acquired::default();
-        if rc == libc::EBUSY {
-            acquired.waited = true;
-            // SAFETY: as in `lock`; deadline is a valid absolute time.
-            rc = unsafe { libc::pthread_mutex_timedlock(m, &deadline) };
-        }
-        match rc {
-            0 => Ok(acquired),
-            libc::EOWNERDEAD => {
-                acquired.owner_died = true;
-                // SAFETY: as in `lock`.
-                check(unsafe { libc::pthread_mutex_consistent(m) })?;
-                Ok(acquired)
-            }
-            libc::ETIMEDOUT => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "shard lock held too long",
-            )),
             e => Err(io::Error::from_raw_os_error(e)),
         }
     }

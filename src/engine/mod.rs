@@ -24,6 +24,10 @@ mod segment;
 mod shard;
 mod table;
 
-pub use cache::{Cache, CacheConfig, ControlFlow, Miss, Opened, Stats, Stored, Visitor};
+pub use cache::{
+    Cache, CacheConfig, ControlFlow, Miss, Opened, Replacement, Stats, Stored, Visitor,
+};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
+pub use segment::{check_replaceable, Existing};
+pub use shard::{LOCK_BOUND, REINIT_AFTER_SECS};

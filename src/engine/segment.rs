@@ -3,26 +3,66 @@
 //! Both are `MAP_SHARED` (memmap2's `MmapRaw`), so children forked after the
 //! mapping is made see each other's writes. The mapping is handed out as a
 //! raw pointer only, never as `&mut [u8]`: other processes write it too.
-//! Files are created mode 0600 under a temporary name, filled with
-//! `posix_fallocate` (so a full tmpfs is an error now, not a SIGBUS later),
-//! initialised, then renamed into place: a reader never sees a half-made
-//! segment, and processes still mapping a replaced file keep their (unlinked)
-//! copy instead of faulting on a truncated one.
+//!
+//! # Who may touch the file (the threat model)
+//! httpd's parent runs as root; its children, and everything they run, as
+//! the server's `User`, which must be treated as hostile. So:
+//! 1. A file segment lives in a *trusted directory*: owned by root (or by
+//!    the user the process runs as) and writable by no one else. A sticky,
+//!    world-writable `/tmp` is refused: another user could pre-create or
+//!    squat the names used there. The directory is opened once
+//!    (`O_DIRECTORY | O_NOFOLLOW`), checked with `fstat`, and every later
+//!    step uses that descriptor (`fstatat`, `openat`, `renameat`), never
+//!    the path again.
+//! 2. The file is created by the process that maps it (root, in httpd),
+//!    mode 0600, under a temporary name, filled with `posix_fallocate` (so a
+//!    full tmpfs is an error now, not a SIGBUS later), initialised, then
+//!    renamed into place: a reader never sees a half-made segment, and
+//!    processes still mapping a replaced file keep their (unlinked) copy.
+//!    Nothing is ever chowned or chmodded: children use the mapping they
+//!    inherit and never need the file.
+//! 3. What may be replaced: nothing at the path, an empty regular file, or a
+//!    regular file that starts with our magic (a segment left by an earlier
+//!    run, or planted by someone else: it is replaced, never trusted).
+//!    Anything else (another file, a symbolic link, a FIFO, a device, a
+//!    directory) is refused with an error naming the path.
+//! 4. A segment is reattached only through a descriptor its creator kept
+//!    ([`Segment::reopen`]), never by opening a path: a cold start cannot
+//!    tell a leftover from a planted file, so it makes a new segment.
+//! 5. An anonymous segment is a memfd sealed against shrinking and growing
+//!    (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`): a process that inherits
+//!    its descriptor can neither truncate it under the others (SIGBUS) nor
+//!    remove the seals. A file cannot be sealed; children drop their copy
+//!    of its descriptor ([`Segment::close_fd`]).
 
-use std::ffi::CString;
-use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use memmap2::{Advice, MmapRaw};
 
 use super::error::Error;
+use super::layout::MAGIC;
 
 pub struct Segment {
     map: MmapRaw,
-    file: File,
+    /// The segment's descriptor, or -1 once [`Segment::close_fd`] dropped it.
+    fd: AtomicI32,
     path: Option<PathBuf>,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        let fd = self.fd.swap(-1, Ordering::AcqRel);
+        if fd >= 0 {
+            // SAFETY: the descriptor is ours (made or dup'ed by this Segment)
+            // and closed exactly once (the swap took it).
+            unsafe { libc::close(fd) };
+        }
+    }
 }
 
 fn io_err(path: Option<&Path>, op: &'static str, source: std::io::Error) -> Error {
@@ -33,6 +73,221 @@ fn io_err(path: Option<&Path>, op: &'static str, source: std::io::Error) -> Erro
     }
 }
 
+fn refused(path: &Path, why: String) -> Error {
+    Error::Refused {
+        path: path.to_path_buf(),
+        why,
+    }
+}
+
+fn cstr(name: &OsStr) -> std::io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn euid() -> libc::uid_t {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// Root, or the user this process runs as.
+fn trusted_owner(uid: libc::uid_t) -> bool {
+    uid == 0 || uid == euid()
+}
+
+fn fstat(fd: RawFd) -> std::io::Result<libc::stat> {
+    // SAFETY: all-zero is a valid `stat` for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open (callers own it); st is a valid out-pointer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; `None` if there is nothing there.
+fn stat_at(dir: &OwnedFd, name: &CString) -> std::io::Result<Option<libc::stat>> {
+    // SAFETY: all-zero is a valid `stat` for fstatat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: dir is an open directory; name is NUL-terminated; st is valid.
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        return Ok(Some(st));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENOENT) {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
+fn kind(mode: libc::mode_t) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => "a regular file",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFLNK => "a symbolic link",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        _ => "not a regular file",
+    }
+}
+
+/// The segment file's directory and its name in it.
+fn split(path: &Path) -> Result<(&Path, &OsStr), Error> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| refused(path, "does not name a file".into()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Ok((dir, name))
+}
+
+/// Open `dir` and check that only root (or this process's user) can change
+/// what it holds (rule 1 of the module doc).
+pub fn open_trusted_dir(dir: &Path) -> Result<OwnedFd, Error> {
+    let c = cstr(dir.as_os_str()).map_err(|e| io_err(Some(dir), "open directory", e))?;
+    // SAFETY: c is NUL-terminated; the returned fd is checked.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io_err(
+            Some(dir),
+            "open directory",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let dirfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let st = fstat(dirfd.as_raw_fd()).map_err(|e| io_err(Some(dir), "stat directory", e))?;
+    if !trusted_owner(st.st_uid) {
+        return Err(refused(
+            dir,
+            format!(
+                "the segment's directory is owned by uid {}, not by root: its owner could replace the segment; use a directory only root can write, such as /run/apache2",
+                st.st_uid
+            ),
+        ));
+    }
+    if st.st_mode & 0o022 != 0 {
+        return Err(refused(
+            dir,
+            format!(
+                "the segment's directory is writable by {} (mode {:o}): others could plant or replace files there; use a directory only root can write, such as /run/apache2",
+                if st.st_mode & 0o002 != 0 { "everyone" } else { "its group" },
+                st.st_mode & 0o7777
+            ),
+        ));
+    }
+    Ok(dirfd)
+}
+
+/// What lies at a segment's path, for [`check_replaceable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    Nothing,
+    EmptyFile,
+    /// A regular file starting with our magic.
+    OurSegment,
+}
+
+/// Whether the segment file at `path` may be (re)made: its directory is
+/// trusted, and what is there now is nothing, an empty file or a segment of
+/// ours (rule 3). Never modifies anything. Used by `apachectl -t` too.
+pub fn check_replaceable(path: &Path) -> Result<Existing, Error> {
+    let (dir, name) = split(path)?;
+    let dirfd = open_trusted_dir(dir)?;
+    existing_at(&dirfd, name, path)
+}
+
+fn existing_at(dirfd: &OwnedFd, name: &OsStr, path: &Path) -> Result<Existing, Error> {
+    let cname = cstr(name).map_err(|e| io_err(Some(path), "check", e))?;
+    check_name_length(dirfd, name, path)?;
+    let Some(st) = stat_at(dirfd, &cname).map_err(|e| io_err(Some(path), "check", e))? else {
+        return Ok(Existing::Nothing);
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(refused(
+            path,
+            format!(
+                "exists and is {}, not a segment file; refusing to replace it",
+                kind(st.st_mode)
+            ),
+        ));
+    }
+    if st.st_size == 0 {
+        return Ok(Existing::EmptyFile);
+    }
+    // SAFETY: dirfd is open, cname NUL-terminated. O_NONBLOCK: should the
+    // name be swapped for a FIFO meanwhile, open does not wait for a writer.
+    let fd = unsafe {
+        libc::openat(
+            dirfd.as_raw_fd(),
+            cname.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io_err(Some(path), "open", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let st = fstat(file.as_raw_fd()).map_err(|e| io_err(Some(path), "stat", e))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(refused(
+            path,
+            format!("is {}; refusing to replace it", kind(st.st_mode)),
+        ));
+    }
+    let mut head = [0u8; 8];
+    let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0)
+        .map_err(|e| io_err(Some(path), "read", e))?;
+    if n == head.len() && head == MAGIC {
+        Ok(Existing::OurSegment)
+    } else {
+        Err(refused(
+            path,
+            "exists and is not a mod_socache_shm segment; refusing to replace it (a typo in the path? remove the file or name another)".into(),
+        ))
+    }
+}
+
+/// The name, and the temporary name made from it, must fit the directory's
+/// file system.
+fn check_name_length(dirfd: &OwnedFd, name: &OsStr, path: &Path) -> Result<(), Error> {
+    // SAFETY: plain syscall on an open descriptor.
+    let max = unsafe { libc::fpathconf(dirfd.as_raw_fd(), libc::_PC_NAME_MAX) };
+    let max = if max > 0 { max as usize } else { 255 };
+    let longest = name.len() + TMP_SUFFIX_MAX;
+    if longest > max {
+        return Err(refused(
+            path,
+            format!(
+                "the file name is {} bytes; with the temporary suffix used while creating it, it must stay within this file system's {max}",
+                name.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `.{pid}.{random}.tmp`: at most 1 + 10 + 1 + 16 + 4 bytes.
+const TMP_SUFFIX_MAX: usize = 32;
+
 /// Map `file` shared, read-write, and ask for transparent huge pages. A large
 /// cache is read at random: with 4 KiB pages nearly every lookup also misses
 /// the TLB. Whether the kernel grants them is the operator's setting: for an
@@ -42,35 +297,21 @@ fn io_err(path: Option<&Path>, op: &'static str, source: std::io::Error) -> Erro
 /// khugepaged's background collapse can act on the advice; `never` (Debian's
 /// default) refuses. A file on tmpfs follows the mount's `huge=` option. The
 /// advice is a hint; its failure is not an error.
-fn map(file: &File) -> std::io::Result<MmapRaw> {
-    let map = MmapRaw::map_raw(file)?;
+fn map(fd: RawFd) -> std::io::Result<MmapRaw> {
+    let map = MmapRaw::map_raw(fd)?;
     let _ = map.advise(Advice::HugePage);
     Ok(map)
 }
 
-/// An error unless `path` is absent or a regular file (not followed if a
-/// symbolic link: the link itself is what a rename would replace).
-fn refuse_unless_regular(path: &Path) -> Result<(), Error> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if !m.file_type().is_file() => Err(io_err(
-            Some(path),
-            "check",
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "exists and is not a regular file; refusing to replace it",
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn reserve(file: &File, len: u64, path: Option<&Path>) -> Result<(), Error> {
+fn reserve(fd: RawFd, len: u64, path: Option<&Path>) -> Result<(), Error> {
     let len_i = libc::off_t::try_from(len)
         .map_err(|_| io_err(path, "size", std::io::Error::from_raw_os_error(libc::EFBIG)))?;
-    file.set_len(len)
-        .map_err(|e| io_err(path, "ftruncate", e))?;
-    // SAFETY: plain syscall on an fd we own.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len_i) };
+    // SAFETY: plain syscalls on a descriptor the caller owns.
+    if unsafe { libc::ftruncate(fd, len_i) } != 0 {
+        return Err(io_err(path, "ftruncate", std::io::Error::last_os_error()));
+    }
+    // SAFETY: as above.
+    let rc = unsafe { libc::posix_fallocate(fd, 0, len_i) };
     if rc != 0 && rc != libc::EOPNOTSUPP && rc != libc::EINVAL {
         return Err(io_err(
             path,
@@ -81,12 +322,21 @@ fn reserve(file: &File, len: u64, path: Option<&Path>) -> Result<(), Error> {
     Ok(())
 }
 
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
 impl Segment {
-    /// A new zeroed anonymous segment (memfd): lives while mapped or its fd is open.
+    /// A new zeroed anonymous segment (memfd, sealed at `len` bytes): lives
+    /// while mapped or its fd is open.
     pub fn create_anonymous(len: u64) -> Result<Segment, Error> {
-        let name = CString::new("mod_socache_shm").expect("no NUL in a literal");
+        let name = c"mod_socache_shm";
         // SAFETY: name is a valid C string; the returned fd is checked.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
         if fd < 0 {
             return Err(io_err(
                 None,
@@ -95,89 +345,186 @@ impl Segment {
             ));
         }
         // SAFETY: fd is a fresh descriptor we own exclusively.
-        let file = unsafe { File::from_raw_fd(fd) };
-        reserve(&file, len, None)?;
-        let map = map(&file).map_err(|e| io_err(None, "mmap", e))?;
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        reserve(fd, len, None)?;
+        // SAFETY: plain fcntl on our memfd.
+        let rc = unsafe {
+            libc::fcntl(
+                fd,
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+            )
+        };
+        if rc != 0 {
+            return Err(io_err(None, "seal", std::io::Error::last_os_error()));
+        }
+        let map = map(fd).map_err(|e| io_err(None, "mmap", e))?;
         Ok(Segment {
             map,
-            file,
+            fd: AtomicI32::new(std::os::fd::IntoRawFd::into_raw_fd(owned)),
             path: None,
         })
     }
 
-    /// A new zeroed file-backed segment at `path` (mode 0600). `init` fills it
-    /// in before it appears at `path`.
+    /// A new zeroed file-backed segment at `path` (mode 0600, in a trusted
+    /// directory, replacing only what [`check_replaceable`] allows). `init`
+    /// fills it in before it appears at `path`.
     pub fn create_file(
         path: &Path,
         len: u64,
         init: impl FnOnce(&Segment) -> Result<(), Error>,
     ) -> Result<Segment, Error> {
-        // The new file is renamed over `path`: never over a device, a
-        // directory or anything else that is not a plain file (a mistyped
-        // `shm:/dev/null` must not replace the null device).
-        refuse_unless_regular(path)?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".{}.tmp", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let _ = std::fs::remove_file(&tmp);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(|e| io_err(Some(path), "create", e))?;
+        let (dir, name) = split(path)?;
+        let dirfd = open_trusted_dir(dir)?;
+        existing_at(&dirfd, name, path)?;
+        let mut tmp = OsStr::new(".").to_owned();
+        tmp.push(name);
+        tmp.push(format!(".{}.{:016x}.tmp", std::process::id(), random_u64()));
+        let ctmp = cstr(&tmp).map_err(|e| io_err(Some(path), "create", e))?;
+        let cname = cstr(name).map_err(|e| io_err(Some(path), "create", e))?;
+        // SAFETY: dirfd is open, ctmp NUL-terminated; the fd is checked.
+        let fd = unsafe {
+            libc::openat(
+                dirfd.as_raw_fd(),
+                ctmp.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(io_err(
+                Some(path),
+                "create",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let made = (|| {
-            reserve(&file, len, Some(path))?;
-            let map = map(&file).map_err(|e| io_err(Some(path), "mmap", e))?;
+            reserve(fd, len, Some(path))?;
+            let map = map(fd).map_err(|e| io_err(Some(path), "mmap", e))?;
             let seg = Segment {
                 map,
-                file,
+                fd: AtomicI32::new(-1),
                 path: Some(path.to_path_buf()),
             };
             init(&seg)?;
-            std::fs::rename(&tmp, path).map_err(|e| io_err(Some(path), "rename", e))?;
+            // SAFETY: both names are NUL-terminated and relative to dirfd.
+            let rc = unsafe {
+                libc::renameat(
+                    dirfd.as_raw_fd(),
+                    ctmp.as_ptr(),
+                    dirfd.as_raw_fd(),
+                    cname.as_ptr(),
+                )
+            };
+            if rc != 0 {
+                return Err(io_err(
+                    Some(path),
+                    "rename",
+                    std::io::Error::last_os_error(),
+                ));
+            }
             Ok(seg)
         })();
-        if made.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        match made {
+            Ok(seg) => {
+                seg.fd.store(
+                    std::os::fd::IntoRawFd::into_raw_fd(owned),
+                    Ordering::Release,
+                );
+                Ok(seg)
+            }
+            Err(e) => {
+                // SAFETY: as for openat; removes only our temporary name.
+                unsafe { libc::unlinkat(dirfd.as_raw_fd(), ctmp.as_ptr(), 0) };
+                Err(e)
+            }
         }
-        made
     }
 
-    /// Map an existing segment file read-write.
+    /// Map an existing segment file read-write (the inspector's way in): a
+    /// regular file, not followed if a symbolic link.
     pub fn open_file(path: &Path) -> Result<Segment, Error> {
-        refuse_unless_regular(path)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| io_err(Some(path), "open", e))?;
-        let map = map(&file).map_err(|e| io_err(Some(path), "mmap", e))?;
+        let c = cstr(path.as_os_str()).map_err(|e| io_err(Some(path), "open", e))?;
+        // SAFETY: c is NUL-terminated; the fd is checked. O_NONBLOCK: a FIFO
+        // does not block the open.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io_err(Some(path), "open", std::io::Error::last_os_error()));
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let st = fstat(fd).map_err(|e| io_err(Some(path), "stat", e))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(refused(
+                path,
+                format!("is {}, not a segment file", kind(st.st_mode)),
+            ));
+        }
+        let map = map(fd).map_err(|e| io_err(Some(path), "mmap", e))?;
         Ok(Segment {
             map,
-            file,
+            fd: AtomicI32::new(std::os::fd::IntoRawFd::into_raw_fd(owned)),
             path: Some(path.to_path_buf()),
         })
     }
 
-    /// Map the segment behind a descriptor that stays the caller's.
-    pub fn from_fd(fd: RawFd) -> Result<Segment, Error> {
+    /// Map the segment behind a descriptor that stays the caller's (one its
+    /// creator kept, see rule 4). For a file segment (`path` given), the
+    /// file must still be a regular file of a trusted owner, mode 0600, one
+    /// link; `Ok(false)` in the answer means the path no longer names it
+    /// (removed or replaced), which the caller may repair by making a new one.
+    pub fn reopen(fd: RawFd, path: Option<&Path>) -> Result<(Segment, bool), Error> {
         // SAFETY: dup of a descriptor the caller says is open; checked below.
         let mine = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
         if mine < 0 {
-            return Err(io_err(None, "dup", std::io::Error::last_os_error()));
+            return Err(io_err(path, "dup", std::io::Error::last_os_error()));
         }
         // SAFETY: `mine` is a fresh descriptor we own.
-        let file = unsafe { File::from_raw_fd(mine) };
-        let map = map(&file).map_err(|e| io_err(None, "mmap", e))?;
-        Ok(Segment {
-            map,
-            file,
-            path: None,
-        })
+        let owned = unsafe { OwnedFd::from_raw_fd(mine) };
+        let st = fstat(mine).map_err(|e| io_err(path, "stat", e))?;
+        let mut at_path = true;
+        if let Some(path) = path {
+            let (dir, name) = split(path)?;
+            at_path = match open_trusted_dir(dir) {
+                Ok(dirfd) => {
+                    let cname = cstr(name).map_err(|e| io_err(Some(path), "check", e))?;
+                    matches!(stat_at(&dirfd, &cname), Ok(Some(now)) if now.st_dev == st.st_dev && now.st_ino == st.st_ino)
+                }
+                Err(_) => false,
+            };
+            if at_path
+                && (st.st_mode & libc::S_IFMT != libc::S_IFREG
+                    || !trusted_owner(st.st_uid)
+                    || st.st_mode & 0o7777 != 0o600
+                    || st.st_nlink != 1)
+            {
+                return Err(refused(
+                    path,
+                    format!(
+                        "the kept segment is no longer a private file (owner uid {}, mode {:o}, {} links)",
+                        st.st_uid,
+                        st.st_mode & 0o7777,
+                        st.st_nlink
+                    ),
+                ));
+            }
+        }
+        let map = map(mine).map_err(|e| io_err(path, "mmap", e))?;
+        Ok((
+            Segment {
+                map,
+                fd: AtomicI32::new(std::os::fd::IntoRawFd::into_raw_fd(owned)),
+                path: path.map(Path::to_path_buf),
+            },
+            at_path,
+        ))
     }
 
     pub fn base(&self) -> *mut u8 {
@@ -192,13 +539,71 @@ impl Segment {
         self.path.as_deref()
     }
 
+    /// Whether the file behind the mapping still has every byte mapped: a
+    /// file truncated under the mapping would SIGBUS whoever touches the
+    /// missing pages. True when the descriptor was dropped (nothing to ask).
+    pub fn intact(&self) -> bool {
+        let fd = self.fd.load(Ordering::Acquire);
+        if fd < 0 {
+            return true;
+        }
+        fstat(fd).is_ok_and(|st| st.st_size as u64 >= self.len())
+    }
+
     /// A duplicate of the descriptor, owned by the caller.
     pub fn dup_fd(&self) -> Result<RawFd, Error> {
-        // SAFETY: our file is open for our lifetime.
-        let fd = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        let own = self.fd.load(Ordering::Acquire);
+        if own < 0 {
+            return Err(io_err(
+                self.path(),
+                "dup",
+                std::io::Error::from_raw_os_error(libc::EBADF),
+            ));
+        }
+        // SAFETY: our descriptor is open until close_fd or drop.
+        let fd = unsafe { libc::fcntl(own, libc::F_DUPFD_CLOEXEC, 0) };
         if fd < 0 {
             return Err(io_err(self.path(), "dup", std::io::Error::last_os_error()));
         }
         Ok(fd)
+    }
+
+    /// Remove the segment's name, if it still names this segment (a file put
+    /// there by someone else is left alone). Acts on the trusted directory's
+    /// descriptor, never on the path. Ok(false): nothing of ours was there.
+    pub fn unlink(&self) -> Result<bool, Error> {
+        let Some(path) = self.path() else {
+            return Ok(false);
+        };
+        let fd = self.fd.load(Ordering::Acquire);
+        let mine = if fd >= 0 { fstat(fd).ok() } else { None };
+        let (dir, name) = split(path)?;
+        let dirfd = open_trusted_dir(dir)?;
+        let cname = cstr(name).map_err(|e| io_err(Some(path), "remove", e))?;
+        let there = stat_at(&dirfd, &cname).map_err(|e| io_err(Some(path), "remove", e))?;
+        match (mine, there) {
+            (Some(m), Some(t)) if m.st_dev == t.st_dev && m.st_ino == t.st_ino => {
+                // SAFETY: dirfd is open; cname is NUL-terminated.
+                if unsafe { libc::unlinkat(dirfd.as_raw_fd(), cname.as_ptr(), 0) } != 0 {
+                    return Err(io_err(
+                        Some(path),
+                        "remove",
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Drop the descriptor; the mapping stays. For forked children, which
+    /// must not hold a writable descriptor of a file they could truncate.
+    pub fn close_fd(&self) {
+        let fd = self.fd.swap(-1, Ordering::AcqRel);
+        if fd >= 0 {
+            // SAFETY: ours, closed once (the swap took it).
+            unsafe { libc::close(fd) };
+        }
     }
 }

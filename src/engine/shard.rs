@@ -31,6 +31,22 @@
 //!    that must write (the first two reads of an entry, a use count below
 //!    the top, an expired entry to reclaim) take the lock.
 //!
+//! 6. Every wait for a shard lock is bounded ([`LOCK_BOUND`], 1 s). An
+//!    operation that cannot take the lock in that time (a stopped holder,
+//!    or a lock word no valid mutex state explains, written by a hostile or
+//!    buggy process) takes the shard *out of service*: it stores the second
+//!    in `SeqLine::poisoned` (atomics only; the first to do so logs it) and
+//!    answers a miss (retrieves) or refuses (stores). While the mark is set,
+//!    operations on the shard answer at once without touching its lock.
+//!    [`REINIT_AFTER_SECS`] (5 s) later, the first operation to come claims
+//!    the reinitialisation (a compare-and-swap to `POISON_REINIT`),
+//!    initialises a fresh mutex over the old words, takes it, zeroes the
+//!    shard (a recovery) and puts it back in service. A holder that was
+//!    merely stopped for those seconds loses its shard's entries: when it
+//!    resumes it may write into the wiped shard, which the checksums and
+//!    bounds checks then treat as corruption (a miss), never as data. The
+//!    unlocked reads of rule 5 need no lock and go on meanwhile.
+//!
 //! # Expiry and eviction
 //! An entry whose expiry second has come (`now >= expiry`) is never returned;
 //! a lookup that meets one reclaims it. When an insert needs room, expired
@@ -49,7 +65,19 @@
 //!
 //! # Secrets
 //! An entry's bytes are zeroed before its block is freed, whatever the reason:
-//! removal, replacement, expiry, eviction, flush or recovery.
+//! removal, replacement, expiry, eviction, flush, recovery or a failed
+//! checksum. An expired entry's bytes are zeroed within a bound of its
+//! expiry, not only when its id comes back: every store to a shard in which
+//! something has expired also sweeps [`SWEEP_SLOTS`] index slots (a cursor
+//! that walks the whole index in turn), and [`Locked::sweep_expired`] clears
+//! a whole shard (httpd's parent runs it from its monitor hook, about every
+//! 10 s, so an idle shard is cleared too).
+//!
+//! # Integrity
+//! Each entry carries a checksum of its value keyed by the hash of its id
+//! and its expiry ([`checksum`]). A read that finds a mismatch answers a
+//! miss, wipes the entry and counts it (`corrupt`); `check` verifies every
+//! entry's checksum.
 
 use std::ptr;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
@@ -61,10 +89,11 @@ use super::arena::Arena;
 use super::cache::{Miss, Stats, Stored};
 use super::error::Error;
 use super::layout::{
-    Geometry, ShardHeader, ENTRY_HEADER, READ_FLAG, UNLOCKED_MIN_USES, USES_MAX, USES_NEW,
-    USES_SHIFT, VALUE_LEN_MASK,
+    Geometry, SeqLine, ShardHeader, ENTRY_HEADER, POISON_REINIT, READ_FLAG, UNLOCKED_MIN_USES,
+    USES_MAX, USES_NEW, USES_SHIFT, VALUE_LEN_MASK,
 };
 use super::lock::ShardLock;
+pub use super::lock::LOCK_BOUND;
 use super::table::{Hash, Index};
 
 /// Why an entry leaves, for the counters.
@@ -74,6 +103,20 @@ enum Departure {
     Replaced,
     Expired,
     Evicted,
+    Corrupt,
+}
+
+/// Seconds a shard stays out of service before it is reinitialised (rule 6).
+pub const REINIT_AFTER_SECS: u32 = 5;
+
+/// Index slots a store sweeps for expired entries (see "Secrets").
+pub const SWEEP_SLOTS: u32 = 32;
+
+/// An entry's checksum: its value hashed with XXH3, seeded by the hash of
+/// its id and by its expiry, folded to 32 bits.
+pub fn checksum(id_hash: u64, expiry: u32, value: &[u8]) -> u32 {
+    let h = xxhash_rust::xxh3::xxh3_64_with_seed(value, id_hash ^ ((expiry as u64) << 32));
+    (h ^ (h >> 32)) as u32
 }
 
 /// Keyed SipHash-1-3 of an id with the segment's key.
@@ -85,6 +128,7 @@ pub fn hash_id(key: [u64; 2], id: &[u8]) -> u64 {
 
 /// One shard's header, index and arena, located in a mapped segment.
 pub struct Shard {
+    number: u32,
     hdr: *mut ShardHeader,
     index: Index,
     arena: Arena,
@@ -102,6 +146,8 @@ struct EntryHead {
     uses: u32,
     /// Read since it was stored.
     read: bool,
+    /// The entry's checksum (see [`checksum`]).
+    check: u32,
 }
 
 impl Shard {
@@ -122,6 +168,7 @@ impl Shard {
             let slots = region.add(geo.slots_offset as usize).cast::<u32>();
             let arena_base = region.add(geo.arena_offset as usize);
             Shard {
+                number: i,
                 hdr,
                 index: Index::new(ctrl, slots, geo.slots),
                 arena: Arena::new(&raw mut (*hdr).arena, arena_base, geo.arena_bytes),
@@ -132,9 +179,14 @@ impl Shard {
     }
 
     pub(crate) fn seq(&self) -> &AtomicU32 {
-        // SAFETY: hdr points into the live mapping; `seq` is only ever used
-        // through atomic operations, by every process.
-        unsafe { &(*self.hdr).seq.seq }
+        &self.line().seq
+    }
+
+    /// The words used without the lock (rules 5 and 6).
+    pub(crate) fn line(&self) -> &SeqLine {
+        // SAFETY: hdr points into the live mapping; the SeqLine's fields are
+        // only ever used through atomic operations, by every process.
+        unsafe { &(*self.hdr).seq }
     }
 
     /// Retrieve without the lock (lock protocol, rule 5). `Some` is the
@@ -205,22 +257,33 @@ impl Shard {
         };
         // Order every read above before the second load of the sequence.
         fence(Ordering::Acquire);
-        (seq.load(Ordering::Relaxed) == before).then_some(answer)
+        if seq.load(Ordering::Relaxed) != before {
+            return None;
+        }
+        if let (Ok(n), Some((_, head))) = (answer, found) {
+            // A consistent copy that fails its checksum: the locked path
+            // checks again, wipes the entry and counts it.
+            if checksum(hash, head.expiry, &buf[..n]) != head.check {
+                return None;
+            }
+        }
+        Some(answer)
     }
 
     /// An entry's header read without the lock; None if `block` is not a
     /// used block that can hold one (a torn read).
     fn head_unlocked(&self, block: u32) -> Option<EntryHead> {
         let p = self.arena.try_payload(block, ENTRY_HEADER)? as *const u32;
-        // SAFETY: try_payload checked 12 bytes of the block are in the region;
+        // SAFETY: try_payload checked 16 bytes of the block are in the region;
         // p is 4-aligned (8-aligned block + 4-byte header). Volatile: the
         // words may change under us; any value is a valid u32 and is
         // bounds-checked before use.
-        let (expiry, id_len, word) = unsafe {
+        let (expiry, id_len, word, check) = unsafe {
             (
                 ptr::read_volatile(p),
                 ptr::read_volatile(p.add(1)),
                 ptr::read_volatile(p.add(2)),
+                ptr::read_volatile(p.add(3)),
             )
         };
         Some(EntryHead {
@@ -229,6 +292,7 @@ impl Shard {
             value_len: word & VALUE_LEN_MASK,
             uses: word >> USES_SHIFT,
             read: word & READ_FLAG != 0,
+            check,
         })
     }
 
@@ -280,20 +344,67 @@ impl Shard {
         Ok(())
     }
 
-    /// Take the shard's lock (waiting at most `limit`, if given). A shard
-    /// left half-modified is reset first.
+    /// Take the shard's lock (lock protocol, rule 6). `patience`: `None` to
+    /// wait up to [`LOCK_BOUND`] and take the shard out of service if that
+    /// fails; `Some(d)` to wait at most `d` and just give up (callers that
+    /// must not block, such as httpd's parent). A shard left half-modified
+    /// is reset first; one out of service long enough is reinitialised.
     pub fn lock(
         &mut self,
         key: [u64; 2],
         growth_limit: u32,
-        limit: Option<std::time::Duration>,
-    ) -> std::io::Result<Locked<'_>> {
+        now: u32,
+        patience: Option<std::time::Duration>,
+    ) -> Result<Locked<'_>, Error> {
+        let number = self.number;
+        let unavailable = |first| Error::Unavailable {
+            shard: number,
+            first,
+        };
+        let hdr = self.hdr;
+        let line = self.line();
+        let marked = line.poisoned.load(Ordering::Acquire);
+        let reinit = marked != 0;
+        if reinit {
+            let due = marked != POISON_REINIT && now >= marked.saturating_add(REINIT_AFTER_SECS);
+            if !due
+                || patience.is_some()
+                || line
+                    .poisoned
+                    .compare_exchange(marked, POISON_REINIT, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+            {
+                return Err(unavailable(false));
+            }
+            // SAFETY: hdr is in the mapping. This process won the claim, so
+            // no other reinitialises the lock; other processes do not touch
+            // it meanwhile (they see the mark and answer at once), except
+            // one that read the mark as clear just before it was set, whose
+            // bounded wait ends in a timeout, a fresh lock, or EINVAL; all
+            // three leave it harmless (rule 6).
+            if unsafe { ShardLock::init(&raw mut (*hdr).lock) }.is_err() {
+                line.poisoned.store(now.max(1), Ordering::Release);
+                return Err(unavailable(false));
+            }
+        }
         // SAFETY: hdr points into the live mapping; the lock is only ever used
         // through pthread calls.
-        let lock = unsafe { &(*self.hdr).lock };
-        let acquired = match limit {
-            None => lock.lock()?,
-            Some(d) => lock.lock_within(d)?,
+        let lock = unsafe { &(*hdr).lock };
+        let acquired = match lock.lock_within(patience.unwrap_or(LOCK_BOUND)) {
+            Ok(a) => a,
+            Err(_) if patience.is_some() => return Err(unavailable(false)),
+            Err(_) => {
+                line.lock_timeouts.fetch_add(1, Ordering::Relaxed);
+                let first = if reinit {
+                    line.poisoned.store(now.max(1), Ordering::Release);
+                    false
+                } else {
+                    line.poisoned
+                        .compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                };
+                return Err(unavailable(first));
+            }
         };
         let mut locked = Locked {
             shard: self,
@@ -303,11 +414,14 @@ impl Shard {
         if acquired.waited {
             locked.h().counters.lock_waits += 1;
         }
-        if locked.h().dirty != 0 {
+        if reinit || locked.h().dirty != 0 {
             locked.begin(); // the sequence is odd already if a writer died
             locked.wipe();
             locked.h().counters.recoveries += 1;
             locked.end();
+        }
+        if reinit {
+            locked.shard.line().poisoned.store(0, Ordering::Release);
         }
         Ok(locked)
     }
@@ -372,7 +486,7 @@ impl Locked<'_> {
 
     fn head(&self, block: u32) -> EntryHead {
         let p = self.shard.arena.payload(block, ENTRY_HEADER) as *const u32;
-        // SAFETY: payload() checked 12 bytes are inside the block; p is 4-aligned
+        // SAFETY: payload() checked 16 bytes are inside the block; p is 4-aligned
         // (8-aligned block + 4-byte header).
         let head = unsafe {
             let word = ptr::read(p.add(2));
@@ -382,6 +496,7 @@ impl Locked<'_> {
                 value_len: word & VALUE_LEN_MASK,
                 uses: word >> USES_SHIFT,
                 read: word & READ_FLAG != 0,
+                check: ptr::read(p.add(3)),
             }
         };
         // Validate the lengths against the block before anyone slices with them.
@@ -402,7 +517,7 @@ impl Locked<'_> {
         }
         let word = head.value_len | (uses << USES_SHIFT) | if read { READ_FLAG } else { 0 };
         let p = self.shard.arena.payload(block, ENTRY_HEADER) as *mut u32;
-        // SAFETY: as in head(): 12 bytes of this used block, 4-aligned; the
+        // SAFETY: as in head(): 16 bytes of this used block, 4-aligned; the
         // lock is held.
         unsafe { ptr::write(p.add(2), word) };
     }
@@ -448,6 +563,7 @@ impl Locked<'_> {
             Departure::Replaced => {}
             Departure::Expired => c.expirations += 1,
             Departure::Evicted => c.evictions += 1,
+            Departure::Corrupt => c.corrupt += 1,
         }
     }
 
@@ -462,6 +578,8 @@ impl Locked<'_> {
         h.entries = 0;
         h.tombstones = 0;
         h.min_expiry = u32::MAX;
+        h.sweep_slot = 0;
+        h.sweep_min = u32::MAX;
     }
 
     /// Remove every entry (zeroing the whole arena), counted as removals.
@@ -473,8 +591,20 @@ impl Locked<'_> {
         self.end();
     }
 
-    /// Reclaim every expired entry; returns how many.
-    fn sweep_expired(&mut self, now: u32) -> u32 {
+    /// Reclaim (and zero) every expired entry of the shard; returns how
+    /// many. Does nothing unless something may have expired.
+    pub fn sweep_expired(&mut self, now: u32) -> u32 {
+        if self.h().min_expiry > now {
+            return 0;
+        }
+        self.begin();
+        let n = self.sweep_all(now);
+        self.end();
+        n
+    }
+
+    /// As `sweep_expired`, inside a mutation.
+    fn sweep_all(&mut self, now: u32) -> u32 {
         let mut n = 0;
         let mut min = u32::MAX;
         for slot in 0..self.shard.index.slot_count() {
@@ -488,8 +618,43 @@ impl Locked<'_> {
                 }
             }
         }
-        self.h().min_expiry = min;
+        let h = self.h();
+        h.min_expiry = min;
+        h.sweep_slot = 0;
+        h.sweep_min = u32::MAX;
         n
+    }
+
+    /// Reclaim the expired entries among the next [`SWEEP_SLOTS`] index
+    /// slots (a cursor over the whole index); at the end of each pass the
+    /// earliest expiry it saw becomes the shard's `min_expiry`. Inside a
+    /// mutation.
+    fn sweep_some(&mut self, now: u32) {
+        let slots = self.shard.index.slot_count();
+        let mut at = self.h().sweep_slot;
+        let mut min = self.h().sweep_min;
+        for _ in 0..SWEEP_SLOTS.min(slots) {
+            if at >= slots {
+                at = 0;
+            }
+            if self.shard.index.is_full(at) {
+                let e = self.head(self.shard.index.block(at)).expiry;
+                if e <= now {
+                    self.depart(at, Departure::Expired);
+                } else {
+                    min = min.min(e);
+                }
+            }
+            at += 1;
+            if at >= slots {
+                at = 0;
+                self.h().min_expiry = min;
+                min = u32::MAX;
+            }
+        }
+        let h = self.h();
+        h.sweep_slot = at;
+        h.sweep_min = min;
     }
 
     /// CLOCK: evict (or reclaim, if expired) one entry; false if there is none.
@@ -527,7 +692,7 @@ impl Locked<'_> {
 
     /// Free one entry's worth of room: expired entries first, then CLOCK.
     fn make_room(&mut self, now: u32) -> bool {
-        if self.h().min_expiry <= now && self.sweep_expired(now) > 0 {
+        if self.h().min_expiry <= now && self.sweep_all(now) > 0 {
             return true;
         }
         self.evict_one(now)
@@ -602,6 +767,14 @@ impl Locked<'_> {
             return Err(Miss::NotFound);
         }
         let value = self.value_of(block, head);
+        if checksum(hash, head.expiry, value) != head.check {
+            let first = self.h().counters.corrupt == 0;
+            self.begin();
+            self.depart(slot, Departure::Corrupt);
+            self.end();
+            self.h().counters.misses += 1;
+            return Err(Miss::Corrupt { first });
+        }
         if value.len() > buf.len() {
             self.h().counters.misses += 1;
             return Err(Miss::BufferTooSmall {
@@ -682,6 +855,7 @@ impl Locked<'_> {
             // a moment ago and not yet read (a TLS session whose client has
             // not come back yet) is not evicted before one read a while ago.
             ptr::write(w.add(2), value.len() as u32 | (USES_NEW << USES_SHIFT));
+            ptr::write(w.add(3), checksum(hash, expiry, value));
             ptr::copy_nonoverlapping(id.as_ptr(), p.add(ENTRY_HEADER as usize), id.len());
             ptr::copy_nonoverlapping(
                 value.as_ptr(),
@@ -700,9 +874,13 @@ impl Locked<'_> {
         let hd = self.h();
         hd.entries += 1;
         hd.min_expiry = hd.min_expiry.min(expiry);
+        hd.sweep_min = hd.sweep_min.min(expiry);
         hd.counters.stores += 1;
         if replaced {
             hd.counters.replacements += 1;
+        }
+        if hd.min_expiry <= now {
+            self.sweep_some(now);
         }
         self.end();
         Ok(outcome)
@@ -736,12 +914,11 @@ impl Locked<'_> {
             if self.shard.index.is_full(slot) {
                 let block = self.shard.index.block(slot);
                 let head = self.head(block);
-                if head.expiry > now {
-                    out.push((
-                        self.id_of(block, head).to_vec(),
-                        self.value_of(block, head).to_vec(),
-                        head.expiry,
-                    ));
+                let (id, value) = (self.id_of(block, head), self.value_of(block, head));
+                if head.expiry > now
+                    && checksum(hash_id(self.key, id), head.expiry, value) == head.check
+                {
+                    out.push((id.to_vec(), value.to_vec(), head.expiry));
                 }
             }
         }
@@ -752,13 +929,23 @@ impl Locked<'_> {
         self.h().counters.refused += 1;
     }
 
-    pub fn stats(&self) -> Stats {
+    /// The shard's figures; `entries` counts live entries only (an expired
+    /// one awaiting its sweep is not current).
+    pub fn stats(&self, now: u32) -> Stats {
+        let mut live = 0u64;
+        for slot in 0..self.shard.index.slot_count() {
+            if self.shard.index.is_full(slot)
+                && self.head(self.shard.index.block(slot)).expiry > now
+            {
+                live += 1;
+            }
+        }
         let h = self.h();
         let c = h.counters;
         let cap = self.shard.arena.capacity() as u64;
         let used = self.shard.arena.used_bytes() as u64;
         Stats {
-            entries: h.entries as u64,
+            entries: live,
             bytes_total: cap,
             bytes_used: used,
             bytes_free: cap - used.min(cap),
@@ -775,6 +962,8 @@ impl Locked<'_> {
             lock_waits: c.lock_waits,
             recoveries: c.recoveries,
             refused: c.refused,
+            corrupt: c.corrupt,
+            lock_timeouts: self.shard.line().lock_timeouts.load(Ordering::Relaxed),
             unlocked_reads: 0,
         }
     }
@@ -855,6 +1044,14 @@ impl Locked<'_> {
                     return Err(format!(
                         "slot {slot}'s entry is not found by a lookup of its id"
                     ));
+                }
+                if checksum(
+                    hash_id(self.key, id),
+                    head.expiry,
+                    self.value_of(block, head),
+                ) != head.check
+                {
+                    return Err(format!("slot {slot}'s entry fails its checksum"));
                 }
             }
         }

@@ -103,6 +103,18 @@ impl FdSlot {
         unsafe { int_slot(process_pool, key, -1) }.map(FdSlot)
     }
 
+    /// The slot at a pointer from [`FdSlot::as_ptr`].
+    ///
+    /// # Safety
+    /// `p` came from `as_ptr` of a slot in the process pool.
+    pub(crate) unsafe fn from_ptr(p: *mut c_int) -> FdSlot {
+        FdSlot(p)
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut c_int {
+        self.0
+    }
+
     /// The descriptor held, if any.
     pub(crate) fn fd(&self) -> Option<c_int> {
         // SAFETY: the slot points at a live c_int in the process pool, which

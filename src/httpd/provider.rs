@@ -7,11 +7,13 @@
 //! ```text
 //!  parent: read config ──► create   parse + validate the argument, allocate
 //!                                   the Instance, free it in a pconf cleanup
-//!          post_config ──► init     map the segment: file → open_or_create;
-//!                                   anonymous → reopen the memfd kept in the
-//!                                   process pool, or create one and keep it
+//!          post_config ──► init     map the segment: reopen the descriptor
+//!                                   kept in the process pool (memfd or file),
+//!                                   or create a segment and keep its fd
 //!          fork children            they inherit the mapping
-//!  child:  requests    ──► store / retrieve / remove / iterate / status
+//!  child:  child_init  ──► close every segment descriptor (the mapping stays)
+//!          requests    ──► store / retrieve / remove / iterate / status
+//!  parent: monitor     ──► (about every 10 s) zero expired entries
 //!  parent: restart     ──► destroy  unmap (pconf cleared), DSO unloaded,
 //!                                   then create/init again: reattach
 //!          full stop   ──► destroy  unmap, and unlink the segment file
@@ -38,7 +40,9 @@ use super::bindings::{
 use super::log::{self, log, CurrentServer, Level};
 use super::pools::{self, FdSlot};
 use super::status;
-use crate::engine::{Cache, CacheConfig, ControlFlow, Error, Miss, Opened, Timestamp};
+use crate::engine::{
+    Cache, CacheConfig, ControlFlow, Error, Existing, Miss, Opened, Replacement, Timestamp,
+};
 use crate::spec::{self, CacheSpec};
 
 const SUCCESS: apr_status_t = b::APR_SUCCESS as apr_status_t;
@@ -57,6 +61,33 @@ pub(crate) struct Instance {
     /// The process that created this instance: httpd's parent. Forked
     /// children inherit a copy and never unmap or free it (see `shutdown`).
     home_pid: libc::pid_t,
+    /// The process-pool slot that keeps the segment's descriptor across
+    /// restarts (set by `init`; null before).
+    slot: AtomicPtr<c_int>,
+}
+
+/// The instances with a mapped segment in this process, for the hooks that
+/// act on all of them (`child_init`, `monitor`). Touched only by httpd's
+/// parent while it is single-threaded, and by a child in `child_init`
+/// before it starts threads.
+static LIVE: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+fn live_instances() -> Vec<usize> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn set_live(inst: &Instance, live: bool) {
+    let me = inst as *const Instance as usize;
+    let mut all = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|&i| i != me);
+    if live {
+        all.push(me);
+    }
+}
+
+/// The process-pool key of a file segment's descriptor.
+fn file_slot_key(path: &std::path::Path) -> String {
+    format!("socache_shm:file:{}", path.display())
 }
 
 /// The instance's `Cache`, shared by all threads of a child.
@@ -233,12 +264,40 @@ unsafe fn create(arg: Option<&CStr>, p: *mut apr_pool_t) -> Result<*mut Instance
     // hints; other consumers' hints only move the index/arena split).
     crate::engine::layout::Geometry::new(spec.bytes, 32, 160)
         .map_err(|e| format!("Invalid argument: {e}"))?;
+    if let Some(path) = &spec.path {
+        // A server that already keeps this segment (a restart) reattaches
+        // through its descriptor and repairs the path at init if it must:
+        // a restart never fails on what someone put at the path. Otherwise
+        // (a start, `apachectl -t`) what is there must be ours to replace.
+        // SAFETY: ap_pglobal is httpd's process pool (set before any
+        // configuration is read, valid until the process exits).
+        let kept = unsafe { FdSlot::get(b::ap_pglobal, &file_slot_key(path)) }
+            .and_then(|slot| slot.fd())
+            .is_some();
+        if !kept {
+            crate::engine::check_replaceable(path).map_err(|e| format!("Invalid argument: {e}"))?;
+        }
+    }
 
     let inst = Box::into_raw(Box::new(Instance {
         spec,
         cache: CacheSlot::empty(),
         home_pid: pid(),
+        slot: AtomicPtr::new(ptr::null_mut()),
     }));
+    // SAFETY: `inst` was just made and is only read here.
+    if let Some(path) = unsafe { &(*inst).spec.path } {
+        // SAFETY: `p` is the configuration pool; `inst` is only compared.
+        if !unsafe { pools::claim_path(p, &path.to_string_lossy(), inst.cast_const().cast()) } {
+            let msg = format!(
+                "Invalid argument: {} is already the segment of another socache instance; give each cache its own file",
+                path.display()
+            );
+            // SAFETY: made above by Box::into_raw, not registered anywhere.
+            drop(unsafe { Box::from_raw(inst) });
+            return Err(msg);
+        }
+    }
     // SAFETY: `p` is valid; `inst` stays alive until this cleanup frees it.
     // The cleanup points into this DSO, which is safe on this pool: httpd
     // unloads the DSO in a cleanup of the same pool that was registered
@@ -364,45 +423,73 @@ unsafe fn init(
     let mut level = Level::Info;
     let (cache, what) = match &config.path {
         Some(path) => {
-            let owner: *const c_void = (inst as *const Instance).cast();
-            // SAFETY: `pconf` is httpd's configuration pool.
-            if !unsafe { pools::claim_path(pconf, &path.to_string_lossy(), owner) } {
-                return Err((
-                    EINVAL,
-                    format!(
-                        "{} is already the segment of another socache instance; give each cache its own file",
-                        path.display()
-                    ),
-                ));
-            }
             // This slot's consumer moved from anonymous to a file: release
             // the anonymous segment it kept.
             if let Some(slot) = &memfd {
                 slot.replace(None);
             }
-            let (cache, opened) = Cache::open_or_create(&config).map_err(err)?;
-            give_to_server_user(path).map_err(|e| {
-                (
-                    EGENERAL,
-                    format!("cannot give {} to httpd's User: {e}", path.display()),
-                )
-            })?;
-            let what = match opened {
-                Opened::Created => format!("created file-backed segment {}", path.display()),
-                Opened::Reattached => {
-                    format!(
-                        "reattached to the live segment {} (entries kept)",
-                        path.display()
-                    )
-                }
-                Opened::Replaced(why) => {
-                    level = replacement_level(&why);
-                    format!(
-                        "replaced the segment {} with an empty one: {why}",
-                        path.display()
-                    )
+            // SAFETY: `process_pool` is httpd's process pool.
+            let slot = unsafe { FdSlot::get(process_pool, &file_slot_key(path)) }.ok_or((
+                EGENERAL,
+                "cannot keep the segment in the process pool".to_string(),
+            ))?;
+            let shown = path.display();
+            let (cache, what) = match slot.fd() {
+                Some(fd) => match Cache::reopen_fd(fd, &config) {
+                    Ok((cache, Opened::Reattached)) => (
+                        cache,
+                        format!("reattached to the live segment {shown} (entries kept)"),
+                    ),
+                    Ok((cache, opened)) => {
+                        slot.replace(Some(cache.dup_fd().map_err(err)?));
+                        let why = match opened {
+                            Opened::Replaced(why) => why,
+                            _ => Replacement::Moved,
+                        };
+                        level = replacement_level(&why);
+                        (
+                            cache,
+                            format!("replaced the segment {shown} with an empty one: {why}"),
+                        )
+                    }
+                    Err(e) => {
+                        // A restart must not stop the server over what was
+                        // put at the path: serve from a new anonymous
+                        // segment (kept in the same slot) until it is fixed.
+                        let anon = CacheConfig {
+                            path: None,
+                            ..config.clone()
+                        };
+                        let cache = Cache::create(&anon).map_err(err)?;
+                        slot.replace(Some(cache.dup_fd().map_err(err)?));
+                        level = Level::Err;
+                        (
+                            cache,
+                            format!("cannot make a segment at {shown} ({e}); serving from a new anonymous segment instead (not visible to shmcache)"),
+                        )
+                    }
+                },
+                None => {
+                    // A start: whatever is at the path was not made by this
+                    // server (or not by this run of it), so it is replaced,
+                    // never reattached (see engine/segment.rs, rule 4).
+                    let found = crate::engine::check_replaceable(path).map_err(err)?;
+                    let cache = Cache::create(&config).map_err(err)?;
+                    slot.replace(Some(cache.dup_fd().map_err(err)?));
+                    let what = match found {
+                        Existing::OurSegment => {
+                            level = Level::Warning;
+                            format!("replaced the segment {shown} found at start with an empty one (a start never reattaches to a file this server did not make in this run)")
+                        }
+                        Existing::EmptyFile => {
+                            format!("created file-backed segment {shown} over an empty file")
+                        }
+                        Existing::Nothing => format!("created file-backed segment {shown}"),
+                    };
+                    (cache, what)
                 }
             };
+            inst.slot.store(slot.as_ptr(), Ordering::Release);
             (cache, what)
         }
         None => {
@@ -410,6 +497,7 @@ unsafe fn init(
                 EGENERAL,
                 "cannot keep the segment in the process pool".to_string(),
             ))?;
+            inst.slot.store(slot.as_ptr(), Ordering::Release);
             match slot.fd() {
                 Some(fd) => match Cache::reopen_fd(fd, &config) {
                     Ok((cache, Opened::Reattached)) => (
@@ -420,7 +508,7 @@ unsafe fn init(
                         slot.replace(Some(cache.dup_fd().map_err(err)?));
                         let why = match opened {
                             Opened::Replaced(why) => why,
-                            other => format!("{other:?}"),
+                            _ => Replacement::Moved,
                         };
                         level = replacement_level(&why);
                         (
@@ -452,17 +540,17 @@ unsafe fn init(
         cache.max_entry_size()
     );
     inst.cache.set(cache);
+    set_live(inst, true);
     Ok(())
 }
 
 /// Info for a segment replaced because the configured size or layout
-/// changed (an operator's doing); warning for one that was damaged, foreign
+/// changed (an operator's doing); warning for one that was damaged, moved
 /// or of another layout version.
-fn replacement_level(why: &str) -> Level {
-    if why.starts_with("its size or layout changed") {
-        Level::Info
-    } else {
-        Level::Warning
+fn replacement_level(why: &Replacement) -> Level {
+    match why {
+        Replacement::Resized(_) => Level::Info,
+        Replacement::Moved | Replacement::Damaged(_) => Level::Warning,
     }
 }
 
@@ -494,6 +582,7 @@ pub unsafe extern "C" fn socache_shm_destroy(
 /// # Safety
 /// No other callback runs on `inst`, in any thread.
 unsafe fn shutdown(inst: &Instance, s: *const server_rec) {
+    set_live(inst, false);
     // SAFETY: per the caller, no borrow from `get` is alive.
     let Some(cache) = (unsafe { inst.cache.take() }) else {
         return;
@@ -503,7 +592,13 @@ unsafe fn shutdown(inst: &Instance, s: *const server_rec) {
     if state == b::AP_SQ_MS_EXITING as c_int {
         if let Some(path) = cache.path() {
             match cache.unlink() {
-                Ok(()) => log!(
+                Ok(false) => log!(
+                    s,
+                    Level::Warning,
+                    "left {} alone at stop: it is no longer the segment this server made",
+                    path.display()
+                ),
+                Ok(true) => log!(
                     s,
                     Level::Info,
                     "removed segment file {} (server stopping)",
@@ -558,6 +653,12 @@ pub unsafe extern "C" fn socache_shm_store(
                 );
                 ENOSPC
             }
+            Err(e @ Error::Unavailable { first, .. }) => {
+                if first {
+                    log!(s, Level::Warning, "{e}; until then its stores are refused and its retrieves miss (logged once)");
+                }
+                EGENERAL
+            }
             Err(e) => {
                 log!(s, Level::Err, "store failed: {e}");
                 apr_status(&e)
@@ -610,6 +711,23 @@ pub unsafe extern "C" fn socache_shm_retrieve(
                 SUCCESS
             }
             Err(Miss::NotFound) => NOTFOUND,
+            Err(Miss::Corrupt { first }) => {
+                if first {
+                    log!(s, Level::Warning, "an entry failed its checksum: treated as not found and wiped (CacheCorruptEntries counts them; logged once per shard)");
+                }
+                NOTFOUND
+            }
+            Err(Miss::Unavailable { shard, first }) => {
+                if first {
+                    log!(
+                        s,
+                        Level::Warning,
+                        "{}; until then its retrieves miss (logged once)",
+                        Error::Unavailable { shard, first }
+                    );
+                }
+                NOTFOUND
+            }
             Err(Miss::BufferTooSmall { needed }) => {
                 log!(s, Level::Debug, "retrieve: entry of {needed} bytes does not fit the caller's {cap}-byte buffer; treated as not found");
                 NOTFOUND
@@ -754,21 +872,72 @@ pub unsafe extern "C" fn socache_shm_iterate(
     })
 }
 
-/// A segment file made by a root parent belongs to the `User`/`Group` httpd
-/// runs its children as (mode stays 0600), as shmcb does for its files.
-fn give_to_server_user(path: &std::path::Path) -> std::io::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(());
-    }
-    // SAFETY: ap_unixd_config is httpd's global, set from User/Group while the
-    // configuration was read, before init runs; we only read two plain fields.
-    let (uid, gid) = unsafe {
-        let cfg = &*std::ptr::addr_of!(super::bindings::ap_unixd_config);
-        (cfg.user_id, cfg.group_id)
-    };
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+// ------------------------------------------------------- child/monitor --
+
+/// `child_init` hook: in a new child, drop every segment descriptor this
+/// process inherited (the mapping stays). The child runs as the server's
+/// `User`; with a descriptor of a file segment it could truncate the file
+/// under everyone else (SIGBUS), whatever the file's owner and mode.
+///
+/// # Safety
+/// Called by httpd in a new child before it serves, single-threaded.
+#[no_mangle]
+pub unsafe extern "C" fn socache_shm_child_init(pchild: *mut apr_pool_t, s: *mut server_rec) {
+    let _ = pchild;
+    guard(s, (), || {
+        for i in live_instances() {
+            // SAFETY: registered by `init` and removed by `shutdown` before
+            // the instance is freed; the child is single-threaded here.
+            let inst = unsafe { &*(i as *const Instance) };
+            if let Some(cache) = inst.cache.get() {
+                cache.close_fd();
+            }
+            let slot = inst.slot.load(Ordering::Acquire);
+            if !slot.is_null() {
+                // SAFETY: a slot in the process pool (valid for the
+                // process's life); closing it affects this child only.
+                unsafe { FdSlot::from_ptr(slot) }.replace(None);
+            }
+        }
+    })
 }
+
+/// How long the parent's sweep waits for one shard's lock: it must not
+/// hold up the parent's main loop, so a busy shard waits for the next turn.
+const SWEEP_PATIENCE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// `monitor` hook: httpd's parent calls it about every 10 s. Zero every
+/// expired entry, so an idle cache does not keep expired secrets. The
+/// parent first checks the file still holds every mapped byte (a file
+/// truncated under the mapping would SIGBUS it).
+///
+/// # Safety
+/// Called by httpd in the parent, single-threaded.
+#[no_mangle]
+pub unsafe extern "C" fn socache_shm_monitor(p: *mut apr_pool_t, s: *mut server_rec) -> c_int {
+    let _ = p;
+    guard(s, DECLINED, || {
+        for i in live_instances() {
+            // SAFETY: as in child_init: a registered, live instance.
+            let inst = unsafe { &*(i as *const Instance) };
+            if inst.home_pid != pid() {
+                continue;
+            }
+            if let Some(cache) = inst.cache.get() {
+                if cache.intact() {
+                    let n = cache.sweep_expired(SWEEP_PATIENCE);
+                    if n > 0 {
+                        log!(s, Level::Debug, "zeroed {n} expired entries");
+                    }
+                }
+            }
+        }
+        DECLINED
+    })
+}
+
+/// What a RUN_ALL hook returns to let the others run.
+const DECLINED: c_int = -1;
 
 #[cfg(test)]
 mod tests {
@@ -852,6 +1021,7 @@ mod tests {
             },
             cache: CacheSlot::empty(),
             home_pid: pid(),
+            slot: AtomicPtr::new(ptr::null_mut()),
         };
         let cache = Cache::create(&CacheConfig::new(64 * 1024)).expect("engine cache");
         inst.cache.set(cache);
@@ -1018,26 +1188,19 @@ mod tests {
         }
     }
 
-    /// A resize is logged at info, a damaged or foreign file at warning:
-    /// the engine's own reasons, not hand-written ones.
+    /// A resize is logged at info, a damaged or moved segment at warning:
+    /// the engine's reason, an enum, not matched text.
     #[test]
     fn replacement_reasons_choose_the_log_level() {
-        let dir = std::env::temp_dir().join(format!("socache-level-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("seg");
-        let config = |bytes| CacheConfig {
-            path: Some(path.clone()),
-            ..CacheConfig::new(bytes)
-        };
-        let why = |bytes| match Cache::open_or_create(&config(bytes)).unwrap().1 {
-            Opened::Replaced(why) => why,
-            other => panic!("expected a replacement, got {other:?}"),
-        };
-        drop(Cache::create(&config(65_536)).unwrap());
-        assert_eq!(replacement_level(&why(131_072)), Level::Info);
-        std::fs::write(&path, vec![0x5a; 131_072]).unwrap();
-        assert_eq!(replacement_level(&why(131_072)), Level::Warning);
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            replacement_level(&Replacement::Resized("64K to 128K".into())),
+            Level::Info
+        );
+        assert_eq!(replacement_level(&Replacement::Moved), Level::Warning);
+        assert_eq!(
+            replacement_level(&Replacement::Damaged("bad magic".into())),
+            Level::Warning
+        );
     }
 
     #[test]

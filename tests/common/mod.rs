@@ -1038,6 +1038,35 @@ impl Httpd {
         }
     }
 
+    /// A graceful restart by SIGUSR1 straight to the parent (as `kill -USR1`
+    /// or a log rotator sends it), without `apache2 -k graceful`'s own
+    /// reading of the configuration first; waits as [`Httpd::graceful`].
+    pub fn graceful_by_signal(&mut self) {
+        let before = self.generation();
+        // SAFETY: kill has no memory-safety preconditions; the pid is our
+        // running child (httpd's parent).
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGUSR1) };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.check_alive("during graceful restart (SIGUSR1)");
+            if let Ok(r) = self.try_get("/server-status?auto") {
+                if parse_status(&r.text())
+                    .get("ParentServerConfigGeneration")
+                    .and_then(|g| g.parse::<u64>().ok())
+                    .is_some_and(|g| g > before)
+                {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "no process of generation > {before} served within {WAIT:?} after SIGUSR1"
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `ParentServerConfigGeneration` of whichever process answers.
     pub fn generation(&mut self) -> u64 {
         let s = self.status_auto();
