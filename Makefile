@@ -15,6 +15,9 @@
 
 APXS ?= $(shell command -v apxs 2>/dev/null || command -v apxs2 2>/dev/null || echo apxs)
 CARGO ?= cargo
+# rustup's toolchain (scripts/deps.sh installs one when the system's cargo is
+# missing or too old) may not be on PATH yet in a fresh shell.
+export PATH := $(PATH):$(HOME)/.cargo/bin
 CARGO_FLAGS ?=
 APXS_FLAGS ?=
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
