@@ -104,6 +104,11 @@ restore() {
     if [ "$we_started" -eq 1 ]; then
         stop_apache || rc=1
     fi
+    # The stock SSLSessionCache line first, so that the purge's maintainer
+    # scripts see a configuration that parses without the module.
+    if [ -f "$backup/done" ]; then
+        cp -a "$backup/etc/mods-available/ssl.conf" "$SSL_CONF"
+    fi
     if [ "$we_installed" -eq 1 ] && [ -n "$(pkg_status)" ] && [ "$(pkg_status)" != not-installed ]; then
         say "restore: purging $PKG"
         dpkg --purge "$PKG" >/dev/null || rc=1
@@ -235,6 +240,8 @@ for i in $(seq 1 100); do
 done
 pid=$(apache_pid) || { tail -n 20 "$LOG_DIR/error.log"; fail "apache2 did not start"; }
 port_busy 443 || fail "apache2 (pid $pid) is not listening on 443"
+stock_processes() { ps -eo pid=,args= | awk '$2 ~ /(^|\/)apache2$/ && / -k start/' || true; }
+[ "$(stock_processes | wc -l)" -ge 2 ] || fail "ps does not show the stock apache2 (-k start) and its children"
 say "apache2 started (pid $pid); segment $SEGMENT"
 
 # One TLS connection sending a request and reading the whole response (so
@@ -285,9 +292,17 @@ shmcache check "$SEGMENT"
 for f in /usr/share/man/man8/shmcache.8.gz /usr/share/doc/$PKG/changelog.gz; do
     grep -qx "$f" "$work/files" && [ -f "$f" ] || fail "$f not installed"
 done
+# The manual page is `shmcache --help` (of the installed binary) in roff.
+SOURCE_DATE_EPOCH=$(dpkg-parsechangelog -S Timestamp) bash scripts/gen-manpage.sh /usr/bin/shmcache |
+    cmp -s - <(zcat /usr/share/man/man8/shmcache.8.gz) ||
+    fail "shmcache.8 differs from what scripts/gen-manpage.sh makes of /usr/bin/shmcache --help"
 
 stop_apache || fail "apache2 did not stop"
 we_started=0
+# No process of the stock service (apache2 -k start) is left; the test
+# suite's own httpds (apache2 -d /tmp/... -f ...) are not ours to count.
+stock=$(stock_processes)
+[ -z "$stock" ] || fail "apache2 processes left after apache2ctl stop: $stock"
 [ ! -e "$SEGMENT" ] || fail "$SEGMENT remains after apache2ctl stop"
 say "apache2 stopped"
 
