@@ -5,8 +5,9 @@
 # ssl.conf to shm:${APACHE_RUN_DIR}/ssl_scache(512000); apache2ctl
 # configtest and start; resume TLS 1.2 and TLS 1.3 sessions on 127.0.0.1:443
 # and see them hit the cache (shmcache stat on the live segment); stop;
-# dpkg --purge and show that no file of the package remains, the module is
-# no longer enabled and apache2ctl configtest still passes.
+# dpkg -r (the module is disabled, the conffiles stay), dpkg --purge, and
+# show that no file of the package remains, the module is no longer enabled
+# and apache2ctl configtest still passes.
 #
 # Everything it changes in /etc/apache2 (and apache2's module/site state in
 # /var/lib/apache2) is put back on exit, failure included, and compared with
@@ -306,7 +307,22 @@ stock=$(stock_processes)
 [ ! -e "$SEGMENT" ] || fail "$SEGMENT remains after apache2ctl stop"
 say "apache2 stopped"
 
-# --- Purge: nothing of the package remains, the module is not enabled. -----
+# --- Remove, then purge. ----------------------------------------------------
+# dpkg -r: the prerm disables the module first; the conffiles stay.
+dpkg -r "$PKG" >"$work/remove.log" 2>&1 || {
+    cat "$work/remove.log"
+    fail "dpkg -r $PKG"
+}
+shopt -s nullglob
+still=("$ETC"/mods-enabled/socache_shm.*)
+shopt -u nullglob
+[ "${#still[@]}" -eq 0 ] || fail "after dpkg -r the module is still enabled: ${still[*]}"
+[ ! -e /usr/lib/apache2/modules/mod_socache_shm.so ] || fail "after dpkg -r the module file remains"
+[ -f "$ETC/mods-available/socache_shm.load" ] || fail "dpkg -r removed the conffile socache_shm.load (only a purge should)"
+[ "$(pkg_status)" = config-files ] || fail "after dpkg -r: status $(pkg_status), expected config-files"
+say "removed: module disabled (no $ETC/mods-enabled/socache_shm.*), conffiles kept"
+
+# dpkg --purge: nothing of the package remains.
 dpkg --purge "$PKG" >"$work/purge.log" 2>&1 || {
     cat "$work/purge.log"
     fail "dpkg --purge $PKG"
