@@ -5,14 +5,21 @@
 #                   build/mod_socache_shm.so
 #   make install    apxs -i into httpd's module directory; on Debian/Ubuntu
 #                   also conf/socache_shm.load into mods-available/
+#   make man        build/shmcache.8 from `shmcache --help` (scripts/gen-manpage.sh)
+#   make deb        the Debian package (debian/, dpkg-buildpackage -us -uc -b)
+#                   into build/deb/: libapache2-mod-socache-shm_VERSION_ARCH.deb
 #   make clean
 #
 # Variables: APXS (apxs, else apxs2), CARGO, CARGO_TARGET_DIR (honoured as
-# cargo does), CARGO_FLAGS.
+# cargo does), CARGO_FLAGS, APXS_FLAGS (more apxs -c options: -Wc,... -Wl,...).
 
 APXS ?= $(shell command -v apxs 2>/dev/null || command -v apxs2 2>/dev/null || echo apxs)
 CARGO ?= cargo
+# rustup's toolchain (scripts/deps.sh installs one when the system's cargo is
+# missing or too old) may not be on PATH yet in a fresh shell.
+export PATH := $(PATH):$(HOME)/.cargo/bin
 CARGO_FLAGS ?=
+APXS_FLAGS ?=
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 ifdef CARGO_TARGET_DIR
 export CARGO_TARGET_DIR
@@ -33,7 +40,7 @@ LINKFLAGS := -Wl,--exclude-libs,ALL -Wl,--as-needed
 
 APACHE_MODS_AVAILABLE := /etc/apache2/mods-available
 
-.PHONY: all module rustlib install clean
+.PHONY: all module rustlib install man deb clean
 
 all: module
 
@@ -47,7 +54,7 @@ $(RUSTLIB): rustlib
 
 $(MODULE): $(RUSTLIB) $(GLUE) $(GLUE_H)
 	@mkdir -p $(BUILD)
-	$(APXS) -c -o $(BUILD)/mod_socache_shm.la -Iapache-glue $(GLUE) $(RUSTLIB) $(LINKFLAGS) $(SYSLIBS)
+	$(APXS) -c -o $(BUILD)/mod_socache_shm.la $(APXS_FLAGS) -Iapache-glue $(GLUE) $(RUSTLIB) $(LINKFLAGS) $(SYSLIBS)
 	@# libtool leaves the real shared object in .libs/; copy it out as a file,
 	@# renamed into place so an httpd that has the old one mapped keeps it intact.
 	cp -f $(BUILD)/.libs/mod_socache_shm.so $(MODULE).tmp
@@ -60,6 +67,31 @@ install: $(MODULE)
 	    install -m 0644 conf/socache_shm.load $(APACHE_MODS_AVAILABLE)/socache_shm.load; \
 	    echo "installed $(APACHE_MODS_AVAILABLE)/socache_shm.load (enable with: a2enmod socache_shm)"; \
 	fi
+
+# The manual page shmcache(8), from the same text as `shmcache --help`.
+man:
+	$(CARGO) build --release --bin shmcache $(CARGO_FLAGS)
+	@mkdir -p $(BUILD)
+	bash scripts/gen-manpage.sh $(TARGET_DIR)/release/shmcache > $(BUILD)/shmcache.8.tmp
+	mv -f $(BUILD)/shmcache.8.tmp $(BUILD)/shmcache.8
+
+# The Debian package. The package build runs cargo --offline (a package
+# build must not download), so fetch the crates for this host first: a
+# no-op when cargo's registry cache has them. dpkg-buildpackage writes its
+# results next to the source tree; they are moved into build/deb/.
+DEB_PACKAGE := libapache2-mod-socache-shm
+DEB_DIR := $(BUILD)/deb
+deb:
+	$(CARGO) fetch --locked --target "$$(rustc -vV | sed -n 's/^host: //p')"
+	dpkg-buildpackage -us -uc -b
+	@mkdir -p $(DEB_DIR)
+	@set -e; v=$$(dpkg-parsechangelog -S Version); a=$$(dpkg --print-architecture); \
+	    for f in ../$(DEB_PACKAGE)_$${v}_$$a.deb ../$(DEB_PACKAGE)-dbgsym_$${v}_$$a.deb \
+	             ../$(DEB_PACKAGE)_$${v}_$$a.buildinfo ../$(DEB_PACKAGE)_$${v}_$$a.changes; do \
+	        if [ -f "$$f" ]; then mv -f "$$f" $(DEB_DIR)/; fi; \
+	    done; \
+	    test -f $(DEB_DIR)/$(DEB_PACKAGE)_$${v}_$$a.deb; \
+	    echo "built $(DEB_DIR)/$(DEB_PACKAGE)_$${v}_$$a.deb"
 
 clean:
 	rm -rf $(BUILD) apache-glue/*.o apache-glue/*.lo apache-glue/*.slo apache-glue/*.la apache-glue/.libs

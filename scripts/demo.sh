@@ -7,7 +7,7 @@
 # child processes serve them), graceful-restarts httpd and resumes again,
 # prints which child served each connection and whether it resumed (from
 # the access log), the cache's figures from /server-status?auto, then stops
-# httpd and removes the directory. Usage: sudo bash scripts/demo.sh
+# httpd and removes the directory. Usage, as root: bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # /dev/null must be the null device (see scripts/test.sh); nothing here

@@ -2,12 +2,16 @@
 # Install what building and testing mod_socache_shm needs, when missing:
 # apache2 (the server the tests and the demo run), apache2-dev (apxs and the
 # httpd/APR headers), libssl-dev (the tests' TLS client), libclang-dev
-# (bindgen), pkg-config, build-essential, curl; and a Rust toolchain with
+# (bindgen), pkg-config, build-essential, curl; for the Debian package and
+# its test (make deb, scripts/package-test.sh) debhelper, dpkg-dev, lintian,
+# ssl-cert (the snakeoil certificate of the stock default-ssl site),
+# openssl (s_client) and iproute2 (ss); and a Rust toolchain with
 # rustfmt and clippy (rustup, when cargo is missing or older than the
 # crate's rust-version). Idempotent: does nothing when everything is there.
 set -euo pipefail
 
-PACKAGES=(apache2 apache2-dev libssl-dev libclang-dev pkg-config build-essential curl)
+PACKAGES=(apache2 apache2-dev libssl-dev libclang-dev pkg-config build-essential curl
+    debhelper dpkg-dev lintian ssl-cert openssl iproute2)
 RUST_MIN=1.85 # Cargo.toml's rust-version
 
 as_root() {

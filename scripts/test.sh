@@ -2,8 +2,10 @@
 # Every check of mod_socache_shm: installs missing packages (scripts/deps.sh),
 # builds the module (make), then rustfmt, clippy and all tests, including
 # the ones that run the real apache2 on loopback, then bounded fuzzing of
-# the argument parser, operation sequences and corrupted segments. Prints a summary; exits
-# non-zero if any step failed. Usage: sudo bash scripts/test.sh
+# the argument parser, operation sequences and corrupted segments, then the
+# Debian package against the stock apache2 layout (scripts/package-test.sh:
+# needs ports 80/443 free and no system apache2 running). Prints a summary;
+# exits non-zero if any step failed. Usage, as root: bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # /dev/null must be the null device. It has been seen here as a regular file
@@ -61,6 +63,10 @@ run_tests() {
 step "tests"         run_tests
 # Bounded coverage-guided fuzzing (about 60 s a target, FUZZ_SECONDS to change).
 step "fuzz"          bash scripts/fuzz.sh
+# make deb, dpkg -i, the stock default-ssl site on 127.0.0.1:443 with
+# SSLSessionCache shm:..., TLS 1.2/1.3 resumption, dpkg --purge; puts
+# /etc/apache2 back as it was.
+step "package"       bash scripts/package-test.sh
 
 echo
 echo "=== summary"

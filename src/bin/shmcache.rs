@@ -1,14 +1,8 @@
 //! `shmcache`: look into, check and empty a file-backed mod_socache_shm segment
 //! while httpd uses it.
 //!
-//! ```text
-//! shmcache stat  FILE [--json] [--shards]   figures (as in server-status)
-//! shmcache dump  FILE                       one line per live entry, no secrets
-//! shmcache check FILE                       verify arena and index agree
-//! shmcache flush FILE                       forget every entry now (zeroed)
-//! shmcache remove FILE ID_HEX               forget one entry
-//! ```
-//!
+//! The command line is described once, in [`HELP`]: `shmcache --help` prints
+//! it and `scripts/gen-manpage.sh` turns the same text into `shmcache(8)`.
 //! Every command takes each shard's lock only for as long as httpd itself
 //! would for one operation (dump copies a shard's entries out, then prints).
 
@@ -20,15 +14,112 @@ use std::process::ExitCode;
 use socache_shm::engine::{Cache, ControlFlow, Stats};
 use socache_shm::figures::figures;
 
-const USAGE: &str = "usage: shmcache stat FILE [--json] [--shards]
-       shmcache dump FILE
-       shmcache check FILE
-       shmcache flush FILE
-       shmcache remove FILE ID_HEX";
+/// The help text, and the source of the man page. Its shape is what
+/// scripts/gen-manpage.sh reads: the first line is "name - summary"; a line
+/// in capitals is a section heading; in a section, a line indented by two
+/// spaces whose term is followed by two or more spaces is a term and its
+/// description (deeper-indented lines continue the description); other
+/// indented lines are running text; USAGE and EXAMPLES are kept verbatim.
+const HELP: &str = "\
+shmcache - inspect, check and empty a mod_socache_shm segment
+
+USAGE
+  shmcache stat FILE [--json] [--shards]
+  shmcache dump FILE
+  shmcache check FILE
+  shmcache flush FILE
+  shmcache remove FILE ID_HEX
+  shmcache -h | --help
+  shmcache --version
+
+DESCRIPTION
+  shmcache opens FILE, the file-backed shared-memory segment of a
+  mod_socache_shm cache (for example SSLSessionCache
+  shm:/run/apache2/ssl_scache(512000)), while httpd uses it. Every command
+  takes each shard's lock only for as long as httpd itself would for one
+  operation. An anonymous segment (shm or shm:(SIZE)) has no file: read
+  its figures from server-status instead.
+
+COMMANDS
+  stat FILE    Print the cache's figures as Key: value lines, under the
+               keys of server-status (CacheCurrentEntries,
+               CacheRetrieveHitCount, ...).
+  dump FILE    Print one line per live entry: id, size, seconds left and,
+               for a TLS session, its protocol, cipher, SNI name and
+               creation time. Never key material.
+  check FILE   Verify that the arena and the index agree.
+  flush FILE   Forget every entry now (their bytes are zeroed).
+  remove FILE ID_HEX
+               Forget the entry whose id is ID_HEX (hexadecimal).
+
+OPTIONS
+  --json       stat: print the figures as one JSON object.
+  --shards     stat: also print each shard's figures.
+  -h, --help   Print this help and exit.
+  --version    Print the version and exit.
+  --           End of options: what follows is FILE or ID_HEX even if it
+               starts with a dash.
+
+EXIT STATUS
+  0            Success.
+  1            The command failed: FILE is not a segment shmcache can
+               attach, check found a fault, or remove found no such entry.
+  2            Usage error: unknown command or option, missing or extra
+               argument.
+
+EXAMPLES
+  shmcache stat /run/apache2/ssl_scache
+  shmcache stat /run/apache2/ssl_scache --json --shards
+  shmcache dump /run/apache2/ssl_scache
+
+SEE ALSO
+  apache2ctl(8), a2enmod(8); /usr/share/doc/libapache2-mod-socache-shm/
+";
+
+/// The USAGE section of [`HELP`], printed with every usage error.
+fn usage() -> String {
+    let section = HELP
+        .split("\n\n")
+        .find_map(|block| block.strip_prefix("USAGE\n"))
+        .unwrap_or_default();
+    let mut out = String::from("usage:");
+    for line in section.lines() {
+        out.push_str("\n  ");
+        out.push_str(line.trim());
+    }
+    out
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+enum Request<'a> {
+    Help,
+    Version,
+    Stat {
+        file: &'a Path,
+        json: bool,
+        shards: bool,
+    },
+    Dump(&'a Path),
+    Check(&'a Path),
+    Flush(&'a Path),
+    Remove(&'a Path, &'a str),
+}
+
+/// A command line shmcache does not accept (exit status 2).
+#[derive(Debug, PartialEq)]
+struct UsageError(String);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    let request = match parse(&args) {
+        Ok(r) => r,
+        Err(UsageError(msg)) => {
+            eprintln!("shmcache: {msg}\n{}", usage());
+            return ExitCode::from(2);
+        }
+    };
+    match run(request) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("shmcache: {msg}");
@@ -37,54 +128,97 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &[String]) -> Result<(), String> {
-    let (cmd, file) = match args {
-        [cmd, file, ..] => (cmd.as_str(), Path::new(file)),
-        _ => return Err(USAGE.into()),
-    };
-    let flags = &args[2..];
-    // A mistyped command is reported as such, not as whatever is wrong with FILE.
-    if !["stat", "dump", "check", "flush", "remove"].contains(&cmd) {
-        return Err(format!("unknown command {cmd:?}\n{USAGE}"));
+/// Reads the command line: `-h`/`--help` or `--version` anywhere (before a
+/// `--`) wins; otherwise a known command, only the options that command
+/// takes, and exactly its operands.
+fn parse(args: &[String]) -> Result<Request<'_>, UsageError> {
+    let mut options = Vec::new();
+    let mut operands = Vec::new();
+    let mut only_operands = false;
+    for a in args {
+        if only_operands {
+            operands.push(a.as_str());
+        } else if a == "--" {
+            only_operands = true;
+        } else if a == "-h" || a == "--help" {
+            return Ok(Request::Help);
+        } else if a == "--version" {
+            return Ok(Request::Version);
+        } else if a.len() > 1 && a.starts_with('-') {
+            options.push(a.as_str());
+        } else {
+            operands.push(a.as_str());
+        }
     }
-    let cache = Cache::attach(file).map_err(|e| e.to_string())?;
-    match cmd {
-        "stat" => {
-            let json = flags.iter().any(|f| f == "--json");
-            let per_shard = flags.iter().any(|f| f == "--shards");
-            stat(&cache, json, per_shard);
-            Ok(())
-        }
-        "dump" => {
-            dump(&cache);
-            Ok(())
-        }
-        "check" => {
+    let Some((&cmd, operands)) = operands.split_first() else {
+        return Err(UsageError(match options.first() {
+            Some(o) => format!("unknown option {o:?}"),
+            None => "missing command".into(),
+        }));
+    };
+    let (allowed, names): (&[&str], &[&str]) = match cmd {
+        "stat" => (&["--json", "--shards"], &["FILE"]),
+        "dump" | "check" | "flush" => (&[], &["FILE"]),
+        "remove" => (&[], &["FILE", "ID_HEX"]),
+        // A mistyped command is reported as such, not as whatever is wrong with FILE.
+        other => return Err(UsageError(format!("unknown command {other:?}"))),
+    };
+    if let Some(o) = options.iter().find(|o| !allowed.contains(o)) {
+        return Err(UsageError(format!("unknown option {o:?} for {cmd}")));
+    }
+    if operands.len() < names.len() {
+        return Err(UsageError(format!(
+            "{cmd}: missing {}",
+            names[operands.len()..].join(" ")
+        )));
+    }
+    if let Some(extra) = operands.get(names.len()) {
+        return Err(UsageError(format!("{cmd}: unexpected argument {extra:?}")));
+    }
+    let file = Path::new(operands[0]);
+    Ok(match cmd {
+        "stat" => Request::Stat {
+            file,
+            json: options.contains(&"--json"),
+            shards: options.contains(&"--shards"),
+        },
+        "dump" => Request::Dump(file),
+        "check" => Request::Check(file),
+        "flush" => Request::Flush(file),
+        _ => Request::Remove(file, operands[1]),
+    })
+}
+
+fn run(request: Request<'_>) -> Result<(), String> {
+    let attach = |file: &Path| Cache::attach(file).map_err(|e| e.to_string());
+    match request {
+        Request::Help => print!("{HELP}"),
+        Request::Version => println!("shmcache (mod_socache_shm) {}", env!("CARGO_PKG_VERSION")),
+        Request::Stat { file, json, shards } => stat(&attach(file)?, json, shards),
+        Request::Dump(file) => dump(&attach(file)?),
+        Request::Check(file) => {
+            let cache = attach(file)?;
             cache.check()?;
             println!(
                 "ok: {} entries, arena and index agree",
                 cache.stats().entries
             );
-            Ok(())
         }
-        "flush" => {
+        Request::Flush(file) => {
+            let cache = attach(file)?;
             let n = cache.stats().entries;
             cache.flush();
             println!("flushed {n} entries");
-            Ok(())
         }
-        "remove" => {
-            let hex = flags.first().ok_or(USAGE)?;
+        Request::Remove(file, hex) => {
             let id = from_hex(hex).ok_or_else(|| format!("{hex:?} is not a hex id"))?;
-            if cache.remove(&id) {
-                println!("removed");
-                Ok(())
-            } else {
-                Err("no live entry with that id".into())
+            if !attach(file)?.remove(&id) {
+                return Err("no live entry with that id".into());
             }
+            println!("removed");
         }
-        other => Err(format!("unknown command {other:?}\n{USAGE}")),
     }
+    Ok(())
 }
 
 fn stat(cache: &Cache, json: bool, per_shard: bool) {
