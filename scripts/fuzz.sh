@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the argument parser (spec_parse), operation
-# sequences against a model (ops) and attaching to corrupted segments
-# (attach), each for FUZZ_SECONDS (default 60). Seeds come from the checked-in
+# sequences against a model (ops), attaching to corrupted segments (attach)
+# and the shmcache inspector's read paths over them (inspect), each for
+# FUZZ_SECONDS (default 60). Seeds come from the checked-in
 # corpus in fuzz/corpus/<target>; what a run discovers goes to a scratch
 # directory, not into the tree. cargo-fuzz needs a nightly compiler;
 # RUSTC_BOOTSTRAP=1 lets the stable one stand in.
@@ -16,7 +17,7 @@ exec </dev/null
 
 seconds=${FUZZ_SECONDS:-60}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(spec_parse ops attach)
+[ ${#targets[@]} -gt 0 ] || targets=(spec_parse ops attach inspect)
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "installing cargo-fuzz"
@@ -25,7 +26,7 @@ fi
 export RUSTC_BOOTSTRAP=1
 
 scratch=$(mktemp -d /tmp/socache-fuzz.XXXXXX)
-trap 'rm -rf "$scratch" /tmp/shm-fuzz-attach-*' EXIT
+trap 'rm -rf "$scratch" /tmp/shm-fuzz-attach-* /tmp/shm-fuzz-inspect-*' EXIT
 
 cd fuzz
 for t in "${targets[@]}"; do

@@ -169,31 +169,41 @@ fn every_one_byte_id_is_distinct() {
 
 #[test]
 fn very_long_ids_are_stored_or_refused_by_the_maximum() {
-    // 128 MiB: shards large enough that a 70,000-byte id fits.
+    // 128 MiB: shards large enough that a 60,000-byte id fits.
     let (big, _) = anon(128 << 20);
     let max = big.max_entry_size() as usize;
     assert!(max >= 70_100, "max_entry_size {max} at 128 MiB");
-    let id = bytes(7, 70_000);
+    let id = bytes(7, 60_000);
     let mut twin = id.clone();
     *twin.last_mut().unwrap() ^= 1;
     big.store(&id, b"long-id value", far(&big)).unwrap();
     assert_eq!(big.get(&id).as_deref(), Some(&b"long-id value"[..]));
     assert_eq!(big.get(&twin), None, "ids differing in their last byte");
-    assert_eq!(big.get(&id[..69_999]), None, "a prefix of the id");
-    // An id alone as large as the maximum, with an empty value.
-    let id_max = bytes(8, max);
-    big.store(&id_max, b"", far(&big)).unwrap();
-    assert_eq!(big.get(&id_max), Some(Vec::new()));
-    let id_over = bytes(9, max + 1);
+    assert_eq!(big.get(&id[..59_999]), None, "a prefix of the id");
+    // The longest id an entry records (16 bits of length), with a value
+    // that fills the entry to the maximum.
+    let id_max = bytes(8, 65_535);
+    let value = bytes(3, max - 65_535);
+    big.store(&id_max, &value, far(&big)).unwrap();
+    assert_eq!(big.get(&id_max), Some(value));
+    // One byte longer: refused as too long, though the entry would fit.
+    let id_over = bytes(9, 65_536);
     match big.store(&id_over, b"", far(&big)) {
-        Err(Error::EntryTooLarge { max: m, .. }) => assert_eq!(m, max as u64),
-        other => panic!("id of max+1 bytes: {other:?}"),
+        Err(Error::IdTooLong { len, max }) => assert_eq!((len, max), (65_536, 65_535)),
+        other => panic!("id of 65,536 bytes: {other:?}"),
     }
     assert_eq!(big.get(&id_over), None);
+    // Over the entry maximum: too large.
+    let value_over = bytes(4, max - 65_535 + 1);
+    match big.store(&id_max, &value_over, far(&big)) {
+        Err(Error::EntryTooLarge { max: m, .. }) => assert_eq!(m, max as u64),
+        other => panic!("entry of max+1 bytes: {other:?}"),
+    }
+    let id = bytes(7, 20_000);
 
-    // At the default 512,000 bytes the same 70,000-byte id is refused.
+    // At the default 512,000 bytes a 20,000-byte id is refused.
     let (small, _) = anon(512_000);
-    assert!((small.max_entry_size() as usize) < 70_000);
+    assert!((small.max_entry_size() as usize) < 20_000);
     assert!(matches!(
         small.store(&id, b"v", far(&small)),
         Err(Error::EntryTooLarge { .. })

@@ -32,7 +32,7 @@ const OP_LIMIT: Duration = Duration::from_secs(5);
 
 /// The smallest entry the arena can hold a TLS session in: block and entry
 /// headers, a 32-byte id and a (much longer, in fact) DER value.
-const MIN_ENTRY_BYTES: u64 = 4 + 16 + 32;
+const MIN_ENTRY_BYTES: u64 = 4 + 12 + 32;
 
 fn options(mpm: Mpm) -> Options {
     Options::new(Provider::Shm, mpm).cache(SessionCache::Raw(CACHE_ARG.into()))

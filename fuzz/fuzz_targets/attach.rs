@@ -36,8 +36,12 @@ fn pristine() -> &'static (Vec<u8>, u64) {
     })
 }
 
+/// A file in this process's own directory (segments are refused in a
+/// directory others can write, such as /tmp itself).
 fn scratch(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("shm-fuzz-attach-{}-{name}", std::process::id()))
+    let dir = std::env::temp_dir().join(format!("shm-fuzz-attach-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir.join(name)
 }
 
 fuzz_target!(|data: &[u8]| {

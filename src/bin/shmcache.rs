@@ -6,13 +6,11 @@
 //! Every command takes each shard's lock only for as long as httpd itself
 //! would for one operation (dump copies a shard's entries out, then prints).
 
-use std::ffi::CStr;
-use std::os::raw::{c_char, c_int, c_long};
 use std::path::Path;
 use std::process::ExitCode;
 
-use socache_shm::engine::{Cache, ControlFlow, Stats};
-use socache_shm::figures::figures;
+use socache_shm::engine::Cache;
+use socache_shm::inspect;
 
 /// The help text, and the source of the man page. Its shape is what
 /// scripts/gen-manpage.sh reads: the first line is "name - summary"; a line
@@ -190,174 +188,30 @@ fn parse(args: &[String]) -> Result<Request<'_>, UsageError> {
 }
 
 fn run(request: Request<'_>) -> Result<(), String> {
-    let attach = |file: &Path| Cache::attach(file).map_err(|e| e.to_string());
     match request {
         Request::Help => print!("{HELP}"),
         Request::Version => println!("shmcache (mod_socache_shm) {}", env!("CARGO_PKG_VERSION")),
-        Request::Stat { file, json, shards } => stat(&attach(file)?, json, shards),
-        Request::Dump(file) => dump(&attach(file)?),
+        Request::Stat { file, json, shards } => {
+            print!("{}", inspect::stat(&inspect::open(file)?, json, shards))
+        }
+        Request::Dump(file) => print!("{}", inspect::dump(&inspect::open(file)?)),
         Request::Check(file) => {
-            let cache = attach(file)?;
-            cache.check()?;
-            println!(
-                "ok: {} entries, arena and index agree",
-                cache.stats().entries
-            );
+            let cache = Cache::attach(file).map_err(|e| e.to_string())?;
+            println!("{}", inspect::check(&cache)?);
         }
         Request::Flush(file) => {
-            let cache = attach(file)?;
+            let cache = inspect::open(file)?;
             let n = cache.stats().entries;
             cache.flush();
             println!("flushed {n} entries");
         }
         Request::Remove(file, hex) => {
-            let id = from_hex(hex).ok_or_else(|| format!("{hex:?} is not a hex id"))?;
-            if !attach(file)?.remove(&id) {
+            let id = inspect::from_hex(hex).ok_or_else(|| format!("{hex:?} is not a hex id"))?;
+            if !inspect::open(file)?.remove(&id) {
                 return Err("no live entry with that id".into());
             }
             println!("removed");
         }
     }
     Ok(())
-}
-
-fn stat(cache: &Cache, json: bool, per_shard: bool) {
-    let total = cache.stats();
-    let shards: Vec<Stats> = if per_shard {
-        cache.shard_stats()
-    } else {
-        Vec::new()
-    };
-    if json {
-        let obj = |s: &Stats| {
-            figures(cache, s)
-                .iter()
-                .map(|f| {
-                    let v = &f.value;
-                    if v.parse::<u64>().is_ok() {
-                        format!("\"{}\":{v}", f.key)
-                    } else {
-                        format!("\"{}\":\"{v}\"", f.key)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let mut out = format!("{{{}", obj(&total));
-        if per_shard {
-            let list: Vec<String> = shards.iter().map(|s| format!("{{{}}}", obj(s))).collect();
-            out.push_str(&format!(",\"shards\":[{}]", list.join(",")));
-        }
-        out.push('}');
-        println!("{out}");
-        return;
-    }
-    for f in figures(cache, &total) {
-        println!("{}: {}", f.key, f.value);
-    }
-    for (i, s) in shards.iter().enumerate() {
-        println!(
-            "shard {i}: entries {} used {} free {} largest_free {} hits {} misses {} evictions {} lock_waits {} recoveries {}",
-            s.entries, s.bytes_used, s.bytes_free, s.largest_free_block, s.hits, s.misses,
-            s.evictions, s.lock_waits, s.recoveries
-        );
-    }
-}
-
-fn dump(cache: &Cache) {
-    let now = cache.now();
-    cache.iterate(&mut |id, value, expiry| {
-        let left = (expiry.as_secs() - now.as_secs()).max(0);
-        let mut line = format!("{} {} bytes {}s", to_hex(id), value.len(), left);
-        if let Some(tls) = TlsSession::parse(value) {
-            line.push_str(&format!(
-                " {} {} sni={} created={}",
-                tls.protocol, tls.cipher, tls.sni, tls.created
-            ));
-        }
-        println!("{line}");
-        ControlFlow::Continue(())
-    });
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-/// The public facts of a DER-encoded TLS session; never key material.
-struct TlsSession {
-    protocol: String,
-    cipher: String,
-    sni: String,
-    created: i64,
-}
-
-extern "C" {
-    // In libssl since 1.1.1; openssl-sys does not declare them.
-    fn SSL_SESSION_get0_cipher(
-        s: *const openssl_sys::SSL_SESSION,
-    ) -> *const openssl_sys::SSL_CIPHER;
-    fn SSL_SESSION_get0_hostname(s: *const openssl_sys::SSL_SESSION) -> *const c_char;
-}
-
-fn cstr(p: *const c_char) -> String {
-    if p.is_null() {
-        "-".into()
-    } else {
-        // SAFETY: OpenSSL returns NUL-terminated strings owned by the session
-        // or static tables, valid until the session is freed (after this copy).
-        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-    }
-}
-
-impl TlsSession {
-    fn parse(der: &[u8]) -> Option<TlsSession> {
-        openssl_sys::init();
-        let mut p = der.as_ptr();
-        // SAFETY: p/len describe `der`, which outlives the call; d2i only reads
-        // them and returns a new session or NULL.
-        let s = unsafe {
-            openssl_sys::d2i_SSL_SESSION(std::ptr::null_mut(), &mut p, der.len() as c_long)
-        };
-        if s.is_null() {
-            return None;
-        }
-        // SAFETY: s is a valid session until SSL_SESSION_free below; the
-        // getters only read it.
-        let out = unsafe {
-            let version: c_int = openssl_sys::SSL_SESSION_get_protocol_version(s);
-            let protocol = match version {
-                0x0301 => "TLSv1".into(),
-                0x0302 => "TLSv1.1".into(),
-                0x0303 => "TLSv1.2".into(),
-                0x0304 => "TLSv1.3".into(),
-                v => format!("0x{v:04x}"),
-            };
-            let c = SSL_SESSION_get0_cipher(s);
-            let cipher = if c.is_null() {
-                "-".into()
-            } else {
-                cstr(openssl_sys::SSL_CIPHER_get_name(c))
-            };
-            TlsSession {
-                protocol,
-                cipher,
-                sni: cstr(SSL_SESSION_get0_hostname(s)),
-                created: openssl_sys::SSL_SESSION_get_time(s) as i64,
-            }
-        };
-        // SAFETY: s came from d2i_SSL_SESSION and is freed exactly once.
-        unsafe { openssl_sys::SSL_SESSION_free(s) };
-        Some(out)
-    }
 }

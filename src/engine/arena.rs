@@ -539,16 +539,23 @@ impl Arena {
     /// Largest free block's payload capacity, from the bitmaps (O(1), approximate
     /// to one size class: the lower bound of the largest non-empty class).
     pub fn largest_free_hint(&self) -> u32 {
-        let fl_map = self.h().fl_bitmap;
+        // Bitmaps and heads come from shared memory: any value is possible,
+        // so every index and offset is checked before use (a figure for the
+        // status page must never panic on a damaged shard).
+        let fl_map = self.h().fl_bitmap & ((1u32 << FL_COUNT) - 1);
         if fl_map == 0 {
             return 0;
         }
         let fl = 31 - fl_map.leading_zeros() as usize;
-        let sl = 31 - self.h().sl_bitmap[fl].leading_zeros();
+        let sl_map = self.h().sl_bitmap[fl] & ((1u32 << SL_COUNT) - 1);
+        if sl_map == 0 {
+            return 0;
+        }
+        let sl = 31 - sl_map.leading_zeros() as usize;
         let mut best = 0;
-        let mut cur = self.h().heads[fl][sl as usize];
+        let mut cur = self.h().heads[fl][sl];
         let mut n = 0;
-        while cur != NIL && n < 64 {
+        while n < 64 && cur % ALIGN == 0 && cur < self.capacity() {
             best = best.max(self.block_size(cur));
             cur = self.rd(cur + 4);
             n += 1;

@@ -10,7 +10,7 @@ use super::error::Error;
 use std::sync::atomic::Ordering;
 
 use super::layout::{
-    Geometry, ReadStripe, SegmentHeader, LAYOUT_VERSION, MAGIC, READY, READ_STRIPES,
+    Geometry, ReadStripe, SegmentHeader, ID_LEN_MASK, LAYOUT_VERSION, MAGIC, READY, READ_STRIPES,
 };
 use super::segment::Segment;
 use super::shard::{hash_id, Locked, Shard};
@@ -392,8 +392,15 @@ impl Cache {
         let size = id.len() as u64 + value.len() as u64;
         let hash = self.hash(id);
         let shard = self.shard_of(hash);
-        if size > self.geo.max_entry_size as u64 {
-            self.with_shard(shard, |s| s.refuse())?;
+        if size > self.geo.max_entry_size as u64 || id.len() > ID_LEN_MASK as usize {
+            // Counted if the shard is in service; refused either way.
+            let _ = self.with_shard(shard, |s| s.refuse());
+            if id.len() > ID_LEN_MASK as usize {
+                return Err(Error::IdTooLong {
+                    len: id.len() as u64,
+                    max: ID_LEN_MASK as u64,
+                });
+            }
             return Err(Error::EntryTooLarge {
                 size,
                 max: self.geo.max_entry_size as u64,
@@ -468,8 +475,19 @@ impl Cache {
 
     /// Remove (and zero) every entry.
     pub fn flush(&self) {
+        self.flush_within(None);
+    }
+
+    /// As `flush`, waiting at most `patience` for each shard's lock (`None`:
+    /// the usual bound, taking a stuck shard out of service).
+    fn flush_within(&self, patience: Option<std::time::Duration>) {
+        let now = secs(self.now());
         for i in 0..self.geo.shard_count {
-            let _ = self.with_shard(i, |s| s.flush());
+            let mut shard = self.shard(i);
+            let locked = shard.lock(self.key, self.geo.growth_limit(), now, patience);
+            if let Ok(mut s) = locked {
+                s.flush();
+            }
         }
     }
 
@@ -611,7 +629,8 @@ impl Cache {
     /// drop. A file truncated under the mapping is not touched (no SIGBUS).
     pub fn unlink(&self) -> Result<bool, Error> {
         if self.intact() {
-            self.flush();
+            // A stop must not wait a second per stuck shard.
+            self.flush_within(Some(std::time::Duration::from_millis(50)));
         }
         self.segment.unlink()
     }
@@ -634,7 +653,7 @@ impl Default for CacheConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::ManualClock;
+    use crate::engine::{ManualClock, LOCK_BOUND};
 
     fn cache(bytes: u64) -> (Cache, ManualClock) {
         let clock = ManualClock::new(Timestamp::from_secs(1_000_000));
@@ -699,6 +718,105 @@ mod tests {
         assert_eq!(unlocked(&c), 3);
         assert_eq!(c.stats().entries, 0);
         assert_eq!(c.stats().expirations, 1);
+    }
+
+    /// A flipped bit in a stored value is a miss (counted, the entry wiped),
+    /// whether the read takes the lock or not; `first` is set once per shard.
+    #[test]
+    fn a_corrupt_entry_is_a_miss_and_is_wiped() {
+        let (c, clock) = cache(65_536);
+        let exp = clock.now().plus_secs(100);
+        let value = [0xa5u8; 100];
+        let mut ids = Vec::new();
+        for i in 0..2u8 {
+            // Two ids of the same shard.
+            let id = (0..=255u8)
+                .map(|k| [i, k, 1, 2])
+                .find(|id| c.shard_of(c.hash(id)) == 0)
+                .unwrap();
+            c.store(&id, &value, exp).unwrap();
+            ids.push(id);
+        }
+        // Read the second one up to the top use count: its next read takes
+        // no lock.
+        let mut buf = [0u8; 128];
+        for _ in 0..2 {
+            c.retrieve(&ids[1], &mut buf).unwrap();
+        }
+        let len = c.segment.len() as usize;
+        // SAFETY: the mapping is len bytes; this test is the only user.
+        let mem = unsafe { std::slice::from_raw_parts_mut(c.segment.base(), len) };
+        for id in &ids {
+            let at = mem.windows(4).position(|w| w == id).unwrap() + 4 + 50;
+            mem[at] ^= 0x01;
+        }
+        assert!(c.check().unwrap_err().contains("checksum"));
+        assert_eq!(
+            c.retrieve(&ids[0], &mut buf),
+            Err(Miss::Corrupt { first: true })
+        );
+        assert_eq!(
+            c.retrieve(&ids[1], &mut buf),
+            Err(Miss::Corrupt { first: false })
+        );
+        assert_eq!(c.retrieve(&ids[1], &mut buf), Err(Miss::NotFound), "wiped");
+        let st = c.stats();
+        // The one unlocked read is the last miss: the corrupt entry at the
+        // top use count was sent to the lock by its checksum.
+        assert_eq!(
+            (st.corrupt, st.entries, st.unlocked_reads),
+            (2, 0, 1),
+            "{st:?}"
+        );
+        c.check().unwrap();
+    }
+
+    /// A lock word no mutex state explains: the first operation waits the
+    /// bound and takes the shard out of service; the next ones answer at
+    /// once; REINIT_AFTER_SECS later the shard is reinitialised and serves.
+    #[test]
+    fn a_garbage_lock_word_takes_its_shard_out_of_service_then_back() {
+        use super::super::shard::REINIT_AFTER_SECS;
+        let (c, clock) = cache(65_536);
+        let exp = clock.now().plus_secs(100);
+        c.store(b"k", b"v", exp).unwrap();
+        let i = c.shard_of(c.hash(b"k"));
+        let geo = c.geo;
+        let word = geo.shard_headers_offset as usize
+            + i as usize * std::mem::size_of::<crate::engine::layout::ShardHeader>();
+        // SAFETY: the lock's first word, inside the mapping; a raw write of
+        // garbage is exactly what a hostile process would do.
+        unsafe { ptr::write_volatile(c.segment.base().add(word).cast::<u32>(), 0x1234_5678) };
+        let t = std::time::Instant::now();
+        match c.store(b"k", b"w", exp) {
+            Err(Error::Unavailable { shard, first: true }) => assert_eq!(shard, i),
+            other => panic!("{other:?}"),
+        }
+        let waited = t.elapsed();
+        assert!(
+            waited >= LOCK_BOUND && waited < LOCK_BOUND * 3,
+            "{waited:?}"
+        );
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            c.store(b"k", b"w", exp),
+            Err(Error::Unavailable { first: false, .. })
+        ));
+        assert!(
+            !c.remove(b"k"),
+            "a remove on a marked shard removes nothing"
+        );
+        assert!(
+            t.elapsed() < LOCK_BOUND / 4,
+            "a marked shard answers at once"
+        );
+        assert_eq!(c.stats().lock_timeouts, 1);
+        clock.advance_secs(REINIT_AFTER_SECS as i64);
+        c.store(b"k", b"w", exp).unwrap();
+        assert_eq!(c.get(b"k").as_deref(), Some(&b"w"[..]));
+        let st = c.stats();
+        assert!(st.recoveries >= 1, "{st:?}");
+        c.check().unwrap();
     }
 
     #[test]

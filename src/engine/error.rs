@@ -12,6 +12,8 @@ pub enum Error {
     BudgetTooLarge { bytes: u64, max: u64 },
     /// An entry (id + value + overhead) larger than the cache's maximum entry size.
     EntryTooLarge { size: u64, max: u64 },
+    /// An id longer than the entry header can record (`layout::ID_LEN_MASK`).
+    IdTooLong { len: u64, max: u64 },
     /// Creating, sizing or mapping the segment failed.
     Io {
         path: Option<PathBuf>,
@@ -53,6 +55,10 @@ impl fmt::Display for Error {
             Error::EntryTooLarge { size, max } => write!(
                 f,
                 "entry of {size} bytes exceeds this cache's maximum entry size of {max} bytes"
+            ),
+            Error::IdTooLong { len, max } => write!(
+                f,
+                "id of {len} bytes is longer than the {max} bytes an entry can hold"
             ),
             Error::Io {
                 path: Some(p),

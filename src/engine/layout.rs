@@ -21,8 +21,8 @@
 //! | ctrl: u8 x (slots + GROUP)   | slot: u32 x slots       | arena: arena_bytes             |
 //! | SwissTable control bytes;    | arena offset of the     | blocks holding entries:        |
 //! | the last GROUP mirror the    | entry's block, valid    | [hdr u32][expiry u32][id_len   |
-//! | first GROUP (wrap-free loads)| where ctrl is FULL      |  u32][uses:2|read:1|value_len:29]|
-//! |                              |                         |  [checksum u32][id]            |
+//! | first GROUP (wrap-free loads)| where ctrl is FULL      |  :16|check:16][uses:2|read:1|  |
+//! |                              |                         |  value_len:29][id]             |
 //! |                              |                         |  [value]                       |
 //! +------------------------------+-------------------------+--------------------------------+
 //! ```
@@ -56,12 +56,15 @@ pub const MIN_BYTES: u64 = 8192;
 pub const MAX_BYTES: u64 = 1 << 40;
 /// Control bytes scanned per probe step (one `u64`).
 pub const GROUP: u32 = 8;
-/// Bytes of entry header after the block header: expiry, id length, a
-/// word holding the value length (low 29 bits), a "read since stored" flag
-/// (bit 29) and the CLOCK use count (top 2 bits), and the entry's checksum
-/// (see `shard::checksum`: its value, keyed by the hash of its id and its
-/// expiry, so a flipped bit in any of them is found on read).
-pub const ENTRY_HEADER: u32 = 16;
+/// Bytes of entry header after the block header: expiry; a word holding the
+/// id length (low 16 bits) and the entry's checksum (high 16 bits; see
+/// `shard::checksum`: its value, keyed by the hash of its id and by its
+/// expiry, so a flipped bit in any of them is found on read); and a word
+/// holding the value length (low 29 bits), a "read since stored" flag (bit
+/// 29) and the CLOCK use count (top 2 bits).
+pub const ENTRY_HEADER: u32 = 12;
+/// Ids are at most this long (the id length's 16 bits).
+pub const ID_LEN_MASK: u32 = 0xffff;
 /// The use count's place in the entry header's third word.
 pub const USES_SHIFT: u32 = 30;
 /// Set by the first hit after a store.

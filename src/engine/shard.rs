@@ -89,8 +89,8 @@ use super::arena::Arena;
 use super::cache::{Miss, Stats, Stored};
 use super::error::Error;
 use super::layout::{
-    Geometry, SeqLine, ShardHeader, ENTRY_HEADER, POISON_REINIT, READ_FLAG, UNLOCKED_MIN_USES,
-    USES_MAX, USES_NEW, USES_SHIFT, VALUE_LEN_MASK,
+    Geometry, SeqLine, ShardHeader, ENTRY_HEADER, ID_LEN_MASK, POISON_REINIT, READ_FLAG,
+    UNLOCKED_MIN_USES, USES_MAX, USES_NEW, USES_SHIFT, VALUE_LEN_MASK,
 };
 use super::lock::ShardLock;
 pub use super::lock::LOCK_BOUND;
@@ -113,10 +113,18 @@ pub const REINIT_AFTER_SECS: u32 = 5;
 pub const SWEEP_SLOTS: u32 = 32;
 
 /// An entry's checksum: its value hashed with XXH3, seeded by the hash of
-/// its id and by its expiry, folded to 32 bits.
+/// its id and by its expiry, folded to 16 bits (it shares a word with the
+/// id length, so the entry header stays 12 bytes; a random corruption goes
+/// unnoticed once in 65,536).
 pub fn checksum(id_hash: u64, expiry: u32, value: &[u8]) -> u32 {
     let h = xxhash_rust::xxh3::xxh3_64_with_seed(value, id_hash ^ ((expiry as u64) << 32));
-    (h ^ (h >> 32)) as u32
+    let h = h ^ (h >> 32);
+    ((h ^ (h >> 16)) & 0xffff) as u32
+}
+
+/// The id length and checksum share the entry header's second word.
+fn split_id_word(word: u32) -> (u32, u32) {
+    (word & ID_LEN_MASK, word >> 16)
 }
 
 /// Keyed SipHash-1-3 of an id with the segment's key.
@@ -274,18 +282,18 @@ impl Shard {
     /// used block that can hold one (a torn read).
     fn head_unlocked(&self, block: u32) -> Option<EntryHead> {
         let p = self.arena.try_payload(block, ENTRY_HEADER)? as *const u32;
-        // SAFETY: try_payload checked 16 bytes of the block are in the region;
+        // SAFETY: try_payload checked 12 bytes of the block are in the region;
         // p is 4-aligned (8-aligned block + 4-byte header). Volatile: the
         // words may change under us; any value is a valid u32 and is
         // bounds-checked before use.
-        let (expiry, id_len, word, check) = unsafe {
+        let (expiry, id_word, word) = unsafe {
             (
                 ptr::read_volatile(p),
                 ptr::read_volatile(p.add(1)),
                 ptr::read_volatile(p.add(2)),
-                ptr::read_volatile(p.add(3)),
             )
         };
+        let (id_len, check) = split_id_word(id_word);
         Some(EntryHead {
             expiry,
             id_len,
@@ -486,17 +494,18 @@ impl Locked<'_> {
 
     fn head(&self, block: u32) -> EntryHead {
         let p = self.shard.arena.payload(block, ENTRY_HEADER) as *const u32;
-        // SAFETY: payload() checked 16 bytes are inside the block; p is 4-aligned
+        // SAFETY: payload() checked 12 bytes are inside the block; p is 4-aligned
         // (8-aligned block + 4-byte header).
         let head = unsafe {
             let word = ptr::read(p.add(2));
+            let (id_len, check) = split_id_word(ptr::read(p.add(1)));
             EntryHead {
                 expiry: ptr::read(p),
-                id_len: ptr::read(p.add(1)),
+                id_len,
                 value_len: word & VALUE_LEN_MASK,
                 uses: word >> USES_SHIFT,
                 read: word & READ_FLAG != 0,
-                check: ptr::read(p.add(3)),
+                check,
             }
         };
         // Validate the lengths against the block before anyone slices with them.
@@ -517,7 +526,7 @@ impl Locked<'_> {
         }
         let word = head.value_len | (uses << USES_SHIFT) | if read { READ_FLAG } else { 0 };
         let p = self.shard.arena.payload(block, ENTRY_HEADER) as *mut u32;
-        // SAFETY: as in head(): 16 bytes of this used block, 4-aligned; the
+        // SAFETY: as in head(): 12 bytes of this used block, 4-aligned; the
         // lock is held.
         unsafe { ptr::write(p.add(2), word) };
     }
@@ -850,12 +859,15 @@ impl Locked<'_> {
         unsafe {
             let w = p as *mut u32;
             ptr::write(w, expiry);
-            ptr::write(w.add(1), id.len() as u32);
+            // The caller refused ids longer than ID_LEN_MASK.
+            ptr::write(
+                w.add(1),
+                id.len() as u32 | (checksum(hash, expiry, value) << 16),
+            );
             // A new entry starts where an entry read once stands: one stored
             // a moment ago and not yet read (a TLS session whose client has
             // not come back yet) is not evicted before one read a while ago.
             ptr::write(w.add(2), value.len() as u32 | (USES_NEW << USES_SHIFT));
-            ptr::write(w.add(3), checksum(hash, expiry, value));
             ptr::copy_nonoverlapping(id.as_ptr(), p.add(ENTRY_HEADER as usize), id.len());
             ptr::copy_nonoverlapping(
                 value.as_ptr(),
@@ -998,8 +1010,12 @@ impl Locked<'_> {
                 let p = self.shard.arena.payload(block, ENTRY_HEADER) as *const u32;
                 // SAFETY: block is a used block found by the walk, so its first
                 // 12 payload bytes are in bounds (MIN_BLOCK = 16); p is 4-aligned.
-                let (id_len, value_len) =
-                    unsafe { (ptr::read(p.add(1)), ptr::read(p.add(2)) & VALUE_LEN_MASK) };
+                let (id_len, value_len) = unsafe {
+                    (
+                        split_id_word(ptr::read(p.add(1))).0,
+                        ptr::read(p.add(2)) & VALUE_LEN_MASK,
+                    )
+                };
                 let total = ENTRY_HEADER as u64 + id_len as u64 + value_len as u64;
                 if total > self.shard.arena.block_size(block) as u64 - 4 {
                     return Err(format!("entry at {block} is longer than its block"));

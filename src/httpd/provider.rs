@@ -189,7 +189,7 @@ fn pid() -> libc::pid_t {
 fn apr_status(e: &Error) -> apr_status_t {
     match e {
         Error::Io { source, .. } => source.raw_os_error().unwrap_or(EGENERAL),
-        Error::EntryTooLarge { .. } => ENOSPC,
+        Error::EntryTooLarge { .. } | Error::IdTooLong { .. } => ENOSPC,
         Error::BudgetTooSmall { .. } | Error::BudgetTooLarge { .. } => EINVAL,
         _ => EGENERAL,
     }
@@ -644,7 +644,7 @@ pub unsafe extern "C" fn socache_shm_store(
         let (id, value) = unsafe { (bytes(id, idlen), bytes(data.cast_const(), datalen)) };
         match cache.store(id, value, Timestamp(expiry)) {
             Ok(_) => SUCCESS,
-            Err(e @ Error::EntryTooLarge { .. }) => {
+            Err(e @ (Error::EntryTooLarge { .. } | Error::IdTooLong { .. })) => {
                 log!(
                     s,
                     Level::Info,
