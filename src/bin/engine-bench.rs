@@ -378,6 +378,22 @@ fn ops_per_sec(r: &Run) -> f64 {
     r.ops as f64 / (r.nanos.max(1) as f64 / 1e9)
 }
 
+/// Time the engine's entry checksum over TLS-session-sized values.
+fn checksum_cost(dur: Duration) -> f64 {
+    let values: Vec<[u8; VALUE_LEN]> = (0..64u8).map(|i| [i; VALUE_LEN]).collect();
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut acc = 0u32;
+    while start.elapsed() < dur {
+        for (i, v) in values.iter().enumerate() {
+            acc ^= socache_shm::engine::checksum(black_box(i as u64), 7, black_box(v));
+        }
+        n += values.len() as u64;
+    }
+    black_box(acc);
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
 /// The physical reference: get-and-copy on a process-local HashMap behind a
 /// Mutex, same keys, same random order, same copy into a caller buffer.
 fn reference(keys: &[[u8; ID_LEN]], dur: Duration) -> Run {
@@ -536,6 +552,9 @@ struct Report {
     fresh_hit: Run,
     fresh_miss: Run,
     reference: Run,
+    /// ns per entry checksum of a 160-byte value (every store computes one,
+    /// every hit verifies one).
+    checksum_ns: f64,
     density: Density,
     density_512k: Density,
     frag: Fragmentation,
@@ -583,6 +602,8 @@ fn run(phase: Duration, quick: bool, bytes: u64) -> Report {
     }
     eprintln!("engine-bench: reference...");
     let reference = reference(&keys, phase);
+    eprintln!("engine-bench: checksum...");
+    let checksum_ns = checksum_cost(phase);
     eprintln!("engine-bench: fragmentation under churn...");
     let frag = fragmentation(if quick { 200_000 } else { 1_500_000 });
     Report {
@@ -596,6 +617,7 @@ fn run(phase: Duration, quick: bool, bytes: u64) -> Report {
         fresh_hit,
         fresh_miss,
         reference,
+        checksum_ns,
         density: density_big,
         density_512k,
         frag,
@@ -676,6 +698,15 @@ impl Report {
             fmt_rate(ops_per_sec(&self.fresh_miss)),
             self.fresh_miss.p50_ns,
             self.fresh_miss.p99_ns
+        );
+        let hit_ns = 1e9 / ops_per_sec(&self.run_of(Op::Hit)[0]).max(1.0);
+        let store_ns = 1e9 / ops_per_sec(&self.run_of(Op::Store)[0]).max(1.0);
+        let _ = writeln!(
+            s,
+            "entry checksum (XXH3 of a {VALUE_LEN}-byte value): {:.1} ns = {:.1}% of a 1-process retrieve hit, {:.1}% of a store",
+            self.checksum_ns,
+            100.0 * self.checksum_ns / hit_ns,
+            100.0 * self.checksum_ns / store_ns
         );
         let hit = &self.run_of(Op::Hit)[0];
         let _ = writeln!(
@@ -768,8 +799,9 @@ impl Report {
         }
         let _ = write!(
             s,
-            "}},\"reference_ops_per_sec\":{:.0},",
-            ops_per_sec(&self.reference)
+            "}},\"reference_ops_per_sec\":{:.0},\"checksum_ns\":{:.2},",
+            ops_per_sec(&self.reference),
+            self.checksum_ns
         );
         let _ = write!(
             s,

@@ -139,9 +139,23 @@ pub struct Counters {
     pub corrupt: u64,
 }
 
+/// One shard's header, in three parts with one owner each (the rules are
+/// written once, at the top of `shard.rs`):
+/// - `lock`: used by every process, only through pthread calls;
+/// - `state`: everything the lock protects, reached only through the
+///   guard that holds the lock (`shard::Locked`);
+/// - `seq`: the words used without the lock, through atomics only.
 #[repr(C, align(64))]
 pub struct ShardHeader {
     pub lock: ShardLock,
+    pub state: ShardState,
+    /// Read without the lock by unlocked retrieves; see `Shard::get_unlocked`.
+    pub seq: SeqLine,
+}
+
+/// A shard's lock-protected state.
+#[repr(C)]
+pub struct ShardState {
     /// Non-zero while a mutation is half done; whoever takes the lock and finds
     /// it set resets the shard (its owner died or panicked mid-way).
     pub dirty: u32,
@@ -154,9 +168,8 @@ pub struct ShardHeader {
     pub sweep_slot: u32,
     pub sweep_min: u32,
     pub counters: Counters,
+    /// The allocator's free lists and the CLOCK hand.
     pub arena: ArenaHeader,
-    /// Read without the lock by unlocked retrieves; see `Shard::get_unlocked`.
-    pub seq: SeqLine,
 }
 
 /// A shard's sequence word, alone on its cache line so that unlocked readers

@@ -30,4 +30,4 @@ pub use cache::{
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
 pub use segment::{check_replaceable, Existing};
-pub use shard::{LOCK_BOUND, REINIT_AFTER_SECS};
+pub use shard::{checksum, LOCK_BOUND, REINIT_AFTER_SECS};

@@ -2,10 +2,25 @@
 //! entry happens here, under the shard's lock.
 //!
 //! # Lock protocol
-//! 1. Every read or write of a shard's header, index or arena happens with its
-//!    [`ShardLock`](super::lock::ShardLock) held ([`Shard::lock`] returns the
-//!    only handle that can touch them, [`Locked`], which unlocks on drop).
-//!    No code holds two shard locks at once, so there is no lock order to keep.
+//! 1. One owner for each piece of shard state (`layout::ShardHeader`):
+//!    - the lock ([`ShardLock`](super::lock::ShardLock)) is used by every
+//!      process, through pthread calls only, by shared reference;
+//!    - the lock-protected state (`ShardState`: dirty mark, counts,
+//!      counters, the arena's free lists and the CLOCK hand), the index and
+//!      the arena's blocks are read and written only with the lock held,
+//!      through the one handle that proves it, [`Locked`] (made only by
+//!      [`Shard::lock`], after the lock was taken; it unlocks on drop). The
+//!      state is reached as `&ShardState` from `&Locked` and as
+//!      `&mut ShardState` only from `&mut Locked`, so the borrow checker
+//!      keeps a `&mut` from outliving any other use of the shard;
+//!    - the words used without the lock (`SeqLine`: the sequence word, the
+//!      out-of-service mark, the lock-timeout count) and the per-CPU read
+//!      stripes are used through atomics only, by shared reference.
+//!
+//!    No `&mut` is ever made to memory another thread or process may touch
+//!    meanwhile: index and arena bytes are written through raw pointers,
+//!    because unlocked readers (rule 5) may be reading them. No code holds
+//!    two shard locks at once, so there is no lock order to keep.
 //! 2. A mutation sets `dirty` before its first write and clears it after its
 //!    last. Whoever takes the lock and finds `dirty` set knows the previous
 //!    holder died (robust mutex, `EOWNERDEAD`) or panicked mid-way, zeroes the
@@ -89,8 +104,8 @@ use super::arena::Arena;
 use super::cache::{Miss, Stats, Stored};
 use super::error::Error;
 use super::layout::{
-    Geometry, SeqLine, ShardHeader, ENTRY_HEADER, ID_LEN_MASK, POISON_REINIT, READ_FLAG,
-    UNLOCKED_MIN_USES, USES_MAX, USES_NEW, USES_SHIFT, VALUE_LEN_MASK,
+    Geometry, SeqLine, ShardHeader, ShardState, ENTRY_HEADER, ID_LEN_MASK, POISON_REINIT,
+    READ_FLAG, UNLOCKED_MIN_USES, USES_MAX, USES_NEW, USES_SHIFT, VALUE_LEN_MASK,
 };
 use super::lock::ShardLock;
 pub use super::lock::LOCK_BOUND;
@@ -138,6 +153,8 @@ pub fn hash_id(key: [u64; 2], id: &[u8]) -> u64 {
 pub struct Shard {
     number: u32,
     hdr: *mut ShardHeader,
+    /// `(*hdr).state`: reached only through [`Locked`] (rule 1).
+    state: *mut ShardState,
     index: Index,
     arena: Arena,
     arena_base: *mut u8,
@@ -175,11 +192,13 @@ impl Shard {
             let ctrl = region;
             let slots = region.add(geo.slots_offset as usize).cast::<u32>();
             let arena_base = region.add(geo.arena_offset as usize);
+            let state = &raw mut (*hdr).state;
             Shard {
                 number: i,
                 hdr,
+                state,
                 index: Index::new(ctrl, slots, geo.slots),
-                arena: Arena::new(&raw mut (*hdr).arena, arena_base, geo.arena_bytes),
+                arena: Arena::new(&raw mut (*state).arena, arena_base, geo.arena_bytes),
                 arena_base,
                 arena_len: geo.arena_bytes,
             }
@@ -339,17 +358,34 @@ impl Shard {
     pub unsafe fn init(&mut self) -> std::io::Result<()> {
         // SAFETY: the caller guarantees exclusive access; hdr is in the mapping.
         unsafe { ShardLock::init(&raw mut (*self.hdr).lock)? };
-        let mut locked = Locked {
-            shard: self,
-            key: [0; 2],
-            growth_limit: 0,
-        };
-        locked.shard.seq().store(0, Ordering::Relaxed);
-        locked.begin();
-        locked.wipe();
-        locked.end();
-        std::mem::forget(locked); // never locked: nothing to unlock
+        self.seq().store(0, Ordering::Relaxed);
+        // SAFETY: exclusive access (the caller), so no one else reads or
+        // writes the shard meanwhile.
+        unsafe { self.reset() };
         Ok(())
+    }
+
+    /// Zero the whole arena and make the shard empty.
+    ///
+    /// # Safety
+    /// This thread holds the shard's lock (a [`Locked`] guard) or has the
+    /// shard to itself (a segment being made). Unlocked readers may be
+    /// looking at the arena meanwhile; the caller has made the sequence odd
+    /// (`Locked::begin`) so they discard what they read.
+    unsafe fn reset(&mut self) {
+        // SAFETY: arena_base..+arena_len is this shard's arena region
+        // (Shard::at); raw writes, no reference over memory readers share.
+        unsafe { ptr::write_bytes(self.arena_base, 0, self.arena_len as usize) };
+        self.index.clear();
+        self.arena.reset();
+        // SAFETY: per the contract, no one else touches the state; no other
+        // reference to it is alive (this is the only one, made here).
+        let st = unsafe { &mut *self.state };
+        st.entries = 0;
+        st.tombstones = 0;
+        st.min_expiry = u32::MAX;
+        st.sweep_slot = 0;
+        st.sweep_min = u32::MAX;
     }
 
     /// Take the shard's lock (lock protocol, rule 6). `patience`: `None` to
@@ -420,12 +456,12 @@ impl Shard {
             growth_limit,
         };
         if acquired.waited {
-            locked.h().counters.lock_waits += 1;
+            locked.st_mut().counters.lock_waits += 1;
         }
-        if reinit || locked.h().dirty != 0 {
+        if reinit || locked.st().dirty != 0 {
             locked.begin(); // the sequence is odd already if a writer died
             locked.wipe();
-            locked.h().counters.recoveries += 1;
+            locked.st_mut().counters.recoveries += 1;
             locked.end();
         }
         if reinit {
@@ -450,25 +486,35 @@ impl Drop for Locked<'_> {
             // (and unlocked readers stay away until then).
             self.begin();
         }
-        // SAFETY: a `Locked` exists only while this thread holds the lock
-        // (`Shard::lock`), and `init` forgets its `Locked` instead of dropping it.
+        // SAFETY: a `Locked` exists only while this thread holds the lock:
+        // `Shard::lock` is the only place one is made, after the lock was
+        // taken.
         unsafe { (*self.shard.hdr).lock.unlock() };
     }
 }
 
 impl Locked<'_> {
-    #[allow(clippy::mut_from_ref)]
-    fn h(&self) -> &mut ShardHeader {
-        // SAFETY: the lock is held, so no other thread or process touches the
-        // header's fields (the lock field itself is only used via pthread calls);
-        // callers never keep two of these references alive across each other.
-        unsafe { &mut *self.shard.hdr }
+    /// The lock-protected state, to read (rule 1).
+    fn st(&self) -> &ShardState {
+        // SAFETY: this guard holds the lock, so no other thread or process
+        // writes the state; the only `&mut` to it is made by `st_mut`, which
+        // takes `&mut self`, so none is alive while this one is.
+        unsafe { &*self.shard.state }
+    }
+
+    /// The lock-protected state, to change (rule 1).
+    fn st_mut(&mut self) -> &mut ShardState {
+        // SAFETY: as in `st`, and `&mut self` makes this the only reference
+        // to the state for as long as it lives (the arena's view of its own
+        // header is only used through `self.shard.arena`, which this borrow
+        // also excludes).
+        unsafe { &mut *self.shard.state }
     }
 
     /// Mark the shard as being modified (rule 2 and 5 of the lock protocol).
     /// Idempotent: a mutation may call it again after a `wipe`.
-    fn begin(&self) {
-        self.h().dirty = 1;
+    fn begin(&mut self) {
+        self.st_mut().dirty = 1;
         let seq = self.shard.seq();
         let s = seq.load(Ordering::Relaxed);
         if s & 1 == 0 {
@@ -483,13 +529,13 @@ impl Locked<'_> {
     /// between the two leaves `dirty` set (the next holder wipes the shard,
     /// needlessly but safely) rather than an odd sequence with `dirty` clear,
     /// which nobody would ever make even again.
-    fn end(&self) {
+    fn end(&mut self) {
         let seq = self.shard.seq();
         let s = seq.load(Ordering::Relaxed);
         if s & 1 != 0 {
             seq.store(s.wrapping_add(1), Ordering::Release);
         }
-        self.h().dirty = 0;
+        self.st_mut().dirty = 0;
     }
 
     fn head(&self, block: u32) -> EntryHead {
@@ -562,9 +608,9 @@ impl Locked<'_> {
         let block = self.shard.index.block(slot);
         self.shard.arena.free(block); // zeroes the entry's bytes
         if self.shard.index.erase(slot) {
-            self.h().tombstones += 1;
+            self.st_mut().tombstones += 1;
         }
-        let h = self.h();
+        let h = self.st_mut();
         h.entries -= 1;
         let c = &mut h.counters;
         match why {
@@ -579,31 +625,23 @@ impl Locked<'_> {
     /// Zero the whole shard and start it empty. Called inside a mutation
     /// (between `begin` and `end`), which it does not end.
     pub fn wipe(&mut self) {
-        // SAFETY: arena_base..+arena_len is this shard's arena region (Shard::at).
-        unsafe { ptr::write_bytes(self.shard.arena_base, 0, self.shard.arena_len as usize) };
-        self.shard.index.clear();
-        self.shard.arena.reset();
-        let h = self.h();
-        h.entries = 0;
-        h.tombstones = 0;
-        h.min_expiry = u32::MAX;
-        h.sweep_slot = 0;
-        h.sweep_min = u32::MAX;
+        // SAFETY: this guard holds the lock; the mutation made the sequence odd.
+        unsafe { self.shard.reset() };
     }
 
     /// Remove every entry (zeroing the whole arena), counted as removals.
     pub fn flush(&mut self) {
-        let n = self.h().entries as u64;
+        let n = self.st_mut().entries as u64;
         self.begin();
         self.wipe();
-        self.h().counters.removals += n;
+        self.st_mut().counters.removals += n;
         self.end();
     }
 
     /// Reclaim (and zero) every expired entry of the shard; returns how
     /// many. Does nothing unless something may have expired.
     pub fn sweep_expired(&mut self, now: u32) -> u32 {
-        if self.h().min_expiry > now {
+        if self.st_mut().min_expiry > now {
             return 0;
         }
         self.begin();
@@ -627,7 +665,7 @@ impl Locked<'_> {
                 }
             }
         }
-        let h = self.h();
+        let h = self.st_mut();
         h.min_expiry = min;
         h.sweep_slot = 0;
         h.sweep_min = u32::MAX;
@@ -640,8 +678,8 @@ impl Locked<'_> {
     /// mutation.
     fn sweep_some(&mut self, now: u32) {
         let slots = self.shard.index.slot_count();
-        let mut at = self.h().sweep_slot;
-        let mut min = self.h().sweep_min;
+        let mut at = self.st_mut().sweep_slot;
+        let mut min = self.st_mut().sweep_min;
         for _ in 0..SWEEP_SLOTS.min(slots) {
             if at >= slots {
                 at = 0;
@@ -657,11 +695,11 @@ impl Locked<'_> {
             at += 1;
             if at >= slots {
                 at = 0;
-                self.h().min_expiry = min;
+                self.st_mut().min_expiry = min;
                 min = u32::MAX;
             }
         }
-        let h = self.h();
+        let h = self.st_mut();
         h.sweep_slot = at;
         h.sweep_min = min;
     }
@@ -671,7 +709,7 @@ impl Locked<'_> {
     /// `Arena::advance_hand`), taking one from each entry's use count; the
     /// first entry it finds at zero goes. At most `USES_MAX + 1` turns.
     fn evict_one(&mut self, now: u32) -> bool {
-        if self.h().entries == 0 {
+        if self.st_mut().entries == 0 {
             return false;
         }
         let slots = self.shard.index.slot_count();
@@ -701,7 +739,7 @@ impl Locked<'_> {
 
     /// Free one entry's worth of room: expired entries first, then CLOCK.
     fn make_room(&mut self, now: u32) -> bool {
-        if self.h().min_expiry <= now && self.sweep_all(now) > 0 {
+        if self.st_mut().min_expiry <= now && self.sweep_all(now) > 0 {
             return true;
         }
         self.evict_one(now)
@@ -710,11 +748,12 @@ impl Locked<'_> {
     /// Ensure the index can take one more entry without passing its load limit.
     fn make_index_room(&mut self, now: u32) {
         loop {
-            let h = self.h();
-            if h.entries + h.tombstones < self.growth_limit {
+            let (entries, tombstones) = (self.st().entries, self.st().tombstones);
+            let limit = self.growth_limit;
+            if entries + tombstones < limit {
                 return;
             }
-            if h.tombstones > 0 && (h.tombstones * 16 >= self.growth_limit || h.entries == 0) {
+            if tombstones > 0 && (tombstones * 16 >= limit || entries == 0) {
                 self.rebuild_index();
             } else if !self.make_room(now) {
                 // No entries, yet no room: the counts are off. Start over.
@@ -728,8 +767,8 @@ impl Locked<'_> {
     /// Bounded by the shard's size: O(entries in this shard).
     fn rebuild_index(&mut self) {
         self.shard.index.clear();
-        self.h().tombstones = 0;
-        let mut blocks = Vec::with_capacity(self.h().entries as usize);
+        self.st_mut().tombstones = 0;
+        let mut blocks = Vec::with_capacity(self.st_mut().entries as usize);
         let walked = self.shard.arena.walk(|b| {
             if b.used {
                 blocks.push(b.offset);
@@ -763,7 +802,7 @@ impl Locked<'_> {
     pub fn get(&mut self, hash: u64, id: &[u8], now: u32, buf: &mut [u8]) -> Result<usize, Miss> {
         let h = Hash::split(hash, self.shard.index.slot_count());
         let Some(slot) = self.lookup(h, id) else {
-            self.h().counters.misses += 1;
+            self.st_mut().counters.misses += 1;
             return Err(Miss::NotFound);
         };
         let block = self.shard.index.block(slot);
@@ -772,23 +811,22 @@ impl Locked<'_> {
             self.begin();
             self.depart(slot, Departure::Expired);
             self.end();
-            self.h().counters.misses += 1;
+            self.st_mut().counters.misses += 1;
             return Err(Miss::NotFound);
         }
-        let value = self.value_of(block, head);
-        if checksum(hash, head.expiry, value) != head.check {
-            let first = self.h().counters.corrupt == 0;
+        if checksum(hash, head.expiry, self.value_of(block, head)) != head.check {
+            let first = self.st().counters.corrupt == 0;
             self.begin();
             self.depart(slot, Departure::Corrupt);
             self.end();
-            self.h().counters.misses += 1;
+            self.st_mut().counters.misses += 1;
             return Err(Miss::Corrupt { first });
         }
+        let value = self.value_of(block, head);
         if value.len() > buf.len() {
-            self.h().counters.misses += 1;
-            return Err(Miss::BufferTooSmall {
-                needed: value.len(),
-            });
+            let needed = value.len();
+            self.st_mut().counters.misses += 1;
+            return Err(Miss::BufferTooSmall { needed });
         }
         buf[..value.len()].copy_from_slice(value);
         let uses = if head.read {
@@ -797,7 +835,7 @@ impl Locked<'_> {
             head.uses.max(USES_NEW)
         };
         self.set_uses(block, head, uses, true);
-        self.h().counters.hits += 1;
+        self.st_mut().counters.hits += 1;
         Ok(head.value_len as usize)
     }
 
@@ -839,7 +877,7 @@ impl Locked<'_> {
                 // Empty, and still no room for an entry under the maximum size:
                 // the arena's state is wrong. Start over, then try once more.
                 self.wipe();
-                self.h().counters.recoveries += 1;
+                self.st_mut().counters.recoveries += 1;
                 self.begin();
                 match self.shard.arena.alloc(payload) {
                     Some(b) => break b,
@@ -881,9 +919,9 @@ impl Locked<'_> {
             .find_free(h)
             .expect("make_index_room left a free slot");
         if !self.shard.index.fill(slot, h, block) {
-            self.h().tombstones -= 1;
+            self.st_mut().tombstones -= 1;
         }
-        let hd = self.h();
+        let hd = self.st_mut();
         hd.entries += 1;
         hd.min_expiry = hd.min_expiry.min(expiry);
         hd.sweep_min = hd.sweep_min.min(expiry);
@@ -902,7 +940,7 @@ impl Locked<'_> {
     pub fn delete(&mut self, hash: u64, id: &[u8], now: u32) -> bool {
         let h = Hash::split(hash, self.shard.index.slot_count());
         let Some(slot) = self.lookup(h, id) else {
-            self.h().counters.remove_misses += 1;
+            self.st_mut().counters.remove_misses += 1;
             return false;
         };
         let live = self.head(self.shard.index.block(slot)).expiry > now;
@@ -921,7 +959,7 @@ impl Locked<'_> {
 
     /// Copies of every live entry: (id, value, expiry second).
     pub fn snapshot(&self, now: u32) -> Vec<(Vec<u8>, Vec<u8>, u32)> {
-        let mut out = Vec::with_capacity(self.h().entries as usize);
+        let mut out = Vec::with_capacity(self.st().entries as usize);
         for slot in 0..self.shard.index.slot_count() {
             if self.shard.index.is_full(slot) {
                 let block = self.shard.index.block(slot);
@@ -938,7 +976,7 @@ impl Locked<'_> {
     }
 
     pub fn refuse(&mut self) {
-        self.h().counters.refused += 1;
+        self.st_mut().counters.refused += 1;
     }
 
     /// The shard's figures; `entries` counts live entries only (an expired
@@ -952,7 +990,7 @@ impl Locked<'_> {
                 live += 1;
             }
         }
-        let h = self.h();
+        let h = self.st();
         let c = h.counters;
         let cap = self.shard.arena.capacity() as u64;
         let used = self.shard.arena.used_bytes() as u64;
@@ -989,7 +1027,7 @@ impl Locked<'_> {
                 used.insert(b.offset);
             }
         })?;
-        let h = self.h();
+        let h = self.st();
         if h.dirty != 0 {
             return Err("shard is marked dirty".into());
         }

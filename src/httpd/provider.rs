@@ -195,6 +195,26 @@ fn apr_status(e: &Error) -> apr_status_t {
     }
 }
 
+/// The provider record as bindgen sees `ap_socache_provider_t` in the
+/// installed `ap_socache.h`: rustc checks every callback's signature
+/// against the header here, so a header that drifts from what the Rust
+/// side implements does not compile. (The record httpd uses is the one in
+/// apache-glue/mod_socache_shm.c, which names the same functions; its C
+/// compiler checks them against the same header.)
+#[allow(dead_code)]
+const PROVIDER: b::ap_socache_provider_t = b::ap_socache_provider_t {
+    name: c"shm".as_ptr(),
+    flags: 0,
+    create: Some(socache_shm_create),
+    init: Some(socache_shm_init),
+    destroy: Some(socache_shm_destroy),
+    store: Some(socache_shm_store),
+    retrieve: Some(socache_shm_retrieve),
+    remove: Some(socache_shm_remove),
+    status: Some(socache_shm_status),
+    iterate: Some(socache_shm_iterate),
+};
+
 // ---------------------------------------------------------------- create --
 
 /// `create(&instance, arg, tmp, p)`: parse and check the argument; the
