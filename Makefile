@@ -70,7 +70,7 @@ install: $(MODULE)
 
 # The manual page shmcache(8), from the same text as `shmcache --help`.
 man:
-	$(CARGO) build --release --bin shmcache $(CARGO_FLAGS)
+	$(CARGO) build --release -p shmcache --bin shmcache $(CARGO_FLAGS)
 	@mkdir -p $(BUILD)
 	bash scripts/gen-manpage.sh $(TARGET_DIR)/release/shmcache > $(BUILD)/shmcache.8.tmp
 	mv -f $(BUILD)/shmcache.8.tmp $(BUILD)/shmcache.8

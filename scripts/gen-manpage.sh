@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Write shmcache(8) from `shmcache --help`, the one source of the command's
-# documentation (the HELP text in src/bin/shmcache.rs, whose comment
+# documentation (the HELP text in shmcache/src/main.rs, whose comment
 # describes the shape read here). Deterministic: the date is
 # SOURCE_DATE_EPOCH's (dpkg-buildpackage sets it from debian/changelog),
 # else the top debian/changelog entry's, else none.

@@ -53,12 +53,12 @@ step() {
 }
 
 step "build module"  make
-step "rustfmt"       cargo fmt --check
-step "clippy"        cargo clippy --all-targets -- -D warnings
+step "rustfmt"       cargo fmt --all --check
+step "clippy"        cargo clippy --workspace --all-targets -- -D warnings
 test_log=$(mktemp /tmp/socache-test-log.XXXXXX)
 trap 'rm -f "$test_log"' EXIT
 run_tests() {
-    cargo test --release --no-fail-fast 2>&1 | tee "$test_log"
+    cargo test --release --workspace --no-fail-fast 2>&1 | tee "$test_log"
 }
 step "tests"         run_tests
 # Bounded coverage-guided fuzzing (about 60 s a target, FUZZ_SECONDS to change).

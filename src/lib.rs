@@ -1,16 +1,17 @@
-//! mod_socache_shm: a shared-memory session cache for Apache httpd 2.4.
+//! mod_socache_shm: a shared-memory session cache for Apache httpd 2.4, as
+//! an httpd module.
 //!
-//! - [`engine`]: the pure-Rust cache (segment, arena, index, locking, expiry).
-//!   It knows nothing of Apache.
-//! - [`figures`]: the cache's figures as named lines (status page, inspector).
-//! - [`inspect`]: what the `shmcache` inspector prints (fuzzed).
+//! - [`engine`]: the cache itself, the `socache-shm-engine` crate (engine/):
+//!   segment, arena, index, locking, expiry, figures. It knows nothing of
+//!   Apache; re-exported here for the integration tests.
 //! - [`spec`]: the `SSLSessionCache shm:...` argument parser (pure, fuzzed).
 //! - `httpd` (feature `httpd`): the thin FFI layer behind the socache provider
 //!   declared in `apache-glue/mod_socache_shm.c`.
+//!
+//! The `shmcache` inspector (shmcache/) and `engine-bench` (engine-bench/)
+//! are crates of their own: the module links only what it uses.
 
-pub mod engine;
-pub mod figures;
-pub mod inspect;
+pub use socache_shm_engine as engine;
 pub mod spec;
 
 #[cfg(feature = "httpd")]

@@ -130,7 +130,7 @@ fn soak_under_load_with_children_killed() {
     );
     println!("segment file: at most {max_seg} bytes (configured {BYTES}); httpd RSS samples (kB): {rss_samples:?}");
     assert!(max_seg <= BYTES, "segment grew to {max_seg} bytes");
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_shmcache"))
+    let check = std::process::Command::new(common::shmcache_bin())
         .arg("check")
         .arg(&seg)
         .output()

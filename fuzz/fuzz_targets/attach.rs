@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use socache_shm::engine::{layout, Cache, CacheConfig};
+use socache_shm_engine::{layout, Cache, CacheConfig};
 
 const BYTES: u64 = 64 * 1024;
 

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use socache_shm::engine::{layout, Cache, CacheConfig};
-use socache_shm::inspect;
+use socache_shm_engine::{layout, Cache, CacheConfig};
+use shmcache as inspect;
 
 const BYTES: u64 = 64 * 1024;
 

@@ -20,7 +20,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use socache_shm::engine::{Cache, CacheConfig, Error, ManualClock, Miss, Stored, Timestamp};
+use socache_shm_engine::{Cache, CacheConfig, Error, ManualClock, Miss, Stored, Timestamp};
 
 const START_US: i64 = 1_700_000_000_500_000;
 const BUDGETS: [u64; 3] = [8192, 16_384, 65_536];

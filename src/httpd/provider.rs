@@ -402,6 +402,10 @@ pub unsafe extern "C" fn socache_shm_init(
 
 /// # Safety
 /// `s` is valid; no other callback runs on `inst` (parent, single-threaded).
+///
+/// In phases: the engine configuration from the argument and the hints;
+/// the descriptor slots kept in the process pool; opening the segment
+/// (file-backed or anonymous); saying what was done; installing it.
 unsafe fn init(
     inst: &Instance,
     cname: &str,
@@ -415,20 +419,7 @@ unsafe fn init(
     // SAFETY: `s` valid (caller).
     let (process_pool, pconf) = unsafe { pools::pools_of(s) }
         .ok_or((EGENERAL, "the server has no process pools".to_string()))?;
-
-    let hint = |v: Option<usize>, default: u32| {
-        v.filter(|&n| n > 0)
-            .map_or(default, |n| u32::try_from(n).unwrap_or(u32::MAX))
-    };
-    let defaults = CacheConfig::new(inst.spec.bytes);
-    let config = CacheConfig {
-        bytes: inst.spec.bytes,
-        path: inst.spec.path.clone(),
-        avg_id_len: hint(hints.map(|h| h.avg_id_len), defaults.avg_id_len),
-        avg_value_len: hint(hints.map(|h| h.avg_obj_size), defaults.avg_value_len),
-    };
-    let err = |e: Error| (apr_status(&e), e.to_string());
-
+    let config = engine_config(inst, hints);
     // Distinct instances with one consumer name get distinct memfd slots,
     // in configuration order (stable across restarts).
     // SAFETY: `pconf` is httpd's configuration pool.
@@ -436,12 +427,7 @@ unsafe fn init(
     let memfd_key = format!("socache_shm:memfd:{cname}:{ordinal}");
     // SAFETY: `process_pool` is httpd's process pool.
     let memfd = unsafe { FdSlot::get(process_pool, &memfd_key) };
-
-    // A segment replaced because it was damaged or foreign (not because the
-    // configured size changed) is worth the operator's attention at the
-    // default LogLevel.
-    let mut level = Level::Info;
-    let (cache, what) = match &config.path {
+    let opened = match &config.path {
         Some(path) => {
             // This slot's consumer moved from anonymous to a file: release
             // the anonymous segment it kept.
@@ -453,64 +439,8 @@ unsafe fn init(
                 EGENERAL,
                 "cannot keep the segment in the process pool".to_string(),
             ))?;
-            let shown = path.display();
-            let (cache, what) = match slot.fd() {
-                Some(fd) => match Cache::reopen_fd(fd, &config) {
-                    Ok((cache, Opened::Reattached)) => (
-                        cache,
-                        format!("reattached to the live segment {shown} (entries kept)"),
-                    ),
-                    Ok((cache, opened)) => {
-                        slot.replace(Some(cache.dup_fd().map_err(err)?));
-                        let why = match opened {
-                            Opened::Replaced(why) => why,
-                            _ => Replacement::Moved,
-                        };
-                        level = replacement_level(&why);
-                        (
-                            cache,
-                            format!("replaced the segment {shown} with an empty one: {why}"),
-                        )
-                    }
-                    Err(e) => {
-                        // A restart must not stop the server over what was
-                        // put at the path: serve from a new anonymous
-                        // segment (kept in the same slot) until it is fixed.
-                        let anon = CacheConfig {
-                            path: None,
-                            ..config.clone()
-                        };
-                        let cache = Cache::create(&anon).map_err(err)?;
-                        slot.replace(Some(cache.dup_fd().map_err(err)?));
-                        level = Level::Err;
-                        (
-                            cache,
-                            format!("cannot make a segment at {shown} ({e}); serving from a new anonymous segment instead (not visible to shmcache)"),
-                        )
-                    }
-                },
-                None => {
-                    // A start: whatever is at the path was not made by this
-                    // server (or not by this run of it), so it is replaced,
-                    // never reattached (see engine/segment.rs, rule 4).
-                    let found = crate::engine::check_replaceable(path).map_err(err)?;
-                    let cache = Cache::create(&config).map_err(err)?;
-                    slot.replace(Some(cache.dup_fd().map_err(err)?));
-                    let what = match found {
-                        Existing::OurSegment => {
-                            level = Level::Warning;
-                            format!("replaced the segment {shown} found at start with an empty one (a start never reattaches to a file this server did not make in this run)")
-                        }
-                        Existing::EmptyFile => {
-                            format!("created file-backed segment {shown} over an empty file")
-                        }
-                        Existing::Nothing => format!("created file-backed segment {shown}"),
-                    };
-                    (cache, what)
-                }
-            };
             inst.slot.store(slot.as_ptr(), Ordering::Release);
-            (cache, what)
+            open_file_segment(&config, path, &slot)?
         }
         None => {
             let slot = memfd.ok_or((
@@ -518,39 +448,10 @@ unsafe fn init(
                 "cannot keep the segment in the process pool".to_string(),
             ))?;
             inst.slot.store(slot.as_ptr(), Ordering::Release);
-            match slot.fd() {
-                Some(fd) => match Cache::reopen_fd(fd, &config) {
-                    Ok((cache, Opened::Reattached)) => (
-                        cache,
-                        "reattached to the live anonymous segment (entries kept)".to_string(),
-                    ),
-                    Ok((cache, opened)) => {
-                        slot.replace(Some(cache.dup_fd().map_err(err)?));
-                        let why = match opened {
-                            Opened::Replaced(why) => why,
-                            _ => Replacement::Moved,
-                        };
-                        level = replacement_level(&why);
-                        (
-                            cache,
-                            format!("replaced the anonymous segment with an empty one: {why}"),
-                        )
-                    }
-                    Err(e) => {
-                        log!(s, Level::Warning, "cache {cname:?}: cannot reopen the kept anonymous segment ({e}); creating a new one");
-                        let cache = Cache::create(&config).map_err(err)?;
-                        slot.replace(Some(cache.dup_fd().map_err(err)?));
-                        (cache, "created anonymous segment".to_string())
-                    }
-                },
-                None => {
-                    let cache = Cache::create(&config).map_err(err)?;
-                    slot.replace(Some(cache.dup_fd().map_err(err)?));
-                    (cache, "created anonymous segment".to_string())
-                }
-            }
+            open_anonymous_segment(&config, &slot, s, cname)?
         }
     };
+    let Opening { cache, what, level } = opened;
     log!(
         s,
         level,
@@ -562,6 +463,148 @@ unsafe fn init(
     inst.cache.set(cache);
     set_live(inst, true);
     Ok(())
+}
+
+/// The engine's configuration: the argument's size and path, and the
+/// consumer's hints for the index/arena split (mod_ssl: 30/150).
+fn engine_config(inst: &Instance, hints: Option<&ap_socache_hints>) -> CacheConfig {
+    let hint = |v: Option<usize>, default: u32| {
+        v.filter(|&n| n > 0)
+            .map_or(default, |n| u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    let defaults = CacheConfig::new(inst.spec.bytes);
+    CacheConfig {
+        bytes: inst.spec.bytes,
+        path: inst.spec.path.clone(),
+        avg_id_len: hint(hints.map(|h| h.avg_id_len), defaults.avg_id_len),
+        avg_value_len: hint(hints.map(|h| h.avg_obj_size), defaults.avg_value_len),
+    }
+}
+
+/// A mapped segment, what was done to get it, and how loudly to say so: a
+/// segment replaced because it was damaged or foreign (not because the
+/// configured size changed) is worth the operator's attention at the
+/// default LogLevel.
+struct Opening {
+    cache: Cache,
+    what: String,
+    level: Level,
+}
+
+fn engine_err(e: Error) -> (apr_status_t, String) {
+    (apr_status(&e), e.to_string())
+}
+
+/// A file-backed segment: reattach through the descriptor kept in `slot`
+/// (a restart), or make one at `path` (a start), keeping its descriptor.
+fn open_file_segment(
+    config: &CacheConfig,
+    path: &std::path::Path,
+    slot: &FdSlot,
+) -> Result<Opening, (apr_status_t, String)> {
+    let err = engine_err;
+    let mut level = Level::Info;
+    let shown = path.display();
+    let (cache, what) = match slot.fd() {
+        Some(fd) => match Cache::reopen_fd(fd, config) {
+            Ok((cache, Opened::Reattached)) => (
+                cache,
+                format!("reattached to the live segment {shown} (entries kept)"),
+            ),
+            Ok((cache, opened)) => {
+                slot.replace(Some(cache.dup_fd().map_err(err)?));
+                let why = match opened {
+                    Opened::Replaced(why) => why,
+                    _ => Replacement::Moved,
+                };
+                level = replacement_level(&why);
+                (
+                    cache,
+                    format!("replaced the segment {shown} with an empty one: {why}"),
+                )
+            }
+            Err(e) => {
+                // A restart must not stop the server over what was
+                // put at the path: serve from a new anonymous
+                // segment (kept in the same slot) until it is fixed.
+                let anon = CacheConfig {
+                    path: None,
+                    ..config.clone()
+                };
+                let cache = Cache::create(&anon).map_err(err)?;
+                slot.replace(Some(cache.dup_fd().map_err(err)?));
+                level = Level::Err;
+                (
+                    cache,
+                    format!("cannot make a segment at {shown} ({e}); serving from a new anonymous segment instead (not visible to shmcache)"),
+                )
+            }
+        },
+        None => {
+            // A start: whatever is at the path was not made by this
+            // server (or not by this run of it), so it is replaced,
+            // never reattached (see engine/src/segment.rs, rule 4).
+            let found = crate::engine::check_replaceable(path).map_err(err)?;
+            let cache = Cache::create(config).map_err(err)?;
+            slot.replace(Some(cache.dup_fd().map_err(err)?));
+            let what = match found {
+                Existing::OurSegment => {
+                    level = Level::Warning;
+                    format!("replaced the segment {shown} found at start with an empty one (a start never reattaches to a file this server did not make in this run)")
+                }
+                Existing::EmptyFile => {
+                    format!("created file-backed segment {shown} over an empty file")
+                }
+                Existing::Nothing => format!("created file-backed segment {shown}"),
+            };
+            (cache, what)
+        }
+    };
+    Ok(Opening { cache, what, level })
+}
+
+/// An anonymous segment: reattach to the memfd kept in `slot`, or make one
+/// and keep it there.
+fn open_anonymous_segment(
+    config: &CacheConfig,
+    slot: &FdSlot,
+    s: *const server_rec,
+    cname: &str,
+) -> Result<Opening, (apr_status_t, String)> {
+    let err = engine_err;
+    let mut level = Level::Info;
+    let (cache, what) = match slot.fd() {
+        Some(fd) => match Cache::reopen_fd(fd, config) {
+            Ok((cache, Opened::Reattached)) => (
+                cache,
+                "reattached to the live anonymous segment (entries kept)".to_string(),
+            ),
+            Ok((cache, opened)) => {
+                slot.replace(Some(cache.dup_fd().map_err(err)?));
+                let why = match opened {
+                    Opened::Replaced(why) => why,
+                    _ => Replacement::Moved,
+                };
+                level = replacement_level(&why);
+                (
+                    cache,
+                    format!("replaced the anonymous segment with an empty one: {why}"),
+                )
+            }
+            Err(e) => {
+                log!(s, Level::Warning, "cache {cname:?}: cannot reopen the kept anonymous segment ({e}); creating a new one");
+                let cache = Cache::create(config).map_err(err)?;
+                slot.replace(Some(cache.dup_fd().map_err(err)?));
+                (cache, "created anonymous segment".to_string())
+            }
+        },
+        None => {
+            let cache = Cache::create(config).map_err(err)?;
+            slot.replace(Some(cache.dup_fd().map_err(err)?));
+            (cache, "created anonymous segment".to_string())
+        }
+    };
+    Ok(Opening { cache, what, level })
 }
 
 /// Info for a segment replaced because the configured size or layout
@@ -809,7 +852,7 @@ pub unsafe extern "C" fn socache_shm_status(
         let inst = unsafe { self::instance(instance) }?;
         Some(match inst.cache.get() {
             Some(cache) => {
-                let figures = crate::figures::figures(cache, &cache.stats());
+                let figures = crate::engine::figures::figures(cache, &cache.stats());
                 if short {
                     status::short(&figures)
                 } else {

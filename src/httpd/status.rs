@@ -1,4 +1,4 @@
-//! The `status` callback's text: the cache's figures ([`crate::figures`],
+//! The `status` callback's text: the cache's figures ([`crate::engine::figures`],
 //! the list `shmcache stat` prints too) as mod_status HTML lines
 //! (`label: <b>value</b><br>`, like mod_socache_shmcb) or, for `?auto`
 //! (`AP_STATUS_SHORT`), one `Key: value` per line.
@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::figures::Figure;
+use crate::engine::figures::Figure;
 
 /// The `?auto` form: `Key: value\n` lines.
 pub(crate) fn short(figures: &[Figure]) -> String {

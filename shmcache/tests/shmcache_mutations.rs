@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use socache_shm::engine::{Cache, CacheConfig, Timestamp};
+use socache_shm_engine::{Cache, CacheConfig, Timestamp};
 
 const BYTES: u64 = 128 * 1024;
 const COPIES: u32 = 300;

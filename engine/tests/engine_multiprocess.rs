@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use socache_shm::engine::{Cache, CacheConfig, Clock, Miss, SystemClock, Timestamp};
+use socache_shm_engine::{Cache, CacheConfig, Clock, Miss, SystemClock, Timestamp};
 
 /// The tests of this file run one at a time. Several fork, and a child
 /// forked while another test's thread holds a lock of this process (stderr's,

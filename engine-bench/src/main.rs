@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use socache_shm::engine::{Cache, CacheConfig, Clock, SystemClock, Timestamp};
+use socache_shm_engine::{Cache, CacheConfig, Clock, SystemClock, Timestamp};
 
 const ID_LEN: usize = 32;
 const VALUE_LEN: usize = 160;
@@ -386,7 +386,7 @@ fn checksum_cost(dur: Duration) -> f64 {
     let mut acc = 0u32;
     while start.elapsed() < dur {
         for (i, v) in values.iter().enumerate() {
-            acc ^= socache_shm::engine::checksum(black_box(i as u64), 7, black_box(v));
+            acc ^= socache_shm_engine::checksum(black_box(i as u64), 7, black_box(v));
         }
         n += values.len() as u64;
     }

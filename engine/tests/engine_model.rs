@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, RngSeed};
-use socache_shm::engine::{Cache, CacheConfig, Clock, Error, ManualClock, Miss, Stored, Timestamp};
+use socache_shm_engine::{Cache, CacheConfig, Clock, Error, ManualClock, Miss, Stored, Timestamp};
 
 /// 2023-11-14T22:13:20.5Z: half a second into a second, so that sub-second
 /// clock moves cross whole-second expiry boundaries.

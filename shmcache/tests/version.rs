@@ -19,7 +19,7 @@ fn changelog_version(changelog: &str) -> Option<&str> {
 
 #[test]
 fn debian_changelog_has_the_crate_version() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/changelog");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../debian/changelog");
     let changelog =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     assert!(

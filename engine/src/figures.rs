@@ -3,7 +3,7 @@
 //! the same numbers under the same names everywhere. Keys that mod_socache_shmcb
 //! also prints keep its names (dashboards read them); the rest are ours.
 
-use crate::engine::{Cache, Stats};
+use crate::{Cache, Stats};
 
 /// One figure: a stable machine-readable key, a human label, and the value.
 pub struct Figure {

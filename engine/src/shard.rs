@@ -101,7 +101,6 @@ use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 
 use super::arena::Arena;
-use super::cache::{Miss, Stats, Stored};
 use super::error::Error;
 use super::layout::{
     Geometry, SeqLine, ShardHeader, ShardState, ENTRY_HEADER, ID_LEN_MASK, POISON_REINIT,
@@ -109,6 +108,7 @@ use super::layout::{
 };
 use super::lock::ShardLock;
 pub use super::lock::LOCK_BOUND;
+use super::outcome::{Miss, Stats, Stored};
 use super::table::{Hash, Index};
 
 /// Why an entry leaves, for the counters.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use socache_shm::engine::{
+use socache_shm_engine::{
     Cache, CacheConfig, Clock, Error, ManualClock, Miss, Opened, Replacement, Stats, Stored,
     Timestamp,
 };
@@ -678,7 +678,7 @@ fn only_empty_files_and_segments_are_replaced() {
         (after.ino(), after.mode()),
         "same file, same mode"
     );
-    assert!(socache_shm::engine::check_replaceable(&conf).is_err());
+    assert!(socache_shm_engine::check_replaceable(&conf).is_err());
 }
 
 /// A directory others can write is refused, sticky `/tmp` included: another
@@ -1029,7 +1029,7 @@ fn flushed_entries_are_zeroed() {
 fn reopened_clock_is_the_system_clock() {
     // Cache::create uses the wall clock unless told otherwise.
     let c = Cache::create(&CacheConfig::new(65_536)).unwrap();
-    let wall = socache_shm::engine::SystemClock.now();
+    let wall = socache_shm_engine::SystemClock.now();
     assert!((c.now().0 - wall.0).abs() < 5_000_000);
 }
 

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use super::layout::{
     Geometry, ReadStripe, SegmentHeader, ID_LEN_MASK, LAYOUT_VERSION, MAGIC, READY, READ_STRIPES,
 };
+use super::outcome::{Miss, Opened, Replacement, Stats, Stored};
 use super::segment::Segment;
 use super::shard::{hash_id, Locked, Shard};
 
@@ -38,91 +39,6 @@ impl CacheConfig {
             avg_value_len: 160,
         }
     }
-}
-
-/// What reopening a kept segment found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Opened {
-    /// No segment was there: a new, empty one was made.
-    Created,
-    /// A live segment with the same size and layout: its entries are kept.
-    Reattached,
-    /// A segment was there but could not be kept: a new, empty one was made.
-    Replaced(Replacement),
-}
-
-/// Why a kept segment was replaced by a new one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Replacement {
-    /// The configured size or entry sizes changed (the operator's doing).
-    Resized(String),
-    /// The file at the configured path was removed or replaced by another.
-    Moved,
-    /// The segment was damaged, of another layout version, or unusable.
-    Damaged(String),
-}
-
-impl std::fmt::Display for Replacement {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Replacement::Resized(what) => write!(f, "its size or layout changed ({what})"),
-            Replacement::Moved => f.write_str(
-                "the file at its path is no longer the segment this server made (removed or replaced)",
-            ),
-            Replacement::Damaged(why) => f.write_str(why),
-        }
-    }
-}
-
-/// Whether a store added a new entry or replaced one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stored {
-    Inserted,
-    Replaced,
-}
-
-/// A retrieve that found nothing usable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Miss {
-    /// No live entry for that id.
-    NotFound,
-    /// An entry exists but the caller's buffer is smaller than `needed`.
-    BufferTooSmall { needed: usize },
-    /// The entry failed its checksum and was wiped. `first`: the first such
-    /// entry in its shard (log it once).
-    Corrupt { first: bool },
-    /// The entry's shard is out of service (see [`Error::Unavailable`]).
-    Unavailable { shard: u32, first: bool },
-}
-
-/// Figures of one shard or of the whole cache (the sum of its shards).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub entries: u64,
-    pub bytes_total: u64,
-    pub bytes_used: u64,
-    pub bytes_free: u64,
-    pub largest_free_block: u64,
-    pub index_slots: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub stores: u64,
-    pub replacements: u64,
-    pub evictions: u64,
-    pub expirations: u64,
-    pub removals: u64,
-    pub remove_misses: u64,
-    pub lock_waits: u64,
-    pub recoveries: u64,
-    pub refused: u64,
-    /// Entries found corrupt (checksum mismatch) on read, and wiped.
-    pub corrupt: u64,
-    /// Operations that gave up on a shard lock after the bound.
-    pub lock_timeouts: u64,
-    /// Retrieves answered without taking a lock (hits and misses; they are
-    /// in `hits` and `misses` too). Only in [`Cache::stats`]: per-shard
-    /// figures count the locked ones.
-    pub unlocked_reads: u64,
 }
 
 /// Visitor verdict for [`Cache::iterate`].
@@ -653,7 +569,7 @@ impl Default for CacheConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{ManualClock, LOCK_BOUND};
+    use crate::{ManualClock, LOCK_BOUND};
 
     fn cache(bytes: u64) -> (Cache, ManualClock) {
         let clock = ManualClock::new(Timestamp::from_secs(1_000_000));
@@ -783,7 +699,7 @@ mod tests {
         let i = c.shard_of(c.hash(b"k"));
         let geo = c.geo;
         let word = geo.shard_headers_offset as usize
-            + i as usize * std::mem::size_of::<crate::engine::layout::ShardHeader>();
+            + i as usize * std::mem::size_of::<crate::layout::ShardHeader>();
         // SAFETY: the lock's first word, inside the mapping; a raw write of
         // garbage is exactly what a hostile process would do.
         unsafe { ptr::write_volatile(c.segment.base().add(word).cast::<u32>(), 0x1234_5678) };

@@ -9,8 +9,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use socache_shm::engine::Cache;
-use socache_shm::inspect;
+use shmcache as inspect;
+use socache_shm_engine::Cache;
 
 /// The help text, and the source of the man page. Its shape is what
 /// scripts/gen-manpage.sh reads: the first line is "name - summary"; a line

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::os::raw::{c_char, c_int, c_long};
 use std::path::Path;
 
-use crate::engine::{Cache, ControlFlow, Stats};
-use crate::figures::figures;
+use socache_shm_engine::figures::figures;
+use socache_shm_engine::{Cache, ControlFlow, Stats};
 
 /// Attach to the segment at `path` and check it: a file that fails its
 /// check is reported as corrupt, never read further (`stat`, `dump`) or

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use socache_shm::engine::{Cache, CacheConfig};
+use socache_shm_engine::{Cache, CacheConfig};
 
 const BYTES: u64 = 4 << 20;
 const KNOWN_KEY: [u64; 2] = [0, 0];

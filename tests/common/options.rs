@@ -1,0 +1,187 @@
+//! What to run: provider, MPM, cache argument, options.
+
+use super::*;
+
+/// The socache provider behind `SSLSessionCache`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// Ours: `build/mod_socache_shm.so`, provider `shm`.
+    Shm,
+    /// Stock mod_socache_shmcb, provider `shmcb`: the comparison.
+    Shmcb,
+}
+
+impl Provider {
+    /// `SOCACHE_TEST_PROVIDER` (`shm` or `shmcb`), `shm` when unset.
+    pub fn from_env() -> Provider {
+        match std::env::var("SOCACHE_TEST_PROVIDER").as_deref() {
+            Err(_) | Ok("") | Ok("shm") => Provider::Shm,
+            Ok("shmcb") => Provider::Shmcb,
+            Ok(other) => panic!("SOCACHE_TEST_PROVIDER={other:?}: expected shm or shmcb"),
+        }
+    }
+
+    /// The name in `SSLSessionCache <name>:<arg>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Shm => "shm",
+            Provider::Shmcb => "shmcb",
+        }
+    }
+
+    /// The `CacheType` its status prints.
+    pub fn cache_type(self) -> &'static str {
+        match self {
+            Provider::Shm => "SHM",
+            Provider::Shmcb => "SHMCB",
+        }
+    }
+}
+
+/// The multi-processing module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mpm {
+    /// One connection per child process; 8 children at start.
+    Prefork,
+    /// 3 processes at start, 4 threads each.
+    Event,
+    /// 3 processes at start, 4 threads each.
+    Worker,
+}
+
+impl Mpm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mpm::Prefork => "prefork",
+            Mpm::Event => "event",
+            Mpm::Worker => "worker",
+        }
+    }
+
+    /// Connections that can be held open at once without waiting for a
+    /// new process (and that force more than one process to serve them).
+    pub fn capacity(self) -> usize {
+        match self {
+            Mpm::Prefork => PREFORK_CHILDREN,
+            Mpm::Event | Mpm::Worker => THREADED_PROCESSES * THREADS_PER_CHILD,
+        }
+    }
+
+    pub(crate) fn directives(self) -> String {
+        match self {
+            Mpm::Prefork => format!(
+                "StartServers {n}\nMinSpareServers {n}\nMaxSpareServers {max}\n\
+                 ServerLimit {max}\nMaxRequestWorkers {max}\nMaxConnectionsPerChild 0\n",
+                n = PREFORK_CHILDREN,
+                max = 2 * PREFORK_CHILDREN,
+            ),
+            Mpm::Event | Mpm::Worker => format!(
+                "StartServers {p}\nServerLimit {limit}\nThreadLimit {t}\nThreadsPerChild {t}\n\
+                 MinSpareThreads {t}\nMaxSpareThreads {max}\nMaxRequestWorkers {max}\n\
+                 MaxConnectionsPerChild 0\n",
+                p = THREADED_PROCESSES,
+                limit = THREADED_PROCESSES + 1,
+                t = THREADS_PER_CHILD,
+                max = (THREADED_PROCESSES + 1) * THREADS_PER_CHILD,
+            ),
+        }
+    }
+}
+
+/// Children prefork starts with (and keeps idle).
+pub const PREFORK_CHILDREN: usize = 8;
+/// Processes event/worker start with.
+pub const THREADED_PROCESSES: usize = 3;
+/// Threads per event/worker process: small, so 8 held connections need
+/// at least two processes.
+pub const THREADS_PER_CHILD: usize = 4;
+
+/// A TLS protocol version, pinned on both client and connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls {
+    V12,
+    V13,
+}
+
+impl Tls {
+    pub(crate) fn version(self) -> SslVersion {
+        match self {
+            Tls::V12 => SslVersion::TLS1_2,
+            Tls::V13 => SslVersion::TLS1_3,
+        }
+    }
+
+    /// `%{SSL_PROTOCOL}x` for it.
+    pub fn log_name(self) -> &'static str {
+        match self {
+            Tls::V12 => "TLSv1.2",
+            Tls::V13 => "TLSv1.3",
+        }
+    }
+}
+
+/// The `SSLSessionCache` argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionCache {
+    /// `<provider>:<dir>/run/ssl_scache(<bytes>)`.
+    File { bytes: u64 },
+    /// `none`.
+    None,
+    /// Written as is after `{dir}` is replaced by the instance directory.
+    Raw(String),
+}
+
+/// The segment file of [`SessionCache::File`], relative to the instance dir.
+pub const CACHE_FILE: &str = "run/ssl_scache";
+
+/// What an instance runs. `{dir}` in `cache`/`extra` is the instance directory.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub provider: Provider,
+    pub mpm: Mpm,
+    pub cache: SessionCache,
+    /// `SSLProtocol`.
+    pub protocol: String,
+    /// `SSLSessionCacheTimeout`, seconds.
+    pub cache_timeout: u32,
+    /// `LogLevel`.
+    pub log_level: String,
+    /// Appended to the configuration.
+    pub extra: String,
+}
+
+impl Options {
+    /// TLS 1.2 and 1.3, a 512000-byte file-backed cache, timeout 300 s.
+    pub fn new(provider: Provider, mpm: Mpm) -> Options {
+        Options {
+            provider,
+            mpm,
+            cache: SessionCache::File { bytes: 512_000 },
+            protocol: "-all +TLSv1.2 +TLSv1.3".into(),
+            cache_timeout: 300,
+            log_level: "info".into(),
+            extra: String::new(),
+        }
+    }
+
+    pub fn cache(mut self, cache: SessionCache) -> Options {
+        self.cache = cache;
+        self
+    }
+
+    pub fn protocol(mut self, protocol: &str) -> Options {
+        self.protocol = protocol.into();
+        self
+    }
+
+    pub fn cache_timeout(mut self, seconds: u32) -> Options {
+        self.cache_timeout = seconds;
+        self
+    }
+
+    pub fn extra(mut self, lines: &str) -> Options {
+        self.extra.push_str(lines);
+        self.extra.push('\n');
+        self
+    }
+}
