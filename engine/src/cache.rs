@@ -426,29 +426,8 @@ impl Cache {
     pub fn stats(&self) -> Stats {
         let mut total = self
             .shard_stats()
-            .into_iter()
-            .fold(Stats::default(), |a, s| Stats {
-                entries: a.entries + s.entries,
-                bytes_total: a.bytes_total + s.bytes_total,
-                bytes_used: a.bytes_used + s.bytes_used,
-                bytes_free: a.bytes_free + s.bytes_free,
-                largest_free_block: a.largest_free_block.max(s.largest_free_block),
-                index_slots: a.index_slots + s.index_slots,
-                hits: a.hits + s.hits,
-                misses: a.misses + s.misses,
-                stores: a.stores + s.stores,
-                replacements: a.replacements + s.replacements,
-                evictions: a.evictions + s.evictions,
-                expirations: a.expirations + s.expirations,
-                removals: a.removals + s.removals,
-                remove_misses: a.remove_misses + s.remove_misses,
-                lock_waits: a.lock_waits + s.lock_waits,
-                recoveries: a.recoveries + s.recoveries,
-                refused: a.refused + s.refused,
-                corrupt: a.corrupt + s.corrupt,
-                lock_timeouts: a.lock_timeouts + s.lock_timeouts,
-                unlocked_reads: 0,
-            });
+            .iter()
+            .fold(Stats::default(), |a, s| a.plus(s));
         for i in 0..READ_STRIPES as usize {
             let s = self.stripe(i);
             let (hits, misses) = (

@@ -22,7 +22,7 @@ fn pct(part: u64, whole: u64) -> String {
 /// The figures for a whole cache, or (with `shard`) one shard's.
 pub fn figures(cache: &Cache, s: &Stats) -> Vec<Figure> {
     let f = |key, label, value: String| Figure { key, label, value };
-    vec![
+    let mut all = vec![
         f("CacheType", "cache type", "SHM".into()),
         f(
             "CacheSharedMemory",
@@ -71,55 +71,22 @@ pub fn figures(cache: &Cache, s: &Stats) -> Vec<Figure> {
             "largest entry accepted (id + value bytes)",
             cache.max_entry_size().to_string(),
         ),
-        f("CacheStoreCount", "stores", s.stores.to_string()),
         f(
-            "CacheReplaceCount",
-            "replacements",
-            s.replacements.to_string(),
-        ),
-        f("CacheExpireCount", "expired", s.expirations.to_string()),
-        f(
-            "CacheDiscardCount",
-            "evicted (CLOCK)",
-            s.evictions.to_string(),
-        ),
-        f(
-            "CacheRefusedCount",
-            "refused (too large)",
-            s.refused.to_string(),
-        ),
-        f("CacheRetrieveHitCount", "retrieve hits", s.hits.to_string()),
-        f(
-            "CacheRetrieveMissCount",
-            "retrieve misses",
-            s.misses.to_string(),
-        ),
-        f("CacheRemoveHitCount", "removals", s.removals.to_string()),
-        f(
-            "CacheRemoveMissCount",
-            "removals of absent ids",
-            s.remove_misses.to_string(),
+            "CacheLockTimeouts",
+            "operations that gave up on a shard lock after 1 s",
+            s.lock_timeouts.to_string(),
         ),
         f(
             "CacheUnlockedReads",
             "retrieves answered without a lock (whole cache only)",
             s.unlocked_reads.to_string(),
         ),
-        f("CacheLockWaits", "lock waits", s.lock_waits.to_string()),
-        f(
-            "CacheRecoveries",
-            "shard recoveries (owner died mid-update, or reinitialised)",
-            s.recoveries.to_string(),
-        ),
-        f(
-            "CacheCorruptEntries",
-            "entries that failed their checksum (wiped, read as misses)",
-            s.corrupt.to_string(),
-        ),
-        f(
-            "CacheLockTimeouts",
-            "operations that gave up on a shard lock after 1 s",
-            s.lock_timeouts.to_string(),
-        ),
-    ]
+    ];
+    // Then every event counter, from the one table (counters.rs).
+    all.extend(
+        s.counters()
+            .into_iter()
+            .map(|(key, label, value)| f(key, label, value.to_string())),
+    );
+    all
 }

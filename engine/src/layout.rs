@@ -120,24 +120,18 @@ pub struct SegmentHeader {
     pub reserved: [u64; 4],
 }
 
-/// Event counters of one shard (written only under its lock).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Counters {
-    pub hits: u64,
-    pub misses: u64,
-    pub stores: u64,
-    pub replacements: u64,
-    pub evictions: u64,
-    pub expirations: u64,
-    pub removals: u64,
-    pub remove_misses: u64,
-    pub lock_waits: u64,
-    pub recoveries: u64,
-    pub refused: u64,
-    /// Entries whose checksum did not match on read (wiped, read as misses).
-    pub corrupt: u64,
+macro_rules! define_counters {
+    ($($field:ident: $key:literal, $label:literal;)*) => {
+        /// Event counters of one shard (written only under its lock): one
+        /// `u64` per row of `counters::counter_table`, in its order.
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct Counters {
+            $(pub $field: u64,)*
+        }
+    };
 }
+crate::counters::counter_table!(define_counters);
 
 /// One shard's header, in three parts with one owner each (the rules are
 /// written once, at the top of `shard.rs`):

@@ -18,6 +18,7 @@
 mod arena;
 mod cache;
 mod clock;
+mod counters;
 mod error;
 pub mod figures;
 pub mod layout;

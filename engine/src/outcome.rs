@@ -2,6 +2,8 @@
 //! and what reopening a kept segment found ([`Opened`], [`Replacement`]).
 //! Kept apart from `cache.rs` and `shard.rs`, which both use them.
 
+use crate::layout::Counters;
+
 /// What reopening a kept segment found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Opened {
@@ -57,32 +59,56 @@ pub enum Miss {
     Unavailable { shard: u32, first: bool },
 }
 
-/// Figures of one shard or of the whole cache (the sum of its shards).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub entries: u64,
-    pub bytes_total: u64,
-    pub bytes_used: u64,
-    pub bytes_free: u64,
-    pub largest_free_block: u64,
-    pub index_slots: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub stores: u64,
-    pub replacements: u64,
-    pub evictions: u64,
-    pub expirations: u64,
-    pub removals: u64,
-    pub remove_misses: u64,
-    pub lock_waits: u64,
-    pub recoveries: u64,
-    pub refused: u64,
-    /// Entries found corrupt (checksum mismatch) on read, and wiped.
-    pub corrupt: u64,
-    /// Operations that gave up on a shard lock after the bound.
-    pub lock_timeouts: u64,
-    /// Retrieves answered without taking a lock (hits and misses; they are
-    /// in `hits` and `misses` too). Only in [`Cache::stats`]: per-shard
-    /// figures count the locked ones.
-    pub unlocked_reads: u64,
+macro_rules! define_stats {
+    ($($field:ident: $key:literal, $label:literal;)*) => {
+        /// Figures of one shard or of the whole cache (the sum of its
+        /// shards): the sizes, then one field per row of
+        /// `counters::counter_table`, then the two counts kept outside the
+        /// lock (`lock_timeouts`: operations that gave up on a shard lock
+        /// after the bound; `unlocked_reads`: retrieves answered without a
+        /// lock, hits and misses, also in `hits` and `misses`; only in
+        /// `Cache::stats`, per-shard figures count the locked ones).
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Stats {
+            pub entries: u64,
+            pub bytes_total: u64,
+            pub bytes_used: u64,
+            pub bytes_free: u64,
+            pub largest_free_block: u64,
+            pub index_slots: u64,
+            $(pub $field: u64,)*
+            pub lock_timeouts: u64,
+            pub unlocked_reads: u64,
+        }
+
+        impl Stats {
+            /// These figures with a shard's counters.
+            pub(crate) fn with_counters(mut self, c: &Counters) -> Stats {
+                $(self.$field = c.$field;)*
+                self
+            }
+
+            /// The figures of two parts together (the largest free block
+            /// is the larger one; everything else adds up).
+            pub fn plus(self, o: &Stats) -> Stats {
+                Stats {
+                    entries: self.entries + o.entries,
+                    bytes_total: self.bytes_total + o.bytes_total,
+                    bytes_used: self.bytes_used + o.bytes_used,
+                    bytes_free: self.bytes_free + o.bytes_free,
+                    largest_free_block: self.largest_free_block.max(o.largest_free_block),
+                    index_slots: self.index_slots + o.index_slots,
+                    $($field: self.$field + o.$field,)*
+                    lock_timeouts: self.lock_timeouts + o.lock_timeouts,
+                    unlocked_reads: self.unlocked_reads + o.unlocked_reads,
+                }
+            }
+
+            /// (status key, label, value) of every counter, in table order.
+            pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$(($key, $label, self.$field)),*]
+            }
+        }
+    };
 }
+crate::counters::counter_table!(define_stats);

@@ -1001,21 +1001,10 @@ impl Locked<'_> {
             bytes_free: cap - used.min(cap),
             largest_free_block: self.shard.arena.largest_free_hint() as u64,
             index_slots: self.shard.index.slot_count() as u64,
-            hits: c.hits,
-            misses: c.misses,
-            stores: c.stores,
-            replacements: c.replacements,
-            evictions: c.evictions,
-            expirations: c.expirations,
-            removals: c.removals,
-            remove_misses: c.remove_misses,
-            lock_waits: c.lock_waits,
-            recoveries: c.recoveries,
-            refused: c.refused,
-            corrupt: c.corrupt,
             lock_timeouts: self.shard.line().lock_timeouts.load(Ordering::Relaxed),
-            unlocked_reads: 0,
+            ..Stats::default()
         }
+        .with_counters(&c)
     }
 
     /// Walk the arena and the index and verify they agree. Never panics on a
