@@ -180,7 +180,10 @@ deb=$(ls build/deb/${PKG}_*_"$(dpkg --print-architecture)".deb)
 say "built $deb in $((SECONDS - t0)) s"
 dpkg-deb -c "$deb"
 dpkg-deb -f "$deb" Depends | sed 's/^/Depends: /'
-dpkg-deb -f "$deb" Depends | grep -q "apache2-api-" || fail "Depends lacks the apache2-api-* dependency"
+# (Output captured first: with pipefail, `cmd | grep -q` fails whenever
+# grep's early exit makes cmd die of SIGPIPE.)
+depends=$(dpkg-deb -f "$deb" Depends)
+grep -q "apache2-api-" <<<"$depends" || fail "Depends lacks the apache2-api-* dependency"
 lintian --info "$deb" 2>&1 | grep -v 'running with root privileges' >"$work/lintian" || true
 say "lintian:"
 grep -v '^N:' "$work/lintian" | sed 's/^/  /' || true
@@ -230,7 +233,8 @@ if [ ! -f /etc/ssl/certs/ssl-cert-snakeoil.pem ] || [ ! -f /etc/ssl/private/ssl-
 fi
 
 apache2ctl configtest
-apache2ctl -M 2>/dev/null | grep -q socache_shm_module || fail "apache2ctl -M does not list socache_shm_module"
+loaded=$(apache2ctl -M 2>/dev/null)
+grep -q socache_shm_module <<<"$loaded" || fail "apache2ctl -M does not list socache_shm_module"
 
 # --- Start the stock service layout and resume sessions. -------------------
 we_started=1

@@ -703,7 +703,7 @@ impl Report {
         let store_ns = 1e9 / ops_per_sec(&self.run_of(Op::Store)[0]).max(1.0);
         let _ = writeln!(
             s,
-            "entry checksum (XXH3 of a {VALUE_LEN}-byte value): {:.1} ns = {:.1}% of a 1-process retrieve hit, {:.1}% of a store",
+            "entry checksum (of a {VALUE_LEN}-byte value): {:.1} ns = {:.1}% of a 1-process retrieve hit, {:.1}% of a store",
             self.checksum_ns,
             100.0 * self.checksum_ns / hit_ns,
             100.0 * self.checksum_ns / store_ns
