@@ -57,9 +57,6 @@ pub struct ArenaHeader {
     /// Bytes in used blocks, headers included.
     used_bytes: u32,
     used_blocks: u32,
-    /// The cache's CLOCK hand: always the offset of a block (or of the end
-    /// marker, meaning "wrap to 0"); `free` moves it when a merge swallows it.
-    hand: u32,
 }
 
 /// A view of one shard's arena: its header and its block region.
@@ -209,7 +206,6 @@ impl Arena {
         hm.heads = [[NIL; SL_COUNT]; FL_COUNT];
         hm.used_bytes = 0;
         hm.used_blocks = 0;
-        hm.hand = 0;
         // End marker: size 0, used; its PREV_FREE is set by make_free below.
         self.wr(end, USED);
         self.wr(end + 4, 0);
@@ -300,7 +296,8 @@ impl Arena {
     }
 
     /// Return the block at `off`, zeroed; coalesces with free neighbours.
-    pub fn free(&mut self, off: u32) {
+    /// Returns the free block it became part of: (offset, size).
+    pub fn free(&mut self, off: u32) -> (u32, u32) {
         let h = self.rd(off);
         assert!(h & USED != 0, "arena double free");
         let mut start = off;
@@ -349,42 +346,26 @@ impl Arena {
         }
         self.make_free(start, size);
         self.link(start, size);
-        // Keep the hand on a block: if the merged free block covers it, put
-        // it past the free block rather than at its start. A new entry is
-        // then allocated behind the hand, so a whole turn passes before the
-        // hand first reaches it; at the free block's start, the next entry
-        // would sit right under the hand and be the first one taken down
-        // (and, after a turn that found every entry in use, evicted within a
-        // few stores, before anyone had a chance to read it).
-        let hand = self.h().hand;
-        if hand >= start && hand < start + size {
-            self.hm().hand = start + size;
-        }
+        (start, size)
     }
 
-    /// The block under the CLOCK hand, and the hand moved past it (wrapping
-    /// at the end). Walking blocks in address order visits entries in an
-    /// order unrelated to their hashes, so evictions free index slots evenly.
-    pub fn advance_hand(&mut self) -> Block {
-        let mut at = self.h().hand;
-        if at >= self.capacity() {
-            at = 0;
-        }
-        let h = self.rd(at);
+    /// The block that starts at `off` (panics, like every other accessor,
+    /// if `off` is not the start of a block inside the region).
+    pub fn block_at(&self, off: u32) -> Block {
+        let h = self.rd(off);
         let size = h & !FLAGS;
         assert!(
-            size >= MIN_BLOCK && at as u64 + size as u64 <= self.capacity() as u64,
-            "arena hand is not on a block"
+            size >= MIN_BLOCK && off as u64 + size as u64 <= self.capacity() as u64,
+            "arena offset is not on a block"
         );
-        self.hm().hand = at + size;
         Block {
-            offset: at,
+            offset: off,
             size,
             used: h & USED != 0,
         }
     }
 
-    /// Blocks the hand may have to pass in one full turn (an upper bound).
+    /// Blocks a walk of the arena may pass (an upper bound).
     pub fn max_blocks(&self) -> u32 {
         self.capacity() / MIN_BLOCK
     }
@@ -439,8 +420,6 @@ impl Arena {
     /// inconsistency instead of panicking (used by checks of untrusted segments).
     pub fn walk(&self, mut visit: impl FnMut(Block)) -> Result<Usage, String> {
         let mut usage = Usage::default();
-        let hand = self.h().hand;
-        let mut hand_on_block = hand == self.capacity();
         let mut off = 0u32;
         let mut prev_free = false;
         let end = self.capacity();
@@ -480,7 +459,6 @@ impl Arena {
                 size,
                 used,
             });
-            hand_on_block |= off == hand;
             prev_free = !used;
             off += size;
         }
@@ -489,9 +467,6 @@ impl Arena {
         }
         if (self.rd(end) & PREV_FREE != 0) != prev_free || self.rd(end) & USED == 0 {
             return Err("end marker corrupt".into());
-        }
-        if !hand_on_block {
-            return Err(format!("CLOCK hand {hand} is not on a block"));
         }
         if usage.used_bytes != self.h().used_bytes as u64
             || usage.used_blocks != self.h().used_blocks as u64
@@ -581,7 +556,6 @@ mod tests {
                 heads: [[0; SL_COUNT]; FL_COUNT],
                 used_bytes: 0,
                 used_blocks: 0,
-                hand: 0,
             }),
             mem: vec![0; bytes / 8],
         }

@@ -162,7 +162,11 @@ pub struct ShardState {
     pub sweep_slot: u32,
     pub sweep_min: u32,
     pub counters: Counters,
-    /// The allocator's free lists and the CLOCK hand.
+    /// The CLOCK hand: the offset of the arena block the eviction sweep
+    /// looks at next (or of the end marker: wrap to 0). Kept on a block:
+    /// see `Locked::depart`.
+    pub hand: u32,
+    /// The allocator's free lists.
     pub arena: ArenaHeader,
 }
 

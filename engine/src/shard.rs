@@ -411,6 +411,7 @@ impl Shard {
         st.min_expiry = u32::MAX;
         st.sweep_slot = 0;
         st.sweep_min = u32::MAX;
+        st.hand = 0;
     }
 
     /// Take the shard's lock (lock protocol, rule 6). `patience`: `None` to
@@ -631,7 +632,18 @@ impl Locked<'_> {
     /// Zero and free the entry in slot `slot`.
     fn depart(&mut self, slot: u32, why: Departure) {
         let block = self.shard.index.block(slot);
-        self.shard.arena.free(block); // zeroes the entry's bytes
+        let (start, size) = self.shard.arena.free(block); // zeroes the entry's bytes
+                                                          // Keep the hand on a block: if the merged free block covers it, put
+                                                          // it past the free block rather than at its start. A new entry is
+                                                          // then allocated behind the hand, so a whole turn passes before the
+                                                          // hand first reaches it; at the free block's start, the next entry
+                                                          // would sit right under the hand and be the first one taken down
+                                                          // (and, after a turn that found every entry in use, evicted within a
+                                                          // few stores, before anyone had a chance to read it).
+        let hand = self.st().hand;
+        if hand >= start && hand < start + size {
+            self.st_mut().hand = start + size;
+        }
         if self.shard.index.erase(slot) {
             self.st_mut().tombstones += 1;
         }
@@ -731,7 +743,7 @@ impl Locked<'_> {
 
     /// CLOCK: evict (or reclaim, if expired) one entry; false if there is none.
     /// The hand walks the arena's blocks in address order (see
-    /// `Arena::advance_hand`), taking one from each entry's use count; the
+    /// `advance_hand`), taking one from each entry's use count; the
     /// first entry it finds at zero goes. At most `USES_MAX + 1` turns.
     fn evict_one(&mut self, now: u32) -> bool {
         if self.st_mut().entries == 0 {
@@ -739,7 +751,7 @@ impl Locked<'_> {
         }
         let slots = self.shard.index.slot_count();
         for _ in 0..(USES_MAX + 1) * self.shard.arena.max_blocks() + 2 {
-            let b = self.shard.arena.advance_hand();
+            let b = self.advance_hand();
             if !b.used {
                 continue;
             }
@@ -760,6 +772,19 @@ impl Locked<'_> {
             return true;
         }
         false
+    }
+
+    /// The block under the CLOCK hand, and the hand moved past it (wrapping
+    /// at the end). Walking blocks in address order visits entries in an
+    /// order unrelated to their hashes, so evictions free index slots evenly.
+    fn advance_hand(&mut self) -> super::arena::Block {
+        let mut at = self.st().hand;
+        if at >= self.shard.arena.capacity() {
+            at = 0;
+        }
+        let b = self.shard.arena.block_at(at);
+        self.st_mut().hand = at + b.size;
+        b
     }
 
     /// Free one entry's worth of room: expired entries first, then CLOCK.
@@ -1036,11 +1061,17 @@ impl Locked<'_> {
     /// corrupt shard: every offset and length is checked before it is used.
     pub fn check(&self) -> Result<(), String> {
         let mut used = std::collections::HashSet::new();
+        let hand = self.st().hand;
+        let mut hand_on_block = hand == self.shard.arena.capacity();
         let usage = self.shard.arena.walk(|b| {
+            hand_on_block |= b.offset == hand;
             if b.used {
                 used.insert(b.offset);
             }
         })?;
+        if !hand_on_block {
+            return Err(format!("CLOCK hand {hand} is not on a block"));
+        }
         let h = self.st();
         if h.dirty != 0 {
             return Err("shard is marked dirty".into());
