@@ -61,6 +61,8 @@ run_tests() {
     cargo test --release --workspace --no-fail-fast 2>&1 | tee "$test_log"
 }
 step "tests"         run_tests
+# miri, the loom model and ThreadSanitizer over the concurrency core.
+step "concurrency"   bash scripts/concurrency-checks.sh
 # Bounded coverage-guided fuzzing (about 60 s a target, FUZZ_SECONDS to change).
 step "fuzz"          bash scripts/fuzz.sh
 # make deb, dpkg -i, the stock default-ssl site on 127.0.0.1:443 with

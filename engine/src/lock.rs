@@ -66,14 +66,19 @@ impl ShardLock {
         unsafe {
             check(libc::pthread_mutexattr_init(&mut attr))?;
             let r = (|| {
-                check(libc::pthread_mutexattr_setpshared(
-                    &mut attr,
-                    libc::PTHREAD_PROCESS_SHARED,
-                ))?;
-                check(libc::pthread_mutexattr_setrobust(
-                    &mut attr,
-                    libc::PTHREAD_MUTEX_ROBUST,
-                ))?;
+                // Under miri (which implements neither attribute) the lock
+                // is a plain process-private mutex: see `MIRI` below.
+                #[cfg(not(miri))]
+                {
+                    check(libc::pthread_mutexattr_setpshared(
+                        &mut attr,
+                        libc::PTHREAD_PROCESS_SHARED,
+                    ))?;
+                    check(libc::pthread_mutexattr_setrobust(
+                        &mut attr,
+                        libc::PTHREAD_MUTEX_ROBUST,
+                    ))?;
+                }
                 check(libc::pthread_mutex_init((*this).mutex.get(), &attr))
             })();
             libc::pthread_mutexattr_destroy(&mut attr);
@@ -130,9 +135,7 @@ impl ShardLock {
                     "shard lock not obtained within the bound",
                 ));
             }
-            let deadline = deadline_after(left.min(WAIT_SLICE));
-            // SAFETY: as above; deadline is a valid absolute CLOCK_REALTIME time.
-            rc = unsafe { libc::pthread_mutex_timedlock(m, &deadline) };
+            rc = timed_lock(m, left.min(WAIT_SLICE));
         }
         match rc {
             0 => Ok(acquired),
@@ -153,6 +156,44 @@ impl ShardLock {
         // SAFETY: per the caller's contract this thread owns the mutex.
         let rc = unsafe { libc::pthread_mutex_unlock(self.mutex.get()) };
         debug_assert_eq!(rc, 0, "pthread_mutex_unlock failed");
+    }
+}
+
+/// One timed wait for the mutex at `m`, at most `slice`: 0, EOWNERDEAD,
+/// ETIMEDOUT or the OS error, as `pthread_mutex_timedlock` answers.
+#[cfg(not(miri))]
+fn timed_lock(m: *mut libc::pthread_mutex_t, slice: std::time::Duration) -> libc::c_int {
+    let deadline = deadline_after(slice);
+    // SAFETY: m is an initialised mutex in a live mapping (the caller's
+    // contract, see `lock_within`); deadline is a valid absolute
+    // CLOCK_REALTIME time.
+    unsafe { libc::pthread_mutex_timedlock(m, &deadline) }
+}
+
+/// # Under miri
+/// Miri implements neither `PTHREAD_PROCESS_SHARED`, `PTHREAD_MUTEX_ROBUST`
+/// nor `pthread_mutex_timedlock`. There the lock is a default (process-
+/// private, non-robust) pthread mutex, and a timed wait is `trylock` and
+/// `yield_now` until the slice ends: the same answers (0 or ETIMEDOUT;
+/// EOWNERDEAD cannot happen, no thread dies holding it under miri), the
+/// same happens-before edges from unlock to lock, which is what miri's
+/// race and aliasing checks of the shard need. Not checked under miri, then:
+/// the robust list, owner-death recovery (the model in `checks/loom`
+/// and the fork tests of `tests/` check that), sharing between processes.
+#[cfg(miri)]
+fn timed_lock(m: *mut libc::pthread_mutex_t, slice: std::time::Duration) -> libc::c_int {
+    let _ = deadline_after;
+    let until = std::time::Instant::now() + slice;
+    loop {
+        // SAFETY: as in the other `timed_lock`.
+        let rc = unsafe { libc::pthread_mutex_trylock(m) };
+        if rc != libc::EBUSY {
+            return rc;
+        }
+        if std::time::Instant::now() >= until {
+            return libc::ETIMEDOUT;
+        }
+        std::thread::yield_now();
     }
 }
 

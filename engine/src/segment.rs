@@ -42,6 +42,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
+#[cfg(miri)]
+use heap::MmapRaw;
+#[cfg(not(miri))]
 use memmap2::{Advice, MmapRaw};
 
 use super::error::Error;
@@ -297,6 +300,7 @@ const TMP_SUFFIX_MAX: usize = 32;
 /// khugepaged's background collapse can act on the advice; `never` (Debian's
 /// default) refuses. A file on tmpfs follows the mount's `huge=` option. The
 /// advice is a hint; its failure is not an error.
+#[cfg(not(miri))]
 fn map(fd: RawFd) -> std::io::Result<MmapRaw> {
     let map = MmapRaw::map_raw(fd)?;
     let _ = map.advise(Advice::HugePage);
@@ -331,6 +335,7 @@ fn random_u64() -> u64 {
 impl Segment {
     /// A new zeroed anonymous segment (memfd, sealed at `len` bytes): lives
     /// while mapped or its fd is open.
+    #[cfg(not(miri))]
     pub fn create_anonymous(len: u64) -> Result<Segment, Error> {
         let name = c"mod_socache_shm";
         // SAFETY: name is a valid C string; the returned fd is checked.
@@ -604,6 +609,88 @@ impl Segment {
         if fd >= 0 {
             // SAFETY: ours, closed once (the swap took it).
             unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Under miri (which has neither `memfd_create` nor `mmap` of a descriptor)
+/// a file segment cannot be mapped: the file-backed constructors fail with
+/// `Unsupported` at their `mmap` step, and their tests are ignored there.
+#[cfg(miri)]
+fn map(_fd: RawFd) -> std::io::Result<MmapRaw> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "miri cannot map a file: only anonymous (heap-backed) segments run under miri",
+    ))
+}
+
+#[cfg(miri)]
+impl Segment {
+    /// Under miri: a zeroed, page-aligned heap allocation stands in for the
+    /// memfd mapping, with the same API (no descriptor: `dup_fd` answers
+    /// `EBADF`, `intact` is true). Everything the engine does to the bytes
+    /// is then checked by miri: bounds, alignment, provenance, aliasing,
+    /// data races between threads. What it cannot show: anything between
+    /// processes (fork, a second mapping of the same memory at another
+    /// address), the seals, and the kernel's robust-futex handling.
+    pub fn create_anonymous(len: u64) -> Result<Segment, Error> {
+        let map = MmapRaw::zeroed(len).map_err(|e| io_err(None, "allocate", e))?;
+        Ok(Segment {
+            map,
+            fd: AtomicI32::new(-1),
+            path: None,
+        })
+    }
+}
+
+/// The heap-backed stand-in for `memmap2::MmapRaw` under miri: the two
+/// methods the segment uses, over one zeroed allocation it owns.
+#[cfg(miri)]
+mod heap {
+    use std::alloc::Layout;
+
+    /// Pages are 4 KiB: the layout relies on nothing coarser than 64.
+    const ALIGN: usize = 4096;
+
+    pub struct MmapRaw {
+        ptr: std::ptr::NonNull<u8>,
+        len: usize,
+    }
+
+    impl MmapRaw {
+        pub fn zeroed(len: u64) -> std::io::Result<MmapRaw> {
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|&l| l > 0)
+                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            let layout = Layout::from_size_align(len, ALIGN)
+                .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            // SAFETY: layout has a non-zero size (checked above).
+            let p = unsafe { std::alloc::alloc_zeroed(layout) };
+            let ptr = std::ptr::NonNull::new(p)
+                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
+            Ok(MmapRaw { ptr, len })
+        }
+
+        pub fn as_mut_ptr(&self) -> *mut u8 {
+            self.ptr.as_ptr()
+        }
+
+        pub fn len(&self) -> usize {
+            self.len
+        }
+    }
+
+    impl Drop for MmapRaw {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `zeroed` with exactly this layout (it was
+            // valid then), freed once, here.
+            unsafe {
+                std::alloc::dealloc(
+                    self.ptr.as_ptr(),
+                    Layout::from_size_align_unchecked(self.len, ALIGN),
+                )
+            };
         }
     }
 }

@@ -545,9 +545,11 @@ impl Locked<'_> {
         let s = seq.load(Ordering::Relaxed);
         if s & 1 == 0 {
             seq.store(s.wrapping_add(1), Ordering::Relaxed);
-            // Order the odd value before every write of the mutation.
-            fence(Ordering::Release);
         }
+        // Order the odd value before every write of the mutation, also when
+        // it was odd already (a recovery after a writer died mid-way): the
+        // wipe's writes need the fence too (checks/loom found it).
+        fence(Ordering::Release);
     }
 
     /// The mutation is complete: make the sequence even (its writes ordered

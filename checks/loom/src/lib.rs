@@ -1,0 +1,1 @@
+//! The model lives in `tests/seqlock.rs`.
