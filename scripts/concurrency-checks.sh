@@ -17,7 +17,8 @@ target=${CARGO_TARGET_DIR:-$root/target}
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 rustup component add --toolchain nightly miri rust-src >/dev/null
 if ! command -v llvm-symbolizer >/dev/null 2>&1; then
-    apt-get install -y llvm >/dev/null
+    # scripts/deps.sh installs llvm; this is for a run of this script alone.
+    apt-get install -y -q llvm >/dev/null || { apt-get update -q && apt-get install -y -q llvm >/dev/null; }
 fi
 
 t0=$SECONDS

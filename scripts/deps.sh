@@ -5,13 +5,15 @@
 # (bindgen), pkg-config, build-essential, curl; for the Debian package and
 # its test (make deb, scripts/package-test.sh) debhelper, dpkg-dev, lintian,
 # ssl-cert (the snakeoil certificate of the stock default-ssl site),
-# openssl (s_client) and iproute2 (ss); and a Rust toolchain with
+# openssl (s_client) and iproute2 (ss); llvm (llvm-symbolizer, which
+# ThreadSanitizer needs to name the frames its suppressions match, in
+# scripts/concurrency-checks.sh); and a Rust toolchain with
 # rustfmt and clippy (rustup, when cargo is missing or older than the
 # crate's rust-version). Idempotent: does nothing when everything is there.
 set -euo pipefail
 
 PACKAGES=(apache2 apache2-dev libssl-dev libclang-dev pkg-config build-essential curl
-    debhelper dpkg-dev lintian ssl-cert openssl iproute2)
+    debhelper dpkg-dev lintian ssl-cert openssl iproute2 llvm)
 RUST_MIN=1.85 # Cargo.toml's rust-version
 
 as_root() {
