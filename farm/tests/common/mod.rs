@@ -26,6 +26,8 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// The CA (a self-signed certificate for 127.0.0.1) of a TLS server.
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -36,10 +38,62 @@ impl RedisServer {
 
     /// A server on `port`, with `extra` arguments.
     pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        Self::launch(port, extra, false)
+    }
+
+    /// A TLS-only server (`--tls-port`) with a fresh self-signed
+    /// certificate for IP 127.0.0.1 (made with the openssl command).
+    pub fn start_tls() -> RedisServer {
+        Self::launch(free_port(), &[], true)
+    }
+
+    /// The PEM file that verifies a TLS server's certificate.
+    pub fn tls_ca(&self) -> Option<&std::path::Path> {
+        self.tls_ca.as_deref()
+    }
+
+    fn launch(port: u16, extra: &[&str], tls: bool) -> RedisServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut command = Command::new("redis-server");
+        let mut tls_ca = None;
+        if tls {
+            let cert = dir.path().join("cert.pem");
+            let key = dir.path().join("key.pem");
+            let status = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl command");
+            assert!(status.success(), "openssl req failed");
+            command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&cert)
+                .arg("--tls-key-file")
+                .arg(&key)
+                .arg("--tls-ca-cert-file")
+                .arg(&cert)
+                .args(["--tls-auth-clients", "no"]);
+            tls_ca = Some(cert);
+        } else {
+            command.args(["--port", &port.to_string()]);
+        }
         command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir.path())
@@ -54,19 +108,39 @@ impl RedisServer {
             child: Some(child),
             port,
             dir,
+            tls_ca,
         };
         server.wait_ready();
         server
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls_ca.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    fn client(&self) -> redis::Client {
+        match &self.tls_ca {
+            None => redis::Client::open(self.url()).expect("client"),
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca).expect("CA file")),
+                },
+            )
+            .expect("TLS client"),
+        }
     }
 
     /// A direct connection, for looking at what the farm stored.
     pub fn connection(&self) -> redis::Connection {
-        let client = redis::Client::open(self.url()).expect("client");
+        let client = self.client();
         let connection = client
             .get_connection_with_timeout(Duration::from_secs(5))
             .expect("connect");
@@ -106,7 +180,7 @@ impl RedisServer {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + STARTUP;
-        let client = redis::Client::open(self.url()).expect("client");
+        let client = self.client();
         loop {
             if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(500)) {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
