@@ -480,6 +480,21 @@ impl Farm {
     }
 }
 
+impl Drop for Farm {
+    /// A link this process started is dropped (its workers see the queue
+    /// close and end); one inherited across `fork` is abandoned instead,
+    /// like in `link_here`: its channel may have been locked by a thread
+    /// that does not exist here.
+    fn drop(&mut self) {
+        let slot = self.link.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(link) = slot.take() {
+            if link.pid() != std::process::id() {
+                std::mem::forget(link);
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Farm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Farm")
