@@ -47,8 +47,9 @@ const RESUMED_AT_LEAST: usize = 99;
 /// asynchronously, so a test waits for the key before it asks host B.
 const FORWARD_WAIT: Duration = Duration::from_secs(10);
 
-/// The `timeout=` of the fault tests ([`FarmArg`]'s default).
-const TIMEOUT: Duration = Duration::from_millis(50);
+/// The `timeout=` of the hung-Redis test (the others keep [`FarmArg`]'s
+/// generous 1 s).
+const TIMEOUT: &str = "50ms";
 
 /// Bound of one connection (handshake and request) while Redis is hung or
 /// dead: 60 × `timeout=`, for a loaded machine.
@@ -327,7 +328,7 @@ fn unusable_redis_rounds(
             );
             assert!(
                 took < FAULT_BOUND,
-                "{when}, round {round}: {what} took {took:?} (bound {FAULT_BOUND:?}, timeout={TIMEOUT:?})"
+                "{when}, round {round}: {what} took {took:?} (bound {FAULT_BOUND:?}, timeout={TIMEOUT})"
             );
             if must_resume {
                 assert!(c.both_resumed(), "{when}, {what}: {}", describe(&c));
@@ -376,7 +377,8 @@ fn cross_host_back(
 #[test]
 fn a_hung_or_dead_redis_costs_no_handshake() {
     let mut redis = RedisServer::start();
-    let (mut a, mut b) = two_hosts(&FarmArg::redis(&redis.url()), Mpm::Prefork);
+    let arg = FarmArg::redis(&redis.url()).set("timeout", TIMEOUT);
+    let (mut a, mut b) = two_hosts(&arg, Mpm::Prefork);
     let client = Client::new(Tls::V12);
     let own = a.connect(&client, None).session;
     let remote = b.connect(&client, None).session;

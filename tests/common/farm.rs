@@ -88,13 +88,10 @@ impl Breaker {
 }
 
 /// An error-log line saying the circuit breaker opened (Redis is being
-/// skipped): from our module, naming the breaker or Redis, and "opened".
+/// skipped): "opened" and the breaker (not, say, a connection "opened").
 pub fn breaker_opened(line: &str) -> bool {
     let l = line.to_ascii_lowercase();
-    l.contains("opened")
-        && ["breaker", "circuit", "redis", "farm"]
-            .iter()
-            .any(|w| l.contains(w))
+    l.contains("opened") && ["breaker", "circuit"].iter().any(|w| l.contains(w))
 }
 
 /// The lines of `log` for which [`breaker_opened`] holds.
@@ -151,8 +148,9 @@ pub struct FarmArg {
 }
 
 impl FarmArg {
-    /// `shm:{dir}/scache(1M) redis=<url> seal={dir}/farm.key timeout=50ms
-    /// prefix=farm-test:`.
+    /// `shm:{dir}/scache(1M) redis=<url> seal={dir}/farm.key timeout=1s
+    /// prefix=farm-test:`. The timeout is generous: on a loaded machine a
+    /// healthy Redis must not look hung (the fault tests set their own).
     pub fn redis(url: &str) -> FarmArg {
         FarmArg::with_remote("redis", url)
     }
@@ -168,7 +166,7 @@ impl FarmArg {
             options: vec![
                 (option.into(), value.into()),
                 ("seal".into(), format!("{{dir}}/{FARM_KEY_FILE}")),
-                ("timeout".into(), "50ms".into()),
+                ("timeout".into(), "1s".into()),
                 ("prefix".into(), FARM_PREFIX.into()),
             ],
         }
