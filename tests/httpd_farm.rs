@@ -13,7 +13,8 @@
 //!    A dead cluster node costs only its slots.
 //! 4. A value altered in Redis, sealed with another key, or moved to another
 //!    session's key is a full handshake, counted, never a crash; no master
-//!    key is readable in Redis.
+//!    key is readable in Redis; a second key record opens but does not
+//!    seal (rotation); another `prefix=` is another farm.
 //! 5. Arguments that cannot work fail `apache2 -t` naming the problem.
 //!
 //! Each test has its own Redis and its own hosts (own ports, directories,
@@ -441,9 +442,9 @@ fn a_hung_or_dead_redis_costs_no_handshake() {
 // 4. Values that must not open, and what Redis holds.
 // ---------------------------------------------------------------------------
 
-/// Offer `session` to B: a full handshake that succeeds, and one more
+/// Offer `session` to `b` (a host that must not open it): a full handshake that succeeds, and one more
 /// seal failure counted; B alive, no child crashed.
-fn refused_on_b(b: &mut Httpd, client: &Client, session: &Session, what: &str) {
+fn refused_on(b: &mut Httpd, client: &Client, session: &Session, what: &str) {
     let before = b.farm(FarmFigure::SealFailures);
     let c = b.connect(client, Some(session));
     assert_eq!(c.status, 200, "{what}: {}", describe(&c));
@@ -488,7 +489,7 @@ fn an_altered_value_is_a_full_handshake() {
     ]);
     assert_eq!(r, Resp::Int(v.len() as i64), "SETRANGE");
     assert_ne!(value(0), v, "SETRANGE changed nothing");
-    refused_on_b(
+    refused_on(
         &mut b,
         &client,
         &sessions[0],
@@ -503,11 +504,11 @@ fn an_altered_value_is_a_full_handshake() {
         last.to_string().as_bytes(),
         &[v[last] ^ 0x80],
     ]);
-    refused_on_b(&mut b, &client, &sessions[1], "the last byte flipped");
+    refused_on(&mut b, &client, &sessions[1], "the last byte flipped");
 
     let v = value(2);
     redis.set(key_of(&keys, 2), &v[..v.len() / 2]);
-    refused_on_b(&mut b, &client, &sessions[2], "cut to half its length");
+    refused_on(&mut b, &client, &sessions[2], "cut to half its length");
 
     let c = b.connect(&client, Some(&sessions[3]));
     assert!(
@@ -529,7 +530,7 @@ fn a_value_sealed_with_another_key_is_a_full_handshake() {
         let sessions = full_handshakes(&mut a, &client, 3);
         in_redis(&redis, &sessions, 3, "made on A");
         for s in &sessions {
-            refused_on_b(
+            refused_on(
                 &mut b,
                 &client,
                 s,
@@ -557,13 +558,89 @@ fn a_value_moved_to_another_key_is_a_full_handshake() {
 
     let r = redis.command(&[b"COPY", k(0), k(1), b"REPLACE"]);
     assert_eq!(r, Resp::Int(1), "COPY");
-    refused_on_b(&mut b, &client, &s[1], "another session's value (COPY)");
+    refused_on(&mut b, &client, &s[1], "another session's value (COPY)");
     let c = b.connect(&client, Some(&s[0]));
     assert!(c.both_resumed(), "the COPY's source: {}", describe(&c));
 
     let r = redis.command(&[b"RENAME", k(2), k(3)]);
     assert_eq!(r, Resp::Simple("OK".into()), "RENAME");
-    refused_on_b(&mut b, &client, &s[3], "another session's value (RENAME)");
+    refused_on(&mut b, &client, &s[3], "another session's value (RENAME)");
+}
+
+/// Key rotation: a key file of two records (new, then old) seals with the
+/// first and opens with either. Host C has [new, old], host A [old]: A's
+/// sessions resume on C; C's (sealed with the new key) do not open on A.
+#[test]
+fn a_second_key_record_opens_but_does_not_seal() {
+    let redis = RedisServer::start();
+    let arg = FarmArg::redis(&redis.url());
+    let (old, new) = (new_farm_key(), new_farm_key());
+    let mut a = start_farm_host(options(Mpm::Prefork), &arg, Some(&old));
+    let mut c = start_farm_host(options(Mpm::Prefork), &arg, Some(&[new, old].concat()));
+    let client = Client::new(Tls::V12);
+    let from_a = full_handshakes(&mut a, &client, 3);
+    let from_c = full_handshakes(&mut c, &client, 3);
+    in_redis(
+        &redis,
+        &[from_a.clone(), from_c.clone()].concat(),
+        6,
+        "made on A and C",
+    );
+    for s in &from_a {
+        let r = c.connect(&client, Some(s));
+        assert!(
+            r.both_resumed(),
+            "a value sealed with the old key (A's only record) did not open on C, \
+             whose second record it is: {}",
+            describe(&r)
+        );
+    }
+    for s in &from_c {
+        refused_on(&mut a, &client, s, "sealed with C's new key, unknown to A");
+    }
+}
+
+/// `prefix=` separates farms sharing one Redis: host D (another prefix)
+/// finds none of A's sessions (a remote miss each), and its keys are under
+/// its own prefix.
+#[test]
+fn another_prefix_is_another_farm() {
+    let redis = RedisServer::start();
+    let key = new_farm_key();
+    let mut a = start_farm_host(
+        options(Mpm::Prefork),
+        &FarmArg::redis(&redis.url()),
+        Some(&key),
+    );
+    let other = "other-farm:";
+    let mut d = start_farm_host(
+        options(Mpm::Prefork),
+        &FarmArg::redis(&redis.url()).set("prefix", other),
+        Some(&key),
+    );
+    let client = Client::new(Tls::V12);
+    let from_a = full_handshakes(&mut a, &client, 3);
+    in_redis(&redis, &from_a, 3, "made on A");
+    let misses = d.farm(FarmFigure::RemoteMisses);
+    for s in &from_a {
+        let r = d.connect(&client, Some(s));
+        assert!(
+            r.status == 200 && !r.resumed && !r.log.resumed,
+            "a session of the {FARM_PREFIX:?} farm resumed in the {other:?} farm: {}",
+            describe(&r)
+        );
+    }
+    assert!(
+        d.farm(FarmFigure::RemoteMisses) >= misses + 3,
+        "D did not look A's sessions up under its own prefix (no remote misses)"
+    );
+    let from_d = full_handshakes(&mut d, &client, 1);
+    let found = redis.wait_for_sessions(other, &ids(&from_d), FORWARD_WAIT);
+    assert!(
+        found[0].is_some(),
+        "D's session is not under {other:?}: {:?}",
+        redis.keys()
+    );
 }
 
 /// Every value in Redis, TLS 1.2 and 1.3, made on A and on B (B's new TLS
