@@ -442,8 +442,9 @@ fn a_hung_or_dead_redis_costs_no_handshake() {
 // 4. Values that must not open, and what Redis holds.
 // ---------------------------------------------------------------------------
 
-/// Offer `session` to `b` (a host that must not open it): a full handshake that succeeds, and one more
-/// seal failure counted; B alive, no child crashed.
+/// Offer `session` to `b`, a host that must not open its value: a full
+/// handshake that succeeds, one more seal failure counted; `b` alive, no
+/// child crashed.
 fn refused_on(b: &mut Httpd, client: &Client, session: &Session, what: &str) {
     let before = b.farm(FarmFigure::SealFailures);
     let c = b.connect(client, Some(session));
