@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use super::clock::{Clock, SystemClock, Timestamp};
 use super::error::Error;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::layout::{
-    Geometry, ReadStripe, SegmentHeader, ID_LEN_MASK, LAYOUT_VERSION, MAGIC, READY, READ_STRIPES,
+    Geometry, ReadStripe, SegmentHeader, TierWords, ID_LEN_MASK, LAYOUT_VERSION, MAGIC, READY,
+    READ_STRIPES, TIER_WORDS,
 };
 use super::outcome::{Miss, Opened, Replacement, Stats, Stored};
 use super::segment::Segment;
@@ -456,6 +457,23 @@ impl Cache {
         }
     }
 
+    /// The words kept for the tier behind this cache ([`TierWords`]): zeroed
+    /// when the segment is made, shared by every process that maps it, never
+    /// read by the engine.
+    pub fn tier_words(&self) -> &[AtomicU64; TIER_WORDS] {
+        // SAFETY: the words lie inside the mapping (Geometry::new places
+        // them between the stripes and the regions), 64-aligned; they are
+        // only ever used through atomic operations, by every process.
+        unsafe {
+            &(*self
+                .segment
+                .base()
+                .add(self.geo.tier_offset as usize)
+                .cast::<TierWords>())
+            .0
+        }
+    }
+
     /// This CPU's stripe, for counting an unlocked read.
     fn my_stripe(&self) -> &ReadStripe {
         // SAFETY: no preconditions; -1 (unsupported) maps to stripe 0.
@@ -847,6 +865,38 @@ mod tests {
                 clock.advance_secs(3);
                 c.check().unwrap();
             }
+        }
+        c.check().unwrap();
+    }
+
+    /// The tier words start zeroed, survive a reattach, and no store, evict
+    /// or flush of entries ever touches them (nor they the entries).
+    #[test]
+    #[cfg_attr(miri, ignore = "reattach: miri has no memfd to reopen")]
+    fn tier_words_are_zeroed_shared_and_apart_from_entries() {
+        let c = Cache::create(&CacheConfig::new(64 * 1024)).unwrap();
+        assert!(c
+            .tier_words()
+            .iter()
+            .all(|w| w.load(Ordering::Relaxed) == 0));
+        for (i, w) in c.tier_words().iter().enumerate() {
+            w.store(u64::MAX - i as u64, Ordering::Relaxed);
+        }
+        let exp = c.now().plus_secs(300);
+        // Far more than fits: evictions in every shard.
+        for i in 0..2000u32 {
+            c.store(&i.to_le_bytes(), &[7u8; 150], exp).unwrap();
+        }
+        c.check().unwrap();
+        c.flush();
+        let fd = c.dup_fd().unwrap();
+        drop(c);
+        let (c, o) = Cache::reopen_fd(fd, &CacheConfig::new(64 * 1024)).unwrap();
+        // SAFETY: the test's own dup, closed once.
+        unsafe { libc::close(fd) };
+        assert_eq!(o, Opened::Reattached);
+        for (i, w) in c.tier_words().iter().enumerate() {
+            assert_eq!(w.load(Ordering::Relaxed), u64::MAX - i as u64);
         }
         c.check().unwrap();
     }

@@ -5,16 +5,16 @@
 //! ```text
 //! offset 0                                                              total_bytes
 //! +----------------+----------------------------+--------------+-----------+ ... +-----------+
-//! | SegmentHeader  | ShardHeader x shard_count  | ReadStripe x | region 0  |     | region N-1|
-//! | magic, version,| (64-aligned each: lock,    | READ_STRIPES | (shard 0) |     |           |
-//! | geometry, key  |  dirty mark, counters,     | (64 B each:  |           |     |           |
-//! |                |  table counts, CLOCK hand, |  hit and miss|           |     |           |
-//! |                |  arena free lists; then    |  counts of   |           |     |           |
-//! |                |  the sequence word alone   |  unlocked    |           |     |           |
-//! |                |  on its own cache line)    |  reads)      |           |     |           |
-//! +----------------+----------------------------+--------------+-----------+ ... +-----------+
-//!                                               ^ stripes_offset ^ regions_offset, each region
-//!                                                                  shard_stride bytes
+//! | SegmentHeader  | ShardHeader x shard_count  | ReadStripe x | TierWords | region 0  | ... | region N-1|
+//! | magic, version,| (64-aligned each: lock,    | READ_STRIPES | (256 B:   | (shard 0) |     |           |
+//! | geometry, key  |  dirty mark, counters,     | (64 B each:  |  the farm |           |     |           |
+//! |                |  table counts, CLOCK hand, |  hit and miss|  tier's   |           |     |           |
+//! |                |  arena free lists; then    |  counts of   |  breaker, |           |     |           |
+//! |                |  the sequence word alone   |  unlocked    |  counters)|           |     |           |
+//! |                |  on its own cache line)    |  reads)      |           |           |     |           |
+//! +----------------+----------------------------+--------------+-----------+-----------+ ... +-----------+
+//!                                               ^ stripes_offset ^ tier_offset ^ regions_offset, each
+//!                                                                              region shard_stride bytes
 //!
 //! one region:
 //! +------------------------------+-------------------------+--------------------------------+
@@ -46,7 +46,7 @@ use super::lock::ShardLock;
 
 pub const MAGIC: [u8; 8] = *b"SOCSHM\r\n";
 /// Bump on any change to a `#[repr(C)]` type here or to the region layout.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Written last when a segment is created; a segment without it is unfinished.
 pub const READY: u32 = 0x5245_4459;
 
@@ -200,12 +200,24 @@ pub struct ReadStripe {
 
 pub const READ_STRIPES: u64 = 64;
 
+/// Words kept for the tier behind this cache (the farm tier: its circuit
+/// breaker and its counters), after the read stripes. The engine gives them
+/// out zeroed and never reads them: what they mean is the other tier's
+/// business, and since every process of the host maps them, any of them may
+/// write anything there (a reader must treat them as untrusted).
+pub const TIER_WORDS: usize = 32;
+
+/// The tier words' place: 4 cache lines of `AtomicU64`, used only atomically.
+#[repr(C, align(64))]
+pub struct TierWords(pub [AtomicU64; TIER_WORDS]);
+
 // Layout guards: a change here must come with a LAYOUT_VERSION bump.
 const _: () = assert!(size_of::<SegmentHeader>() == 136);
 const _: () = assert!(align_of::<ShardHeader>() == 64);
 const _: () = assert!(size_of::<ShardHeader>() % 64 == 0);
 const _: () = assert!(size_of::<SeqLine>() == 64);
 const _: () = assert!(size_of::<ReadStripe>() == 64);
+const _: () = assert!(size_of::<TierWords>() == 256);
 
 const fn align_up(x: u64, a: u64) -> u64 {
     (x + a - 1) & !(a - 1)
@@ -222,6 +234,8 @@ pub struct Geometry {
     /// The `ReadStripe`s, after the shard headers (fixed by the geometry,
     /// so not recorded in the segment header).
     pub stripes_offset: u64,
+    /// The [`TierWords`], after the stripes (fixed by the geometry too).
+    pub tier_offset: u64,
     pub regions_offset: u64,
     pub shard_stride: u64,
     pub slots: u32,
@@ -255,7 +269,8 @@ impl Geometry {
             shard_count *= 2;
         }
         let stripes_offset = shard_headers_offset + shard_count * size_of::<ShardHeader>() as u64;
-        let regions_offset = stripes_offset + READ_STRIPES * size_of::<ReadStripe>() as u64;
+        let tier_offset = stripes_offset + READ_STRIPES * size_of::<ReadStripe>() as u64;
+        let regions_offset = tier_offset + size_of::<TierWords>() as u64;
         let shard_stride = ((bytes - regions_offset) / shard_count) & !63;
         let entry = arena::block_size_for(ENTRY_HEADER + avg_id_len + avg_value_len)
             .unwrap_or(u32::MAX) as u64;
@@ -295,6 +310,7 @@ impl Geometry {
             shard_count: shard_count as u32,
             shard_headers_offset,
             stripes_offset,
+            tier_offset,
             regions_offset,
             shard_stride,
             slots: slots as u32,

@@ -31,6 +31,7 @@ mod table;
 pub use cache::{Cache, CacheConfig, ControlFlow, Visitor};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
+pub use layout::TIER_WORDS;
 pub use outcome::{Miss, Opened, Replacement, Stats, Stored};
 pub use segment::{check_replaceable, Existing};
 pub use shard::{checksum, LOCK_BOUND, REINIT_AFTER_SECS};
