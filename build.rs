@@ -152,6 +152,7 @@ mod httpd {
     #include <http_log.h>
     #include <http_main.h>
     #include <http_protocol.h>
+    #include <ap_mpm.h>
     #include <ap_socache.h>
     #include <mod_status.h>
     #include <unixd.h>
@@ -187,6 +188,10 @@ mod httpd {
             .allowlist_function("ap_rwrite")
             .allowlist_function("ap_server_root_relative")
             .allowlist_function("ap_state_query")
+            // Threaded MPM or prefork: how many farm-tier connections a child keeps.
+            .allowlist_function("ap_mpm_query")
+            .allowlist_var("AP_MPMQ_IS_THREADED")
+            .allowlist_var("AP_MPMQ_NOT_SUPPORTED")
             .allowlist_function("apr_pool_userdata_get")
             .allowlist_function("apr_pool_userdata_setn")
             .allowlist_function("apr_pool_cleanup_register")

@@ -506,26 +506,49 @@ impl fmt::Debug for Farm {
     }
 }
 
-/// For server-status and `shmcache stat`: the counters (keys like
-/// "FarmRemoteHits"), then "FarmBreaker" ("closed"/"open"),
-/// "FarmBreakerOpenSecs" and "FarmBreakerBackoffMs".
-pub fn figures(words: &[AtomicU64; TIER_WORDS], now_us: i64) -> Vec<(&'static str, String)> {
-    let mut out: Vec<(&'static str, String)> = FarmStats::read(counter_words(words))
-        .pairs()
-        .into_iter()
-        .map(|(key, value)| (key, value.to_string()))
+/// For server-status and `shmcache stat`: `(key, label, value)` for each
+/// counter (keys like "FarmRemoteHits"), then "FarmBreaker"
+/// ("closed"/"open"), "FarmBreakerOpenSecs" and "FarmBreakerBackoffMs".
+pub fn figures(
+    words: &[AtomicU64; TIER_WORDS],
+    now_us: i64,
+) -> Vec<(&'static str, &'static str, String)> {
+    let stats = FarmStats::read(counter_words(words));
+    let mut out: Vec<(&'static str, &'static str, String)> = Counter::ALL
+        .iter()
+        .zip(stats.pairs())
+        .map(|(c, (key, value))| (key, c.label(), value.to_string()))
         .collect();
     let state = breaker_of(words).state(ms(now_us));
     out.push((
         "FarmBreaker",
+        "farm circuit breaker",
         if state.open { "open" } else { "closed" }.to_string(),
     ));
-    out.push(("FarmBreakerOpenSecs", state.open_for.as_secs().to_string()));
+    out.push((
+        "FarmBreakerOpenSecs",
+        "seconds the breaker has been open",
+        state.open_for.as_secs().to_string(),
+    ));
     out.push((
         "FarmBreakerBackoffMs",
+        "breaker backoff (ms)",
         state.backoff.as_millis().to_string(),
     ));
     out
+}
+
+/// What [`Farm::new`] would refuse about the TLS files, checked alone (at
+/// configuration time, as root): unreadable files, a certificate without
+/// its key, files for a `redis://` endpoint, files for a cluster.
+pub fn check(endpoint: &Endpoint, tls: &TlsFiles) -> Result<(), FarmError> {
+    let certificates = read_tls_files(endpoint, tls)?;
+    if certificates.is_some() && endpoint.topology() == Topology::Cluster {
+        return Err(FarmError::ClusterTlsFiles {
+            endpoint: endpoint.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// A snapshot of the tier's counters.
@@ -736,7 +759,10 @@ mod tests {
     #[test]
     fn figures_start_closed_and_zero() {
         let words: [AtomicU64; TIER_WORDS] = Default::default();
-        let figures = figures(&words, now_us());
+        let figures: Vec<(&str, String)> = figures(&words, now_us())
+            .into_iter()
+            .map(|(key, _, value)| (key, value))
+            .collect();
         assert_eq!(figures[0], ("FarmRemoteHits", "0".to_string()));
         assert!(figures.contains(&("FarmBreaker", "closed".to_string())));
         assert!(figures.contains(&("FarmBreakerOpenSecs", "0".to_string())));

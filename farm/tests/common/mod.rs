@@ -372,7 +372,7 @@ pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 pub fn figure(words: &[AtomicU64; TIER_WORDS], key: &str) -> String {
     socache_shm_farm::figures(words, socache_shm_farm::now_us())
         .into_iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, _, v)| v)
         .unwrap_or_default()
 }
