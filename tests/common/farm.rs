@@ -13,8 +13,9 @@ pub const FARM_KEY_BYTES: usize = 48;
 pub const FARM_PREFIX: &str = "farm-test:";
 
 /// The namespace mod_ssl's session cache gives the provider (`init`'s
-/// `cname`), the middle part of every Redis key.
-pub const SESSION_NAMESPACE: &str = "mod_ssl-session";
+/// `cname`, "mod_ssl-sess" in httpd 2.4's ssl_scache.c), the middle part of
+/// every Redis key.
+pub const SESSION_NAMESPACE: &str = "mod_ssl-sess";
 
 /// The Redis key of a session: `{prefix}{namespace}:{hex(id)}`.
 pub fn farm_key_name(prefix: &str, id_hex: &str) -> String {
