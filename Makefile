@@ -52,7 +52,9 @@ module: $(MODULE)
 rustlib:
 	$(CARGO) build --release --lib $(CARGO_FLAGS)
 
-$(RUSTLIB): rustlib
+# The empty recipe makes make look at the library again after cargo ran
+# (without it, the module was relinked only on the next run).
+$(RUSTLIB): rustlib ;
 
 $(MODULE): $(RUSTLIB) $(GLUE) $(GLUE_H)
 	@mkdir -p $(BUILD)

@@ -204,6 +204,8 @@ mod httpd {
             .allowlist_var("AP_STATUS_SHORT")
             .allowlist_var("AP_SQ_MAIN_STATE")
             .allowlist_var("AP_SQ_MS_.*")
+            .allowlist_var("AP_SQ_RUN_MODE")
+            .allowlist_var("AP_SQ_RM_.*")
             .allowlist_var("APLOG_(EMERG|ALERT|CRIT|ERR|WARNING|NOTICE|INFO|DEBUG|TRACE[1-8])")
             .allowlist_var("APR_SUCCESS")
             .allowlist_var("APR_NOTFOUND")

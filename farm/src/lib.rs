@@ -341,10 +341,14 @@ impl Farm {
             Ok(GetReply::Failed(failure)) => {
                 let counter = match failure.kind {
                     FailureKind::Timeout => Counter::Timeouts,
-                    FailureKind::Error => Counter::Errors,
+                    FailureKind::Error | FailureKind::NodeError => Counter::Errors,
                 };
                 counters::bump(counters, counter);
-                self.report_failure(words, admission, now_ms, &failure.why);
+                // One cluster node's failure leaves the breaker alone,
+                // unless this GET was the probe (whose outcome decides).
+                if failure.concerns_the_breaker() || admission == Admission::Probe {
+                    self.report_failure(words, admission, now_ms, &failure.why);
+                }
                 Lookup::Failed
             }
             Err(RecvTimeoutError::Timeout) => {

@@ -109,6 +109,12 @@ pub enum FailureKind {
     /// Refused, reset, an error reply (LOADING, OOM, NOAUTH, READONLY, MOVED
     /// loops, …), a protocol error.
     Error,
+    /// Like `Error`, but from one node of a Redis Cluster whose connection
+    /// still stands: the other nodes' slots still answer, so it is counted
+    /// and does not open the host's breaker (a dead node costs only its
+    /// slots; a refused connection costs no wait). A node that hangs still
+    /// times out, and timeouts open the breaker.
+    NodeError,
 }
 
 /// Why an op failed.
@@ -121,15 +127,25 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn from_redis(what: &str, error: &RedisError) -> Failure {
+    /// `one_node`: the error came from an op on an established cluster
+    /// connection (so from the node serving that key's slot).
+    fn from_redis(what: &str, error: &RedisError, one_node: bool) -> Failure {
         Failure {
             kind: if error.is_timeout() {
                 FailureKind::Timeout
+            } else if one_node {
+                FailureKind::NodeError
             } else {
                 FailureKind::Error
             },
             why: format!("{what}: {error}"),
         }
+    }
+
+    /// Whether this failure says something about Redis as a whole (and
+    /// so moves the breaker), rather than about one cluster node.
+    pub fn concerns_the_breaker(&self) -> bool {
+        self.kind != FailureKind::NodeError
     }
 }
 
@@ -169,12 +185,13 @@ impl Outcomes {
         if let Some(f) = &failure {
             let counter = match f.kind {
                 FailureKind::Timeout => &self.timeouts,
-                FailureKind::Error => &self.errors,
+                FailureKind::Error | FailureKind::NodeError => &self.errors,
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        if !probe && failure.is_none() {
-            return; // nothing for the breaker
+        let moves_breaker = failure.as_ref().is_some_and(Failure::concerns_the_breaker);
+        if !probe && !moves_breaker {
+            return; // nothing for the breaker (a probe's outcome always is)
         }
         let mut reports = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
         if reports.len() < MAX_REPORTS || probe {
@@ -388,17 +405,27 @@ impl Worker {
         let connection = match &mut self.connection {
             Some(connection) => connection,
             None => {
+                // Not even the seed nodes answer: Redis as a whole failed.
                 let made = self
                     .connect()
-                    .map_err(|e| Failure::from_redis("connect", &e))?;
+                    .map_err(|e| Failure::from_redis("connect", &e, false))?;
                 self.connection.insert(made)
             }
         };
+        let cluster = matches!(&*self.target, Target::Cluster(_));
         match f(connection.as_connection()) {
             Ok(value) => Ok(value),
             Err(error) => {
-                self.connection = None;
-                Err(Failure::from_redis(what, &error))
+                let failure = Failure::from_redis(what, &error, cluster);
+                // A single server's connection is made again; a cluster
+                // connection reconnects to a failed node itself, and
+                // dropping it would cost every node's connection (and a
+                // slot refresh) for one node's failure. Only a timeout
+                // (a node's socket left mid-reply) drops it.
+                if !cluster || failure.kind == FailureKind::Timeout {
+                    self.connection = None;
+                }
+                Err(failure)
             }
         }
     }

@@ -298,6 +298,15 @@ unsafe fn create(arg: Option<&CStr>, p: *mut apr_pool_t) -> Result<*mut Instance
         .as_ref()
         .map(|f| farm::plan(f, resolve))
         .transpose()?;
+    if farm_plan.as_ref().is_some_and(FarmPlan::unsealed) && config_test() {
+        // `apachectl -t` runs no init (where a start says it): say it here.
+        log::write(
+            ptr::null(),
+            Level::Warning,
+            0,
+            "seal=off: session values, TLS master secrets included, would cross the network and sit in Redis in clear",
+        );
+    }
     // Whatever else the engine would refuse at init (with the TLS session
     // hints; other consumers' hints only move the index/arena split).
     crate::engine::layout::Geometry::new(spec.bytes, 32, 160)
@@ -352,6 +361,13 @@ unsafe fn create(arg: Option<&CStr>, p: *mut apr_pool_t) -> Result<*mut Instance
         )
     };
     Ok(inst)
+}
+
+/// Is this `apachectl -t` (or `-S`, `-M`...): configuration only?
+fn config_test() -> bool {
+    // SAFETY: ap_state_query has no preconditions.
+    let mode = unsafe { b::ap_state_query(b::AP_SQ_RUN_MODE as c_int) };
+    mode == b::AP_SQ_RM_CONFIG_TEST as c_int || mode == b::AP_SQ_RM_CONFIG_DUMP as c_int
 }
 
 /// The pool cleanup of an instance: what `destroy` does, then free it.
