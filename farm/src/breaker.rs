@@ -1,4 +1,4 @@
-//! The circuit breaker: one per host, in three words of shared memory that
+//! The circuit breaker: one per host, in four words of shared memory that
 //! every process of the server sees, so that when Redis fails the whole host
 //! stops waiting on it at once and exactly one caller at a time finds out
 //! whether it is back.
@@ -11,13 +11,21 @@
 //!   duration).
 //! - `backoff` (ms): the current backoff, [`MIN_BACKOFF_MS`] to
 //!   [`MAX_BACKOFF_MS`]; 0 (fresh, zeroed memory) reads as the minimum.
+//! - `streak`: failures in a row of ops admitted while closed.
 //!
 //! # Rules
 //!
 //! 1. Closed (`open_until == 0`): every op goes to Redis ([`Admission::Closed`]).
-//! 2. A failure of such an op opens it: CAS `0 → now + backoff`. Only the CAS
-//!    winner reports [`Transition::Opened`] (the caller logs it once); losers
-//!    found it already open and do nothing.
+//! 2. A failure of such an op adds one to `streak`; a success sets it back
+//!    to 0. The [`OPEN_AFTER`]th failure in a row opens it: CAS
+//!    `0 → now + backoff`. Only the CAS winner reports [`Transition::Opened`]
+//!    (the caller logs it once); losers found it already open and do
+//!    nothing. (One failure alone is not enough: on a loaded host a single
+//!    GET can miss a 20 ms timeout for want of a CPU, with Redis healthy,
+//!    and the whole host would then stop sharing sessions for a backoff;
+//!    measured in bench/farm.py at load 16: one timeout, one opening, 65
+//!    lookups skipped. A Redis that is really gone fails every op, so three
+//!    in a row cost three callers one timeout each.)
 //! 3. While `now < open_until` ops are skipped ([`Admission::Open`]).
 //! 4. Once `now >= open_until`, exactly one caller claims the probe: CAS
 //!    `open_until → now + backoff` (the claim keeps others skipping while the
@@ -51,15 +59,18 @@ use std::time::Duration;
 pub const MIN_BACKOFF_MS: u64 = 100;
 /// The longest backoff.
 pub const MAX_BACKOFF_MS: u64 = 5_000;
+/// Failures in a row (of ops admitted while closed) that open the breaker.
+pub const OPEN_AFTER: u64 = 3;
 /// Words of shared memory the breaker uses.
-pub const BREAKER_WORDS: usize = 3;
+pub const BREAKER_WORDS: usize = 4;
 
-/// The breaker over its three shared words.
+/// The breaker over its four shared words.
 #[derive(Clone, Copy)]
 pub struct Breaker<'a> {
     open_until: &'a AtomicU64,
     opened_at: &'a AtomicU64,
     backoff: &'a AtomicU64,
+    streak: &'a AtomicU64,
 }
 
 /// What one op may do.
@@ -100,18 +111,20 @@ impl<'a> Breaker<'a> {
         open_until: &'a AtomicU64,
         opened_at: &'a AtomicU64,
         backoff: &'a AtomicU64,
+        streak: &'a AtomicU64,
     ) -> Self {
         Breaker {
             open_until,
             opened_at,
             backoff,
+            streak,
         }
     }
 
     /// The breaker over the first [`BREAKER_WORDS`] of `words`.
     pub fn over(words: &'a [AtomicU64; BREAKER_WORDS]) -> Self {
-        let [open_until, opened_at, backoff] = words;
-        Breaker::new(open_until, opened_at, backoff)
+        let [open_until, opened_at, backoff, streak] = words;
+        Breaker::new(open_until, opened_at, backoff, streak)
     }
 
     /// Whether an op at `now_ms` may go to Redis (rules 1, 3, 4).
@@ -134,8 +147,13 @@ impl<'a> Breaker<'a> {
         }
     }
 
-    /// Reports an op's success (rule 5); only a probe's success acts.
+    /// Reports an op's success: it ends a streak of failures (rule 2); a
+    /// probe's closes the breaker (rule 5).
     pub fn succeeded(&self, admission: Admission, now_ms: u64) -> Option<Transition> {
+        // Read first: a healthy host writes nothing here.
+        if self.streak.load(Ordering::Relaxed) != 0 {
+            self.streak.store(0, Ordering::Relaxed);
+        }
         if admission != Admission::Probe {
             return None;
         }
@@ -155,6 +173,13 @@ impl<'a> Breaker<'a> {
         match admission {
             Admission::Open => None,
             Admission::Closed => {
+                let streak = self
+                    .streak
+                    .fetch_add(1, Ordering::Relaxed)
+                    .saturating_add(1);
+                if streak < OPEN_AFTER {
+                    return None;
+                }
                 let backoff = self.current_backoff();
                 let until = now_ms.saturating_add(backoff).max(1);
                 match self.open_until.compare_exchange(
@@ -165,6 +190,7 @@ impl<'a> Breaker<'a> {
                 ) {
                     Ok(_) => {
                         self.opened_at.store(now_ms, Ordering::Relaxed);
+                        self.streak.store(0, Ordering::Relaxed);
                         Some(Transition::Opened)
                     }
                     Err(_) => None,
@@ -224,14 +250,41 @@ mod tests {
 
     const T: u64 = 1_700_000_000_000;
 
+    /// Fail closed-admitted ops until the breaker opens; the transitions.
+    fn fail_until_open(b: &Breaker<'_>, now: u64) -> Vec<Option<Transition>> {
+        (0..OPEN_AFTER)
+            .map(|_| b.failed(Admission::Closed, now))
+            .collect()
+    }
+
+    fn opened_by_the_last(b: &Breaker<'_>, now: u64) -> bool {
+        let t = fail_until_open(b, now);
+        t[..t.len() - 1].iter().all(Option::is_none) && t.last() == Some(&Some(Transition::Opened))
+    }
+
+    #[test]
+    fn a_success_ends_a_streak_of_failures() {
+        let w = words();
+        let b = Breaker::over(&w);
+        for _ in 0..10 {
+            for _ in 1..OPEN_AFTER {
+                assert_eq!(b.failed(Admission::Closed, T), None);
+            }
+            assert_eq!(b.succeeded(Admission::Closed, T), None);
+        }
+        assert_eq!(b.admit(T), Admission::Closed);
+        assert!(opened_by_the_last(&b, T));
+        assert_eq!(b.admit(T + 1), Admission::Open);
+    }
+
     #[test]
     fn closed_until_a_failure_then_open_then_probe_closes() {
         let w = words();
         let b = Breaker::over(&w);
         assert_eq!(b.admit(T), Admission::Closed);
         assert_eq!(b.succeeded(Admission::Closed, T), None);
-        assert_eq!(b.failed(Admission::Closed, T), Some(Transition::Opened));
-        // A second failure of an op admitted before the opening: no event.
+        assert!(opened_by_the_last(&b, T));
+        // A further failure of an op admitted before the opening: no event.
         assert_eq!(b.failed(Admission::Closed, T + 1), None);
         assert!(b.state(T + 10).open);
         assert_eq!(b.admit(T + 1), Admission::Open);
@@ -255,7 +308,7 @@ mod tests {
         let w = words();
         let b = Breaker::over(&w);
         let mut now = T;
-        assert_eq!(b.failed(Admission::Closed, now), Some(Transition::Opened));
+        assert!(opened_by_the_last(&b, now));
         let mut expected = MIN_BACKOFF_MS;
         for _ in 0..12 {
             assert_eq!(b.admit(now + expected - 1), Admission::Open);
@@ -273,7 +326,7 @@ mod tests {
             Some(Transition::Closed { .. })
         ));
         // Closing resets the backoff.
-        assert_eq!(b.failed(Admission::Closed, now), Some(Transition::Opened));
+        assert!(opened_by_the_last(&b, now));
         assert_eq!(b.admit(now + MIN_BACKOFF_MS), Admission::Probe);
     }
 
@@ -289,6 +342,7 @@ mod tests {
             w[0].store(until, Ordering::Relaxed);
             w[1].store(opened, Ordering::Relaxed);
             w[2].store(backoff, Ordering::Relaxed);
+            w[3].store(u64::MAX, Ordering::Relaxed);
             let b = Breaker::over(&w);
             assert_eq!(b.admit(T), Admission::Probe, "{until} {opened} {backoff}");
             let state = b.state(T);
@@ -309,7 +363,7 @@ mod tests {
     fn a_late_probe_does_not_reopen_a_closed_breaker() {
         let w = words();
         let b = Breaker::over(&w);
-        b.failed(Admission::Closed, T);
+        fail_until_open(&b, T);
         assert_eq!(b.admit(T + 100), Admission::Probe);
         // Its claim expired; a second probe succeeded meanwhile.
         assert_eq!(b.admit(T + 200), Admission::Probe);
@@ -368,7 +422,7 @@ mod tests {
     #[test]
     fn threads_race_for_one_probe() {
         let w = Arc::new(words());
-        Breaker::over(&w).failed(Admission::Closed, T);
+        fail_until_open(&Breaker::over(&w), T);
         let probes = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..8)
             .map(|_| {

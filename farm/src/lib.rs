@@ -298,24 +298,20 @@ impl Farm {
             counters::bump(counters, Counter::Skipped);
             return Lookup::Skipped;
         }
-        let (reply, answer) = mpsc::sync_channel(1);
-        let op = Op::Get {
-            key: self.redis_key(id),
-            reply,
-            deadline: Instant::now() + self.timeout,
+        let key = self.redis_key(id);
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        // A failure is known when the wait ends: the backoff counts from then.
+        let ended_ms = || now_ms.saturating_add(started.elapsed().as_millis() as u64);
+        // On this thread when a lookup connection is free; else by a worker.
+        let reply = match link.get(&key, deadline) {
+            Some(reply) => Ok(reply),
+            None => match Self::get_by_worker(&link, key, deadline, counters) {
+                Ok(waited) => waited,
+                Err(lookup) => return lookup,
+            },
         };
-        match link.try_send(op) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                counters::bump(counters, Counter::Skipped);
-                return Lookup::Skipped;
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                counters::bump(counters, Counter::Errors);
-                return Lookup::Failed;
-            }
-        }
-        match answer.recv_timeout(self.timeout) {
+        match reply {
             Ok(GetReply::Found(sealed)) => {
                 self.report_success(words, admission, now_ms);
                 match self.sealer.open(&self.namespace, id, now_us, &sealed) {
@@ -347,7 +343,7 @@ impl Farm {
                 // One cluster node's failure leaves the breaker alone,
                 // unless this GET was the probe (whose outcome decides).
                 if failure.concerns_the_breaker() || admission == Admission::Probe {
-                    self.report_failure(words, admission, now_ms, &failure.why);
+                    self.report_failure(words, admission, ended_ms(), &failure.why);
                 }
                 Lookup::Failed
             }
@@ -358,7 +354,7 @@ impl Farm {
                     self.endpoint,
                     self.timeout.as_millis()
                 );
-                self.report_failure(words, admission, now_ms, &why);
+                self.report_failure(words, admission, ended_ms(), &why);
                 Lookup::Failed
             }
             Err(RecvTimeoutError::Disconnected) => {
@@ -366,10 +362,39 @@ impl Farm {
                 // deadline passed): as good as a timeout.
                 counters::bump(counters, Counter::Timeouts);
                 let why = format!("GET: {} did not answer in time", self.endpoint);
-                self.report_failure(words, admission, now_ms, &why);
+                self.report_failure(words, admission, ended_ms(), &why);
                 Lookup::Failed
             }
         }
+    }
+
+    /// A GET handed to a worker (every lookup connection of this process is
+    /// busy): the worker's reply, or how waiting for it ended; `Err` with
+    /// the answer when it could not even be queued.
+    fn get_by_worker(
+        link: &Link,
+        key: Vec<u8>,
+        deadline: Instant,
+        counters: &[AtomicU64],
+    ) -> Result<Result<GetReply, RecvTimeoutError>, Lookup> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let op = Op::Get {
+            key,
+            reply,
+            deadline,
+        };
+        match link.try_send(op) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                counters::bump(counters, Counter::Skipped);
+                return Err(Lookup::Skipped);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                counters::bump(counters, Counter::Errors);
+                return Err(Lookup::Failed);
+            }
+        }
+        Ok(answer.recv_timeout(deadline.saturating_duration_since(Instant::now())))
     }
 
     /// Forward a DEL (queued like a store).
@@ -562,7 +587,7 @@ pub fn stats(words: &[AtomicU64; TIER_WORDS]) -> FarmStats {
 
 fn breaker_of(words: &[AtomicU64; TIER_WORDS]) -> Breaker<'_> {
     // Constant indices into an array of TIER_WORDS (checked at compile time).
-    Breaker::new(&words[0], &words[1], &words[2])
+    Breaker::new(&words[0], &words[1], &words[2], &words[3])
 }
 
 fn counter_words(words: &[AtomicU64; TIER_WORDS]) -> &[AtomicU64] {

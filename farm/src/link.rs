@@ -7,9 +7,11 @@
 //!
 //! ```text
 //!  callers ──try_send──▶ sync_channel(queue) ──▶ worker "socache-farm" ×N ──▶ Redis
-//!     ▲                   (one receiver,            owns its Connection or
+//!     │  (SET, DEL)       (one receiver,            owns its Connection or
 //!     │                    behind a Mutex)          ClusterConnection
-//!     └── recv_timeout(timeout) ◀── reply channel (GET only, capacity 1)
+//!     └── GET on the caller's thread, over one of the lookup connections ──▶ Redis
+//!         (Lookups: up to 4 per worker; all busy → queued as an Op::Get,
+//!          answered on a reply channel the caller waits on with a deadline)
 //! ```
 //!
 //! - [`Op::Set`] and [`Op::Del`] are fire-and-forget: the caller's `try_send`
@@ -45,7 +47,7 @@
 //! own.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -59,6 +61,10 @@ const MAX_REPORTS: usize = 64;
 
 /// The most Sets one pipeline carries.
 const MAX_BATCH: usize = 32;
+
+/// Lookup connections per worker thread (see `Lookups`): a threaded child
+/// (2 workers) keeps up to 8 for its callers' GETs, a prefork child uses 1.
+const LOOKUPS_PER_WORKER: usize = 4;
 
 /// The name of every worker thread.
 pub const THREAD_NAME: &str = "socache-farm";
@@ -122,6 +128,9 @@ pub enum FailureKind {
 pub struct Failure {
     /// Timeout or error.
     pub kind: FailureKind,
+    /// Redis answered, with an error reply (OOM, READONLY, LOADING,
+    /// NOAUTH, ...), rather than the connection failing.
+    pub answered: bool,
     /// For the log ("SET: Connection refused (os error 111)").
     pub why: String,
 }
@@ -138,6 +147,10 @@ impl Failure {
             } else {
                 FailureKind::Error
             },
+            answered: !(error.is_io_error()
+                || error.is_timeout()
+                || error.is_connection_refusal()
+                || error.is_connection_dropped()),
             why: format!("{what}: {error}"),
         }
     }
@@ -189,7 +202,14 @@ impl Outcomes {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        let moves_breaker = failure.as_ref().is_some_and(Failure::concerns_the_breaker);
+        // A store or remove that Redis refused with an error reply (OOM,
+        // READONLY: it will not take writes) cost no caller any wait and
+        // says nothing of lookups, which may well still work: it is
+        // counted, and moves the breaker only as a probe's outcome. A
+        // connection that failed does move it.
+        let moves_breaker = failure
+            .as_ref()
+            .is_some_and(|f| f.concerns_the_breaker() && !f.answered);
         if !probe && !moves_breaker {
             return; // nothing for the breaker (a probe's outcome always is)
         }
@@ -200,12 +220,61 @@ impl Outcomes {
     }
 }
 
-/// A process's link: the queue's sending end and the workers' outcomes.
+/// A process's link: the queue's sending end, the workers' outcomes, and
+/// the connections its callers' lookups use themselves.
 #[derive(Clone)]
 pub struct Link {
     pid: u32,
     queue: SyncSender<Op>,
     outcomes: Arc<Outcomes>,
+    lookups: Arc<Lookups>,
+}
+
+/// Connections for GETs, used by the calling threads themselves: a lookup
+/// is a round trip its caller waits for anyway, and handing it to a worker
+/// and back cost two thread switches on every local miss (bench/farm.py:
+/// remote-hit handshakes at p50 6.9 ms through a worker, against httpd's
+/// `redis:` provider's 5.0 ms doing its GET in the calling thread). At most
+/// `max` connections (a prefork child makes one); a caller that finds none
+/// idle when `max` are in use hands its GET to the workers' queue instead.
+/// The caller's wait stays bounded: connect within the timeout, then reads
+/// and writes bounded by what is left of its deadline.
+struct Lookups {
+    target: Arc<Target>,
+    timeout: Duration,
+    idle: Mutex<Vec<Session>>,
+    made: AtomicUsize,
+    max: usize,
+}
+
+impl Lookups {
+    /// `GET key` on this thread, within `deadline`; `None` when every
+    /// connection is busy (the caller queues it instead).
+    fn get(&self, key: &[u8], deadline: Instant) -> Option<GetReply> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut session = match idle {
+            Some(session) => session,
+            None => {
+                let made = self.made.fetch_add(1, Ordering::Relaxed);
+                if made >= self.max {
+                    self.made.fetch_sub(1, Ordering::Relaxed);
+                    return None;
+                }
+                Session::new(self.target.clone(), self.timeout)
+            }
+        };
+        session.bound_by(deadline);
+        let reply = session.get(key);
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(session);
+        Some(reply)
+    }
 }
 
 impl Link {
@@ -224,9 +293,7 @@ impl Link {
         let mut last_error = None;
         for _ in 0..workers.max(1) {
             let worker = Worker {
-                target: target.clone(),
-                timeout,
-                connection: None,
+                session: Session::new(target.clone(), timeout),
                 outcomes: outcomes.clone(),
             };
             let receiver = receiver.clone();
@@ -245,7 +312,20 @@ impl Link {
             pid: std::process::id(),
             queue: sender,
             outcomes,
+            lookups: Arc::new(Lookups {
+                target,
+                timeout,
+                idle: Mutex::new(Vec::new()),
+                made: AtomicUsize::new(0),
+                max: workers.max(1) * LOOKUPS_PER_WORKER,
+            }),
         })
+    }
+
+    /// `GET key` on the calling thread, within `deadline`; `None` when all
+    /// of this process's lookup connections are busy.
+    pub fn get(&self, key: &[u8], deadline: Instant) -> Option<GetReply> {
+        self.lookups.get(key, deadline)
     }
 
     /// The process that started this link.
@@ -279,14 +359,31 @@ impl Connected {
     }
 }
 
-struct Worker {
+/// One connection to Redis, made when first needed and again after an
+/// error: a worker's, or one of the lookups' (`Lookups`).
+struct Session {
     target: Arc<Target>,
     timeout: Duration,
     connection: Option<Connected>,
+    /// When the current caller stops waiting (lookups only): a connection
+    /// made for it is bounded by what is left, not by a whole timeout.
+    deadline: Option<Instant>,
+}
+
+struct Worker {
+    session: Session,
     outcomes: Arc<Outcomes>,
 }
 
 impl Worker {
+    fn query<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut dyn ConnectionLike) -> redis::RedisResult<T>,
+    ) -> Result<T, Failure> {
+        self.session.query(what, f)
+    }
+
     fn run(mut self, receiver: &Mutex<Receiver<Op>>) {
         loop {
             let batch = {
@@ -297,7 +394,7 @@ impl Worker {
                 let mut batch = vec![first];
                 // Sets queued behind a Set go out in one pipeline (single
                 // server only: a cluster routes each key to its node).
-                if matches!(&*self.target, Target::Single(_)) {
+                if matches!(&*self.session.target, Target::Single(_)) {
                     while batch.len() < MAX_BATCH && matches!(batch.last(), Some(Op::Set { .. })) {
                         match receiver.try_recv() {
                             Ok(op) => batch.push(op),
@@ -362,13 +459,7 @@ impl Worker {
                 if Instant::now() >= deadline {
                     return; // the caller has given up
                 }
-                let answer = match self.query("GET", |c| {
-                    redis::cmd("GET").arg(&key).query::<Option<Vec<u8>>>(c)
-                }) {
-                    Ok(Some(bytes)) => GetReply::Found(bytes),
-                    Ok(None) => GetReply::Absent,
-                    Err(failure) => GetReply::Failed(failure),
-                };
+                let answer = self.session.get(&key);
                 // A caller that left has dropped its receiver: nothing to do.
                 let _ = reply.try_send(answer);
             }
@@ -392,6 +483,46 @@ impl Worker {
                 let result = self.query("DEL", |c| redis::cmd("DEL").arg(&key).query::<i64>(c));
                 self.outcomes.record(probe, result.err());
             }
+        }
+    }
+}
+
+impl Session {
+    fn new(target: Arc<Target>, timeout: Duration) -> Session {
+        Session {
+            target,
+            timeout,
+            connection: None,
+            deadline: None,
+        }
+    }
+
+    /// `GET key`, as a reply.
+    fn get(&mut self, key: &[u8]) -> GetReply {
+        match self.query("GET", |c| {
+            redis::cmd("GET").arg(key).query::<Option<Vec<u8>>>(c)
+        }) {
+            Ok(Some(bytes)) => GetReply::Found(bytes),
+            Ok(None) => GetReply::Absent,
+            Err(failure) => GetReply::Failed(failure),
+        }
+    }
+
+    /// Bound the next connect, reads and writes by `deadline`.
+    fn bound_by(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+        let left = self.left();
+        let set = match &mut self.connection {
+            Some(Connected::Single(c)) => c
+                .set_read_timeout(Some(left))
+                .and_then(|()| c.set_write_timeout(Some(left))),
+            Some(Connected::Cluster(c)) => c
+                .set_read_timeout(Some(left))
+                .and_then(|()| c.set_write_timeout(Some(left))),
+            None => Ok(()),
+        };
+        if set.is_err() {
+            self.connection = None;
         }
     }
 
@@ -430,11 +561,21 @@ impl Worker {
         }
     }
 
+    /// What is left of the caller's deadline (at least 1 ms: a zero
+    /// timeout means none to the socket API), or the whole timeout.
+    fn left(&self) -> Duration {
+        self.deadline.map_or(self.timeout, |d| {
+            d.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        })
+    }
+
     fn connect(&self) -> redis::RedisResult<Connected> {
-        let timeout = Some(self.timeout);
+        let limit = self.left();
+        let timeout = Some(limit);
         match &*self.target {
             Target::Single(client) => {
-                let connection = client.get_connection_with_timeout(self.timeout)?;
+                let connection = client.get_connection_with_timeout(limit)?;
                 connection.set_read_timeout(timeout)?;
                 connection.set_write_timeout(timeout)?;
                 Ok(Connected::Single(connection))

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use socache_shm_farm::breaker::OPEN_AFTER;
 use socache_shm_farm::{now_us, stats, Endpoint, Lookup, Sealer};
 
 const LIFE_US: i64 = 300_000_000;
@@ -169,14 +170,18 @@ fn a_hung_redis_times_out_opens_the_breaker_once_and_recovers() {
     assert!(await_hit(&farm, &words, b"id", Duration::from_secs(10)).is_some());
 
     server.pause();
-    let started = Instant::now();
-    assert_eq!(farm.retrieve(&words, b"id", now_us()), Lookup::Failed);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(events.opened(), 1);
+    // OPEN_AFTER failures in a row open it; each call stays bounded.
+    for n in 0..OPEN_AFTER {
+        let started = Instant::now();
+        assert_eq!(farm.retrieve(&words, b"id", now_us()), Lookup::Failed);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let expected = usize::from(n + 1 == OPEN_AFTER);
+        assert_eq!(events.opened(), expected, "after {} failures", n + 1);
+    }
     assert_eq!(figure(&words, "FarmBreaker"), "open");
     assert_eq!(stats(&words).breaker_openings, 1);
 
@@ -221,9 +226,11 @@ fn a_killed_redis_fails_fast_and_a_restarted_one_is_used_again() {
     assert!(await_hit(&farm, &words, b"id", Duration::from_secs(10)).is_some());
 
     server.kill();
-    let started = Instant::now();
-    assert_eq!(farm.retrieve(&words, b"id", now_us()), Lookup::Failed);
-    assert!(started.elapsed() < Duration::from_secs(2));
+    for _ in 0..OPEN_AFTER {
+        let started = Instant::now();
+        assert_eq!(farm.retrieve(&words, b"id", now_us()), Lookup::Failed);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
     assert_eq!(events.opened(), 1);
     assert_eq!(farm.retrieve(&words, b"id", now_us()), Lookup::Skipped);
     // Refused probes for a while.
@@ -302,4 +309,65 @@ fn a_burst_of_stores_all_arrive() {
     assert_eq!(dbsize, 300);
     assert_eq!(stats(&words).stores_sent, 300);
     assert_eq!(events.opened(), 0);
+}
+
+/// Error replies to lookups open the breaker like a dead server: `NOAUTH`
+/// (a Redis that wants a password this farm lacks). Stores that Redis
+/// refuses (`OOM`: full, with `noeviction`) are counted but leave lookups
+/// alone: they cost no caller a wait, and reads still work.
+#[test]
+fn error_replies_noauth_opens_the_breaker_and_oom_only_counts() {
+    let locked = RedisServer::start();
+    let (farm, events) = farm_for(&locked, Duration::from_millis(500));
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("not-the-farms")
+        .query::<()>(&mut locked.connection())
+        .expect("CONFIG SET requirepass");
+    let words = words();
+    for _ in 0..OPEN_AFTER {
+        assert_eq!(farm.retrieve(&words, b"id", now_us()), Lookup::Failed);
+    }
+    assert_eq!(events.opened(), 1);
+    let whys = events.whys.lock().map(|w| w.join("; ")).unwrap_or_default();
+    assert!(
+        whys.contains("NOAUTH") || whys.contains("uthentication"),
+        "{whys}"
+    );
+    assert!(stats(&words).errors >= OPEN_AFTER, "{:?}", stats(&words));
+
+    let full = RedisServer::start();
+    let (farm, events) = farm_for(&full, Duration::from_millis(500));
+    let words = self::words();
+    farm.store(&words, b"kept", b"v", now_us() + LIFE_US, now_us());
+    assert!(await_hit(&farm, &words, b"kept", Duration::from_secs(10)).is_some());
+    let mut admin = full.connection();
+    for (name, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", "1")] {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query::<()>(&mut admin)
+            .expect("CONFIG SET");
+    }
+    let refused = poll(Duration::from_secs(20), || {
+        for i in 0..10u8 {
+            farm.store(&words, &[i], b"v", now_us() + LIFE_US, now_us());
+        }
+        // A lookup folds the workers' failures into the counters.
+        let _ = farm.retrieve(&words, b"other", now_us());
+        (stats(&words).errors >= 10).then_some(())
+    });
+    assert!(refused.is_some(), "{:?}", stats(&words));
+    assert_eq!(
+        events.opened(),
+        0,
+        "{:?}",
+        events.whys.lock().map(|w| w.clone())
+    );
+    assert!(matches!(
+        farm.retrieve(&words, b"kept", now_us()),
+        Lookup::Hit { .. }
+    ));
 }

@@ -123,7 +123,7 @@ pub fn to_hex(b: &[u8]) -> String {
 }
 
 pub fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -213,8 +213,8 @@ mod tests {
         assert!(plain.contains("CacheType: SHM"), "{plain}");
         assert!(!plain.contains("Farm"), "{plain}");
         // What the farm tier does on a remote hit: its first counter word
-        // (after the breaker's three).
-        cache.tier_words()[3].fetch_add(2, Ordering::Relaxed);
+        // (after the breaker's four).
+        cache.tier_words()[4].fetch_add(2, Ordering::Relaxed);
         let text = stat(&cache, false, false);
         assert!(text.contains("FarmRemoteHits: 2"), "{text}");
         assert!(text.contains("FarmBreaker: closed"), "{text}");

@@ -83,9 +83,12 @@ mod redis;
 mod server;
 
 pub use client::*;
+// Only tests/httpd_farm.rs uses the farm tier's part of the harness.
+#[allow(unused_imports)]
 pub use farm::*;
 pub use instance::*;
 pub use options::*;
 pub use paths::*;
+#[allow(unused_imports)]
 pub use redis::*;
 pub use server::*;
