@@ -20,9 +20,9 @@
 //! +------------------------------+-------------------------+--------------------------------+
 //! | ctrl: u8 x (slots + GROUP)   | slot: u32 x slots       | arena: arena_bytes             |
 //! | SwissTable control bytes;    | arena offset of the     | blocks holding entries:        |
-//! | the last GROUP mirror the    | entry's block, valid    | [hdr u32][expiry u32][id_len   |
-//! | first GROUP (wrap-free loads)| where ctrl is FULL      |  :16|check:16][uses:2|read:1|  |
-//! |                              |                         |  value_len:29][id]             |
+//! | the last GROUP mirror the    | entry's block | read    | [hdr u32][expiry u32][id_len   |
+//! | first GROUP (wrap-free loads)| marks (3 low bits),     |  :16|check:16][uses:2|0:1|     |
+//! |                              | valid where ctrl is FULL|  value_len:29][id]             |
 //! |                              |                         |  [value]                       |
 //! +------------------------------+-------------------------+--------------------------------+
 //! ```
@@ -46,7 +46,7 @@ use super::lock::ShardLock;
 
 pub const MAGIC: [u8; 8] = *b"SOCSHM\r\n";
 /// Bump on any change to a `#[repr(C)]` type here or to the region layout.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Written last when a segment is created; a segment without it is unfinished.
 pub const READY: u32 = 0x5245_4459;
 
@@ -60,31 +60,41 @@ pub const GROUP: u32 = 8;
 /// id length (low 16 bits) and the entry's checksum (high 16 bits; see
 /// `shard::checksum`: its value, keyed by the hash of its id and by its
 /// expiry, so a flipped bit in any of them is found on read); and a word
-/// holding the value length (low 29 bits), a "read since stored" flag (bit
-/// 29) and the CLOCK use count (top 2 bits).
+/// holding the value length (low 29 bits) and the CLOCK use count (top 2
+/// bits; bit 29 is unused and written 0).
 pub const ENTRY_HEADER: u32 = 12;
 /// Ids are at most this long (the id length's 16 bits).
 pub const ID_LEN_MASK: u32 = 0xffff;
 /// The use count's place in the entry header's third word.
 pub const USES_SHIFT: u32 = 30;
-/// Set by the first hit after a store.
-pub const READ_FLAG: u32 = 1 << 29;
 /// Values are under 512 MiB (`Geometry` caps the largest entry there).
-pub const VALUE_LEN_MASK: u32 = READ_FLAG - 1;
-/// CLOCK use count: each pass of the hand takes one, and the hand evicts at
-/// zero. A store sets `USES_NEW`; the first hit after it sets the read flag
-/// and leaves the count at least `USES_NEW`; a later hit sets `USES_MAX`.
-/// So a fresh entry ranks with one read once (in a TLS 1.3 session cache,
-/// the fresh one is its client's next session and the one read once is
-/// dead; among equals the hand takes the older), and only entries read
-/// again rank above both. A retrieve without the lock (which cannot write)
-/// answers only for an entry already read and at `UNLOCKED_MIN_USES` or
-/// more (the top: below it, reads must be able to raise the count, or an
-/// entry read over and over would rank no higher than a fresh one), so an
-/// entry in steady use takes the lock once a pass of the hand.
+pub const VALUE_LEN_MASK: u32 = (1 << 29) - 1;
+/// CLOCK's state for an entry is in two places with one writer each:
+/// - the use count in the entry header, written only by the lock holder
+///   (a store sets `USES_NEW`, each pass of the hand takes one);
+/// - the read marks in the low bits of the entry's index slot word (block
+///   offsets are 8-aligned, so the 3 low bits are free), set by retrieves
+///   with one `fetch_or` and no lock: `MARK_READ` by the first hit after
+///   the store, `MARK_AGAIN` by a later one.
+///
+/// When the hand finds a count at zero it looks at the slot (the victim's
+/// slot is looked up anyway): with `MARK_AGAIN` (read again since the hand
+/// last looked) it takes the mark and sets the count to `USES_AGAIN`, and
+/// the entry stays; otherwise the entry goes. So a fresh entry ranks with
+/// one read once (in a TLS 1.3 session cache, the fresh one is its
+/// client's next session and the one read once is dead; among equals the
+/// hand takes the older), and only entries read again rank above both.
+/// Because a mark is beside the slot and not in the entry, a reader with
+/// a stale slot (its entry gone, the slot reused) marks an entry it did
+/// not read, which only skews the ranking a little, and a free block stays
+/// all zeros.
 pub const USES_NEW: u32 = 2;
+pub const USES_AGAIN: u32 = 2;
 pub const USES_MAX: u32 = 3;
-pub const UNLOCKED_MIN_USES: u32 = 3;
+/// The read marks in a slot word (see `USES_NEW`).
+pub const MARK_READ: u32 = 1;
+pub const MARK_AGAIN: u32 = 2;
+pub const MARKS: u32 = 7;
 /// Shards are no smaller than this, and there are at most `MAX_SHARDS`.
 /// More shards mean less lock contention between processes; a bigger shard
 /// means a bigger largest entry (a quarter of its arena). 48 KiB keeps that

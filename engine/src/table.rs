@@ -17,8 +17,9 @@
 //! which is bounded by the shard's size, not the cache's.
 
 use std::ptr;
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::layout::GROUP;
+use super::layout::{GROUP, MARKS, MARK_AGAIN, MARK_READ};
 
 pub const EMPTY: u8 = 0xFF;
 pub const DELETED: u8 = 0x80;
@@ -43,6 +44,13 @@ impl Hash {
 }
 
 /// A view of one shard's control bytes and slots.
+///
+/// A slot is a `u32` word: the arena offset of its entry's block (a
+/// multiple of 8) in the high bits and the entry's read marks (`MARKS`) in
+/// the low three. The lock holder writes the whole word; retrieves, with
+/// or without the lock, only ever `fetch_or` a mark into it (see
+/// [`Index::mark_read`]). So every access to a slot word is atomic, and
+/// a reader's mark can never change the offset a writer reads back.
 pub struct Index {
     ctrl: *mut u8,
     slots: *mut u32,
@@ -113,11 +121,49 @@ impl Index {
         self.ctrl(i) & 0x80 == 0
     }
 
+    /// Slot `i`'s word, to use atomically.
+    fn word(&self, i: u32) -> &AtomicU32 {
+        assert!(i < self.n);
+        // SAFETY: i < n, so the u32 is inside the slot array, which is
+        // 4-aligned (`new`) and lives as long as the mapping this view is
+        // of; every process uses the slot words through atomics only.
+        unsafe { AtomicU32::from_ptr(self.slots.add(i as usize)) }
+    }
+
+    /// Slot `i`'s whole word: block offset | marks.
+    pub fn slot_word(&self, i: u32) -> u32 {
+        self.word(i).load(Ordering::Relaxed)
+    }
+
     /// Arena offset of the entry in full slot `i`.
     pub fn block(&self, i: u32) -> u32 {
-        assert!(i < self.n);
-        // SAFETY: i < n; slots is 4-aligned per `new`.
-        unsafe { *self.slots.add(i as usize) }
+        self.slot_word(i) & !MARKS
+    }
+
+    /// Record a hit on slot `i`, whose word was `seen`: the first read
+    /// since the entry was stored sets `MARK_READ`, a later one
+    /// `MARK_AGAIN` (until the CLOCK hand takes it, see
+    /// `Locked::evict_one`). One `fetch_or`, and none when the mark is there
+    /// already, so readers of a hot entry write nothing. Called by readers
+    /// that hold no lock: the slot may have been given to another entry
+    /// meanwhile, which then carries a mark it did not earn (a small
+    /// error in CLOCK's ranking, never in the data: the offset bits are
+    /// untouched and the mark bits mean nothing else).
+    pub fn mark_read(&self, i: u32, seen: u32) {
+        let mark = if seen & MARK_READ == 0 {
+            MARK_READ
+        } else if seen & MARK_AGAIN == 0 {
+            MARK_AGAIN
+        } else {
+            return;
+        };
+        self.word(i).fetch_or(mark, Ordering::Relaxed);
+    }
+
+    /// Take slot `i`'s `MARK_AGAIN` (the CLOCK hand, under the lock);
+    /// whether it was set.
+    pub fn take_again(&self, i: u32) -> bool {
+        self.word(i).fetch_and(!MARK_AGAIN, Ordering::Relaxed) & MARK_AGAIN != 0
     }
 
     fn match_tag(group: u64, tag: u8) -> Matches {
@@ -134,22 +180,33 @@ impl Index {
     }
 
     /// The slot whose entry `is_it` accepts, among slots tagged like `h`.
+    ///
+    /// `is_it` is given the slot's whole word (block offset | marks).
     pub fn find(&self, h: Hash, mut is_it: impl FnMut(u32) -> bool) -> Option<u32> {
         let mut pos = h.h1;
         for _ in 0..self.n.div_ceil(GROUP) + 1 {
             let g = self.group(pos);
             for bit in Self::match_tag(g, h.tag) {
-                let i = (pos + bit) % self.n;
-                if is_it(self.block(i)) {
+                let i = self.wrap(pos + bit);
+                if is_it(self.slot_word(i)) {
                     return Some(i);
                 }
             }
             if Self::match_empty(g) != 0 {
                 return None;
             }
-            pos = (pos + GROUP) % self.n;
+            pos = self.wrap(pos + GROUP);
         }
         None
+    }
+
+    /// `i mod n` for `i < 2n` (every probe step): a compare, not a divide.
+    fn wrap(&self, i: u32) -> u32 {
+        if i >= self.n {
+            i - self.n
+        } else {
+            i
+        }
     }
 
     /// Groups a lookup for `h` that finds nothing scans (a probe-length figure).
@@ -160,7 +217,7 @@ impl Index {
             if Self::match_empty(self.group(pos)) != 0 {
                 return n;
             }
-            pos = (pos + GROUP) % self.n;
+            pos = self.wrap(pos + GROUP);
         }
         self.n.div_ceil(GROUP) + 1
     }
@@ -172,21 +229,22 @@ impl Index {
         for _ in 0..self.n.div_ceil(GROUP) + 1 {
             let m = Self::match_empty_or_deleted(self.group(pos));
             if m != 0 {
-                return Some((pos + m.trailing_zeros() / 8) % self.n);
+                return Some(self.wrap(pos + m.trailing_zeros() / 8));
             }
-            pos = (pos + GROUP) % self.n;
+            pos = self.wrap(pos + GROUP);
         }
         None
     }
 
-    /// Put `block` in free slot `i` with `h`'s tag; true if `i` was EMPTY
-    /// (not a reused tombstone).
-    pub fn fill(&mut self, i: u32, h: Hash, block: u32) -> bool {
+    /// Put `block` (8-aligned) in free slot `i` with `h`'s tag and read
+    /// marks `marks`; true if `i` was EMPTY (not a reused tombstone).
+    pub fn fill(&mut self, i: u32, h: Hash, block: u32, marks: u32) -> bool {
+        debug_assert!(block & MARKS == 0);
         let was_empty = self.ctrl(i) == EMPTY;
         debug_assert!(!self.is_full(i));
         self.set_ctrl(i, h.tag);
-        // SAFETY: i < n (checked by ctrl above).
-        unsafe { *self.slots.add(i as usize) = block };
+        self.word(i)
+            .store(block | (marks & MARKS), Ordering::Relaxed);
         was_empty
     }
 
@@ -195,26 +253,25 @@ impl Index {
         debug_assert!(self.is_full(i));
         // Count non-EMPTY slots on each side, up to a group's width.
         let mut before = 0;
-        while before < GROUP && self.ctrl((i + self.n - 1 - before) % self.n) != EMPTY {
+        while before < GROUP && self.ctrl(self.wrap(i + self.n - 1 - before)) != EMPTY {
             before += 1;
         }
         let mut after = 0;
-        while after < GROUP && self.ctrl((i + 1 + after) % self.n) != EMPTY {
+        while after < GROUP && self.ctrl(self.wrap(i + 1 + after)) != EMPTY {
             after += 1;
         }
         let tomb = before + 1 + after > GROUP - 1;
         self.set_ctrl(i, if tomb { DELETED } else { EMPTY });
-        // SAFETY: i < n (checked by ctrl above).
-        unsafe { *self.slots.add(i as usize) = 0 };
+        self.word(i).store(0, Ordering::Relaxed);
         tomb
     }
 
     /// Every slot EMPTY.
     pub fn clear(&mut self) {
-        // SAFETY: ctrl has n + GROUP bytes and slots n u32s (see `new`).
-        unsafe {
-            ptr::write_bytes(self.ctrl, EMPTY, (self.n + GROUP) as usize);
-            ptr::write_bytes(self.slots, 0, self.n as usize);
+        // SAFETY: ctrl has n + GROUP bytes (see `new`).
+        unsafe { ptr::write_bytes(self.ctrl, EMPTY, (self.n + GROUP) as usize) };
+        for i in 0..self.n {
+            self.word(i).store(0, Ordering::Relaxed);
         }
     }
 }
@@ -248,18 +305,18 @@ mod tests {
         let mut at = Vec::new();
         for k in 0..56u32 {
             let i = ix.find_free(h).unwrap();
-            ix.fill(i, h, k + 1);
+            ix.fill(i, h, (k + 1) * 8, 0);
             at.push(i);
         }
         for k in 0..56u32 {
-            assert_eq!(ix.find(h, |b| b == k + 1), Some(at[k as usize]));
+            assert_eq!(ix.find(h, |b| b == (k + 1) * 8), Some(at[k as usize]));
         }
         for k in (0..56u32).step_by(2) {
-            let i = ix.find(h, |b| b == k + 1).unwrap();
+            let i = ix.find(h, |b| b == (k + 1) * 8).unwrap();
             ix.erase(i);
         }
         for k in 0..56u32 {
-            let found = ix.find(h, |b| b == k + 1);
+            let found = ix.find(h, |b| b == (k + 1) * 8);
             assert_eq!(found.is_some(), k % 2 == 1, "key {k}");
         }
     }
