@@ -118,8 +118,8 @@ use std::hash::Hasher;
 use super::arena::Arena;
 use super::error::Error;
 use super::layout::{
-    Geometry, SeqLine, ShardHeader, ShardState, ENTRY_HEADER, ID_LEN_MASK, MARKS, POISON_REINIT,
-    USES_AGAIN, USES_MAX, USES_NEW, USES_SHIFT, VALUE_LEN_MASK,
+    Geometry, SeqLine, ShardHeader, ShardState, ENTRY_HEADER, ID_LEN_MASK, LANES, MARKS,
+    POISON_REINIT, USES_AGAIN, USES_MAX, USES_NEW, USES_SHIFT, VALUE_LEN_MASK,
 };
 use super::lock::ShardLock;
 pub use super::lock::LOCK_BOUND;
@@ -227,15 +227,15 @@ impl Shard {
                 .cast::<ShardHeader>()
                 .add(i as usize);
             let region = base.add((geo.regions_offset + i as u64 * geo.shard_stride) as usize);
-            let ctrl = region;
-            let slots = region.add(geo.slots_offset as usize).cast::<u32>();
             let arena_base = region.add(geo.arena_offset as usize);
             let state = &raw mut (*hdr).state;
             Shard {
                 number: i,
                 hdr,
                 state,
-                index: Index::new(ctrl, slots, geo.slots),
+                // The region is 64-aligned (regions_offset and the stride
+                // are multiples of 64, the mapping page-aligned).
+                index: Index::new(region, geo.slots / LANES),
                 arena: Arena::new(&raw mut (*state).arena, arena_base, geo.arena_bytes),
                 arena_base,
                 arena_len: geo.arena_bytes,
@@ -273,7 +273,7 @@ impl Shard {
         if before & 1 != 0 {
             return None;
         }
-        let h = Hash::split(hash, self.index.slot_count());
+        let h = Hash::split(hash, self.index.groups());
         let mut torn = false;
         let mut found = None;
         let slot = self.index.find(h, |word| {
@@ -768,7 +768,6 @@ impl Locked<'_> {
         if self.st_mut().entries == 0 {
             return false;
         }
-        let slots = self.shard.index.slot_count();
         for _ in 0..(USES_MAX + 1) * self.shard.arena.max_blocks() + 2 {
             let b = self.advance_hand();
             if !b.used {
@@ -780,7 +779,7 @@ impl Locked<'_> {
                 continue;
             }
             let id = self.id_of(b.offset, head);
-            let h = Hash::split(hash_id(self.key, id), slots);
+            let h = Hash::split(hash_id(self.key, id), self.shard.index.groups());
             let slot = self.shard.index.find(h, |word| word & !MARKS == b.offset);
             let slot = slot.expect("every used block is in the index");
             if head.expiry <= now {
@@ -853,11 +852,13 @@ impl Locked<'_> {
             self.wipe();
             return;
         }
-        let slots = self.shard.index.slot_count();
         let mut entries = Vec::with_capacity(blocks.len());
         for block in blocks {
             let head = self.head(block);
-            let hash = Hash::split(hash_id(self.key, self.id_of(block, head)), slots);
+            let hash = Hash::split(
+                hash_id(self.key, self.id_of(block, head)),
+                self.shard.index.groups(),
+            );
             let marks = self
                 .shard
                 .index
@@ -881,12 +882,12 @@ impl Locked<'_> {
     pub fn miss_probe_groups(&self, hash: u64) -> u32 {
         self.shard
             .index
-            .miss_probe_groups(Hash::split(hash, self.shard.index.slot_count()))
+            .miss_probe_groups(Hash::split(hash, self.shard.index.groups()))
     }
 
     /// Copy the live value of `id` into `buf`.
     pub fn get(&mut self, hash: u64, id: &[u8], now: u32, buf: &mut [u8]) -> Result<usize, Miss> {
-        let h = Hash::split(hash, self.shard.index.slot_count());
+        let h = Hash::split(hash, self.shard.index.groups());
         let Some(slot) = self.lookup(h, id) else {
             self.st_mut().counters.misses += 1;
             return Err(Miss::NotFound);
@@ -931,7 +932,7 @@ impl Locked<'_> {
         expiry: u32,
         now: u32,
     ) -> Result<Stored, Error> {
-        let h = Hash::split(hash, self.shard.index.slot_count());
+        let h = Hash::split(hash, self.shard.index.groups());
         self.begin();
         let replaced = match self.lookup(h, id) {
             Some(slot) => {
@@ -1021,7 +1022,7 @@ impl Locked<'_> {
 
     /// Remove `id`; true if a live entry went.
     pub fn delete(&mut self, hash: u64, id: &[u8], now: u32) -> bool {
-        let h = Hash::split(hash, self.shard.index.slot_count());
+        let h = Hash::split(hash, self.shard.index.groups());
         let Some(slot) = self.lookup(h, id) else {
             self.st_mut().counters.remove_misses += 1;
             return false;
@@ -1142,11 +1143,6 @@ impl Locked<'_> {
                 return Err(format!("slot {slot} has an invalid control byte {c:#x}"));
             }
         }
-        for i in 0..super::layout::GROUP.min(slots) {
-            if self.shard.index.ctrl(i) != self.shard.index.mirror(i) {
-                return Err(format!("control mirror byte {i} differs"));
-            }
-        }
         if !used.is_empty() {
             return Err(format!("{} used blocks are in no index slot", used.len()));
         }
@@ -1168,7 +1164,7 @@ impl Locked<'_> {
                 let block = self.shard.index.block(slot);
                 let head = self.head(block);
                 let id = self.id_of(block, head);
-                let hash = Hash::split(hash_id(self.key, id), slots);
+                let hash = Hash::split(hash_id(self.key, id), self.shard.index.groups());
                 if hash.tag != self.shard.index.ctrl(slot) {
                     return Err(format!("slot {slot}'s tag does not match its id"));
                 }
