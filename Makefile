@@ -31,8 +31,10 @@ MODULE := $(BUILD)/mod_socache_shm.so
 GLUE := apache-glue/mod_socache_shm.c
 GLUE_H := apache-glue/socache_shm_rust.h
 
-# What the Rust runtime needs from the system (`--print native-static-libs`).
-SYSLIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl
+# What the Rust library needs from the system (`--print native-static-libs`):
+# the farm tier's OpenSSL (the libssl/libcrypto mod_ssl loads too) and the
+# Rust runtime's.
+SYSLIBS := -lssl -lcrypto -lgcc_s -lutil -lrt -lpthread -lm -ldl
 # Hide every symbol of the Rust library (so two Rust modules in one httpd
 # never clash); the glue marks its helpers hidden; only socache_shm_module
 # is exported.
@@ -50,7 +52,9 @@ module: $(MODULE)
 rustlib:
 	$(CARGO) build --release --lib $(CARGO_FLAGS)
 
-$(RUSTLIB): rustlib
+# The empty recipe makes make look at the library again after cargo ran
+# (without it, the module was relinked only on the next run).
+$(RUSTLIB): rustlib ;
 
 $(MODULE): $(RUSTLIB) $(GLUE) $(GLUE_H)
 	@mkdir -p $(BUILD)

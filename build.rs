@@ -152,6 +152,7 @@ mod httpd {
     #include <http_log.h>
     #include <http_main.h>
     #include <http_protocol.h>
+    #include <ap_mpm.h>
     #include <ap_socache.h>
     #include <mod_status.h>
     #include <unixd.h>
@@ -187,6 +188,10 @@ mod httpd {
             .allowlist_function("ap_rwrite")
             .allowlist_function("ap_server_root_relative")
             .allowlist_function("ap_state_query")
+            // Threaded MPM or prefork: how many farm-tier connections a child keeps.
+            .allowlist_function("ap_mpm_query")
+            .allowlist_var("AP_MPMQ_IS_THREADED")
+            .allowlist_var("AP_MPMQ_NOT_SUPPORTED")
             .allowlist_function("apr_pool_userdata_get")
             .allowlist_function("apr_pool_userdata_setn")
             .allowlist_function("apr_pool_cleanup_register")
@@ -199,6 +204,8 @@ mod httpd {
             .allowlist_var("AP_STATUS_SHORT")
             .allowlist_var("AP_SQ_MAIN_STATE")
             .allowlist_var("AP_SQ_MS_.*")
+            .allowlist_var("AP_SQ_RUN_MODE")
+            .allowlist_var("AP_SQ_RM_.*")
             .allowlist_var("APLOG_(EMERG|ALERT|CRIT|ERR|WARNING|NOTICE|INFO|DEBUG|TRACE[1-8])")
             .allowlist_var("APR_SUCCESS")
             .allowlist_var("APR_NOTFOUND")

@@ -7,14 +7,16 @@
 # ssl-cert (the snakeoil certificate of the stock default-ssl site),
 # openssl (s_client) and iproute2 (ss); llvm (llvm-symbolizer, which
 # ThreadSanitizer needs to name the frames its suppressions match, in
-# scripts/concurrency-checks.sh); and a Rust toolchain with
+# scripts/concurrency-checks.sh); redis-server and redis-tools (the farm
+# tier's tests start their own servers and a Redis Cluster on loopback) and
+# memcached (the farm benchmark's mod_socache_memcache side); and a Rust toolchain with
 # rustfmt and clippy (rustup, when cargo is missing or older than the
 # crate's rust-version). Idempotent: does nothing when everything is there.
 set -euo pipefail
 
 PACKAGES=(apache2 apache2-dev libssl-dev libclang-dev pkg-config build-essential curl
-    debhelper dpkg-dev lintian ssl-cert openssl iproute2 llvm)
-RUST_MIN=1.85 # Cargo.toml's rust-version
+    debhelper dpkg-dev lintian ssl-cert openssl iproute2 llvm redis-server redis-tools memcached)
+RUST_MIN=1.88 # the module's rust-version in Cargo.toml (the redis crate's floor)
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then

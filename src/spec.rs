@@ -17,6 +17,13 @@
 //! the two steps, as mod_socache_shmcb does.
 //!
 //! Error texts reuse mod_socache_shmcb's where operators already know them.
+//!
+//! After the segment may come the farm tier's options (`redis=`, `seal=`,
+//! ...): see [`farm`].
+
+pub mod farm;
+
+pub use farm::FarmSpec;
 
 use std::ffi::CString;
 use std::fmt;
@@ -36,6 +43,8 @@ pub struct CacheSpec {
     pub path: Option<PathBuf>,
     /// Total size of the segment, in bytes (>= [`MIN_BYTES`]).
     pub bytes: u64,
+    /// The farm tier's options, if any (`redis=...`).
+    pub farm: Option<FarmSpec>,
 }
 
 /// Why an argument was refused. `Display` is the message httpd prints after
@@ -68,6 +77,26 @@ pub enum SpecError {
     NotWritable { path: PathBuf, reason: String },
     /// Larger than this machine's physical memory.
     LargerThanMemory { bytes: u64, memory: u64 },
+    /// A token after the segment that is not `name=value`.
+    NotAnOption { text: String },
+    /// `colour=red`.
+    UnknownOption { name: String },
+    /// `timeout=1s timeout=2s`.
+    DuplicateOption { name: String },
+    /// `seal=`.
+    EmptyOption { name: String },
+    /// `timeout=fast`, `timeout=20` (no unit).
+    BadDuration { text: String },
+    /// `timeout=0ms`, or above `farm::MAX_TIMEOUT`.
+    DurationOutOfRange { text: String },
+    /// `prefix=` longer than `farm::MAX_PREFIX`.
+    PrefixTooLong { len: usize },
+    /// Both `redis=` and `redis-cluster=`.
+    RedisTwice,
+    /// A farm option without `redis=` or `redis-cluster=`.
+    OptionWithoutRedis { name: String },
+    /// `redis=` without `seal=`.
+    SealMissing,
 }
 
 impl fmt::Display for SpecError {
@@ -118,6 +147,43 @@ impl fmt::Display for SpecError {
                 "cache size {bytes} bytes is larger than the machine can map \
                  ({memory} bytes of physical memory)"
             ),
+            SpecError::NotAnOption { text } => write!(
+                f,
+                "{text:?} after the cache file is not an option (expected name=value, e.g. redis=redis://host:6379)"
+            ),
+            SpecError::UnknownOption { name } => write!(
+                f,
+                "unknown option {name:?} (known: {})",
+                farm::OPTIONS.join(", ")
+            ),
+            SpecError::DuplicateOption { name } => write!(f, "option {name:?} is given twice"),
+            SpecError::EmptyOption { name } => write!(f, "option {name:?} has no value"),
+            SpecError::BadDuration { text } => write!(
+                f,
+                "timeout={text} is not a duration (expected a whole number with ms or s, e.g. timeout=20ms)"
+            ),
+            SpecError::DurationOutOfRange { text } => write!(
+                f,
+                "timeout={text} is out of range (from 1ms to {}s)",
+                farm::MAX_TIMEOUT.as_secs()
+            ),
+            SpecError::PrefixTooLong { len } => write!(
+                f,
+                "prefix= is {len} bytes long (at most {})",
+                farm::MAX_PREFIX
+            ),
+            SpecError::RedisTwice => {
+                f.write_str("both redis= and redis-cluster= are given (name one second tier)")
+            }
+            SpecError::OptionWithoutRedis { name } => write!(
+                f,
+                "option {name:?} needs redis= or redis-cluster= (the farm tier's server)"
+            ),
+            SpecError::SealMissing => f.write_str(
+                "redis= without seal=: the cached TLS sessions' master secrets would cross the network \
+                 and sit in Redis in clear; give seal=FILE (48-byte records, made with \
+                 `openssl rand 48 > FILE`, mode 0600, owned by root) or, knowingly, seal=off",
+            ),
         }
     }
 }
@@ -128,17 +194,38 @@ impl std::error::Error for SpecError {}
 ///
 /// Pure: no filesystem access. The path is returned as written.
 pub fn parse(arg: Option<&str>) -> Result<CacheSpec, SpecError> {
-    let arg = match arg {
-        None | Some("") => {
-            return Ok(CacheSpec {
-                path: None,
-                bytes: DEFAULT_BYTES,
-            })
-        }
-        Some(a) => a,
-    };
+    let arg = arg.unwrap_or("");
     if arg.contains('\0') {
         return Err(SpecError::NulInPath);
+    }
+    let (segment, options) = split_options(arg);
+    let (path, bytes) = parse_segment(segment)?;
+    let farm = options.map(farm::parse).transpose()?;
+    Ok(CacheSpec { path, bytes, farm })
+}
+
+/// Split the argument where its options start: at the first blank that is
+/// followed by `name=` (or at the start, if it starts with one).
+fn split_options(arg: &str) -> (&str, Option<&str>) {
+    if farm::looks_like_option(arg.split_ascii_whitespace().next().unwrap_or("")) {
+        return ("", Some(arg));
+    }
+    let mut from = 0;
+    while let Some(at) = arg[from..].find(|c: char| c.is_ascii_whitespace()) {
+        let blank = from + at;
+        let rest = arg[blank..].trim_start();
+        if farm::looks_like_option(rest.split_ascii_whitespace().next().unwrap_or("")) {
+            return (&arg[..blank], Some(rest));
+        }
+        from = blank + 1;
+    }
+    (arg, None)
+}
+
+/// The segment part: `/path`, `/path(size)`, `(size)` or nothing.
+fn parse_segment(arg: &str) -> Result<(Option<PathBuf>, u64), SpecError> {
+    if arg.is_empty() {
+        return Ok((None, DEFAULT_BYTES));
     }
 
     // The size is in the last "(...)", so a path may itself contain '('.
@@ -159,7 +246,7 @@ pub fn parse(arg: Option<&str>) -> Result<CacheSpec, SpecError> {
     };
 
     let path = (!path.is_empty()).then(|| PathBuf::from(path));
-    Ok(CacheSpec { path, bytes })
+    Ok((path, bytes))
 }
 
 /// `512000`, `500K`, `64m`, `1G`: bytes, or a count of 1024-based units.
@@ -286,6 +373,7 @@ mod tests {
         CacheSpec {
             path: Some(PathBuf::from(p)),
             bytes,
+            farm: None,
         }
     }
 
@@ -295,14 +383,16 @@ mod tests {
             ok(None),
             CacheSpec {
                 path: None,
-                bytes: 512_000
+                bytes: 512_000,
+                farm: None,
             }
         );
         assert_eq!(
             ok(Some("")),
             CacheSpec {
                 path: None,
-                bytes: 512_000
+                bytes: 512_000,
+                farm: None,
             }
         );
     }
@@ -346,7 +436,8 @@ mod tests {
             ok(Some("(1M)")),
             CacheSpec {
                 path: None,
-                bytes: 1 << 20
+                bytes: 1 << 20,
+                farm: None,
             }
         );
     }
@@ -472,6 +563,7 @@ mod tests {
         let spec = CacheSpec {
             path: None,
             bytes: 1 << 30,
+            farm: None,
         };
         assert_eq!(validate_with_memory(&spec, Some(1 << 30)), Ok(()));
         assert_eq!(
@@ -498,12 +590,14 @@ mod tests {
         let good = CacheSpec {
             path: Some(dir.join("cache")),
             bytes: DEFAULT_BYTES,
+            farm: None,
         };
         assert_eq!(validate(&good), Ok(()));
 
         let missing = CacheSpec {
             path: Some(dir.join("nope/cache")),
             bytes: DEFAULT_BYTES,
+            farm: None,
         };
         let e = validate(&missing).expect_err("missing dir");
         assert_eq!(
@@ -517,6 +611,7 @@ mod tests {
         let is_dir = CacheSpec {
             path: Some(dir.clone()),
             bytes: DEFAULT_BYTES,
+            farm: None,
         };
         assert_eq!(
             validate(&is_dir),
@@ -529,6 +624,7 @@ mod tests {
         let under_file = CacheSpec {
             path: Some(plain.join("cache")),
             bytes: DEFAULT_BYTES,
+            farm: None,
         };
         assert_eq!(
             validate(&under_file),
@@ -547,6 +643,7 @@ mod tests {
             let ro = CacheSpec {
                 path: Some(ro_dir.join("cache")),
                 bytes: DEFAULT_BYTES,
+                farm: None,
             };
             let e = validate(&ro).expect_err("read-only dir");
             assert!(matches!(e, SpecError::NotWritable { .. }), "{e:?}");

@@ -60,7 +60,11 @@ fn soak_under_load_with_children_killed() {
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
                     // A new session every 20 connections, resumed in between.
-                    let offer = if n % 20 == 0 { None } else { session.as_ref() };
+                    let offer = if n.is_multiple_of(20) {
+                        None
+                    } else {
+                        session.as_ref()
+                    };
                     let outcome = client.handshake(port, offer).and_then(|o| o.request("/"));
                     session = tally.record(offer.is_some(), outcome, session.take());
                 }

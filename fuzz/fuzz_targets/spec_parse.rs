@@ -17,9 +17,16 @@ fuzz_target!(|data: &[u8]| {
             if let Some(p) = &s.path {
                 let p = p.to_str().expect("a path from a &str is UTF-8");
                 assert!(!p.is_empty() && !p.contains('\0'), "{arg:?} -> {s:?}");
-                // Written back in canonical form, it parses to the same spec.
-                let again = spec::parse(Some(&format!("{p}({})", s.bytes)));
-                assert_eq!(again.as_ref(), Ok(&s), "{arg:?} does not round-trip");
+                // Its segment written back in canonical form parses to the
+                // same segment.
+                let again = spec::parse(Some(&format!("{p}({})", s.bytes)))
+                    .map(|a| (a.path, a.bytes));
+                assert_eq!(again, Ok((s.path.clone(), s.bytes)), "{arg:?} does not round-trip");
+            }
+            if let Some(f) = &s.farm {
+                // Farm options within their documented bounds.
+                assert!(!f.timeout.is_zero() && f.timeout <= spec::farm::MAX_TIMEOUT, "{arg:?}");
+                assert!(f.prefix.len() <= spec::farm::MAX_PREFIX, "{arg:?}");
             }
         }
         Err(e) => {

@@ -8,8 +8,9 @@ use std::fmt::Write as _;
 use std::os::raw::{c_char, c_int, c_long};
 use std::path::Path;
 
-use socache_shm_engine::figures::figures;
+use socache_shm_engine::figures::{figures, Figure};
 use socache_shm_engine::{Cache, ControlFlow, Stats};
+use std::sync::atomic::Ordering;
 
 /// Attach to the segment at `path` and check it: a file that fails its
 /// check is reported as corrupt, never read further (`stat`, `dump`) or
@@ -34,6 +35,22 @@ pub fn check(cache: &Cache) -> Result<String, String> {
     ))
 }
 
+/// The cache's figures, then the farm tier's when the segment has served
+/// one (a farm tier writes its counters and breaker into the segment's
+/// tier words; a cache without one leaves them zero).
+fn all_figures(cache: &Cache, s: &Stats) -> Vec<Figure> {
+    let mut all = figures(cache, s);
+    let words = cache.tier_words();
+    if words.iter().any(|w| w.load(Ordering::Relaxed) != 0) {
+        all.extend(
+            socache_shm_farm::figures(words, socache_shm_farm::now_us())
+                .into_iter()
+                .map(|(key, label, value)| Figure { key, label, value }),
+        );
+    }
+    all
+}
+
 /// `shmcache stat`: the figures, as `Key: value` lines or one JSON object.
 pub fn stat(cache: &Cache, json: bool, per_shard: bool) -> String {
     let total = cache.stats();
@@ -45,7 +62,7 @@ pub fn stat(cache: &Cache, json: bool, per_shard: bool) -> String {
     let mut out = String::new();
     if json {
         let obj = |s: &Stats| {
-            figures(cache, s)
+            all_figures(cache, s)
                 .iter()
                 .map(|f| {
                     let v = &f.value;
@@ -67,7 +84,7 @@ pub fn stat(cache: &Cache, json: bool, per_shard: bool) -> String {
         out.push_str("}\n");
         return out;
     }
-    for f in figures(cache, &total) {
+    for f in all_figures(cache, &total) {
         let _ = writeln!(out, "{}: {}", f.key, f.value);
     }
     for (i, s) in shards.iter().enumerate() {
@@ -179,5 +196,30 @@ impl TlsSession {
         // SAFETY: s came from d2i_SSL_SESSION and is freed exactly once.
         unsafe { openssl_sys::SSL_SESSION_free(s) };
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socache_shm_engine::CacheConfig;
+
+    /// The farm tier's figures appear once the tier words hold something,
+    /// and only then; the JSON form carries them too.
+    #[test]
+    fn farm_figures_follow_the_tier_words() {
+        let cache = Cache::create(&CacheConfig::new(64 * 1024)).expect("create");
+        let plain = stat(&cache, false, false);
+        assert!(plain.contains("CacheType: SHM"), "{plain}");
+        assert!(!plain.contains("Farm"), "{plain}");
+        // What the farm tier does on a remote hit: its first counter word
+        // (after the breaker's three).
+        cache.tier_words()[3].fetch_add(2, Ordering::Relaxed);
+        let text = stat(&cache, false, false);
+        assert!(text.contains("FarmRemoteHits: 2"), "{text}");
+        assert!(text.contains("FarmBreaker: closed"), "{text}");
+        let json = stat(&cache, true, false);
+        assert!(json.contains("\"FarmRemoteHits\":2"), "{json}");
+        assert!(json.contains("\"FarmBreaker\":\"closed\""), "{json}");
     }
 }

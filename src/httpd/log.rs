@@ -31,6 +31,7 @@ pub(crate) enum Level {
     Crit,
     Err,
     Warning,
+    Notice,
     Info,
     Debug,
 }
@@ -41,6 +42,7 @@ impl Level {
             Level::Crit => b::APLOG_CRIT,
             Level::Err => b::APLOG_ERR,
             Level::Warning => b::APLOG_WARNING,
+            Level::Notice => b::APLOG_NOTICE,
             Level::Info => b::APLOG_INFO,
             Level::Debug => b::APLOG_DEBUG,
         };

@@ -8,8 +8,11 @@
 //!   anonymous segments' memfds are kept across restarts.
 //! - [`log`]: `ap_log_error` with the module's log index; the panic hook.
 //! - [`status`]: the figures as mod_status HTML and `?auto` lines.
+//! - `farm`: the farm tier (Redis behind the local cache) as httpd runs it:
+//!   checked at configuration time, built at init, used by children.
 
 mod bindings;
+mod farm;
 pub(crate) mod log;
 mod pools;
 pub mod provider;

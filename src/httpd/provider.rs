@@ -32,11 +32,15 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::OnceLock;
+
+use socache_shm_farm::{Farm, Lookup};
 
 use super::bindings::{
     self as b, ap_socache_hints, ap_socache_instance_t, ap_socache_iterator_t, apr_pool_t,
     apr_status_t, apr_time_t, request_rec, server_rec,
 };
+use super::farm::{self, FarmPlan};
 use super::log::{self, log, CurrentServer, Level};
 use super::pools::{self, FdSlot};
 use super::status;
@@ -64,6 +68,11 @@ pub(crate) struct Instance {
     /// The process-pool slot that keeps the segment's descriptor across
     /// restarts (set by `init`; null before).
     slot: AtomicPtr<c_int>,
+    /// The farm tier's options as `create` checked them (key file read);
+    /// `init` takes them to build `farm`.
+    farm_plan: std::sync::Mutex<Option<FarmPlan>>,
+    /// The second tier behind `cache` (`redis=...`), from `init` on.
+    farm: OnceLock<Farm>,
 }
 
 /// The instances with a mapped segment in this process, for the hooks that
@@ -265,7 +274,7 @@ unsafe fn create(arg: Option<&CStr>, p: *mut apr_pool_t) -> Result<*mut Instance
         ),
     };
     let mut spec = spec::parse(arg).map_err(|e| e.to_string())?;
-    if let Some(path) = spec.path.take() {
+    let resolve = |path: &std::path::Path| -> Result<PathBuf, String> {
         let c = CString::new(path.as_os_str().as_bytes())
             .map_err(|_| spec::SpecError::NulInPath.to_string())?;
         // SAFETY: `p` is valid (caller).
@@ -275,11 +284,29 @@ unsafe fn create(arg: Option<&CStr>, p: *mut apr_pool_t) -> Result<*mut Instance
                 path.display()
             )
         })?;
-        spec.path = Some(PathBuf::from(std::ffi::OsStr::from_bytes(
+        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(
             resolved.as_bytes(),
-        )));
+        )))
+    };
+    if let Some(path) = spec.path.take() {
+        spec.path = Some(resolve(&path)?);
     }
     spec::validate(&spec).map_err(|e| e.to_string())?;
+    // The farm tier's URL, TLS files and key file (read here, as root).
+    let farm_plan = spec
+        .farm
+        .as_ref()
+        .map(|f| farm::plan(f, resolve))
+        .transpose()?;
+    if farm_plan.as_ref().is_some_and(FarmPlan::unsealed) && config_test() {
+        // `apachectl -t` runs no init (where a start says it): say it here.
+        log::write(
+            ptr::null(),
+            Level::Warning,
+            0,
+            "seal=off: session values, TLS master secrets included, would cross the network and sit in Redis in clear",
+        );
+    }
     // Whatever else the engine would refuse at init (with the TLS session
     // hints; other consumers' hints only move the index/arena split).
     crate::engine::layout::Geometry::new(spec.bytes, 32, 160)
@@ -304,6 +331,8 @@ unsafe fn create(arg: Option<&CStr>, p: *mut apr_pool_t) -> Result<*mut Instance
         cache: CacheSlot::empty(),
         home_pid: pid(),
         slot: AtomicPtr::new(ptr::null_mut()),
+        farm_plan: std::sync::Mutex::new(farm_plan),
+        farm: OnceLock::new(),
     }));
     // SAFETY: `inst` was just made and is only read here.
     if let Some(path) = unsafe { &(*inst).spec.path } {
@@ -332,6 +361,13 @@ unsafe fn create(arg: Option<&CStr>, p: *mut apr_pool_t) -> Result<*mut Instance
         )
     };
     Ok(inst)
+}
+
+/// Is this `apachectl -t` (or `-S`, `-M`...): configuration only?
+fn config_test() -> bool {
+    // SAFETY: ap_state_query has no preconditions.
+    let mode = unsafe { b::ap_state_query(b::AP_SQ_RUN_MODE as c_int) };
+    mode == b::AP_SQ_RM_CONFIG_TEST as c_int || mode == b::AP_SQ_RM_CONFIG_DUMP as c_int
 }
 
 /// The pool cleanup of an instance: what `destroy` does, then free it.
@@ -462,6 +498,36 @@ unsafe fn init(
     );
     inst.cache.set(cache);
     set_live(inst, true);
+    // SAFETY: `s` is valid and lives in pconf (caller).
+    unsafe { start_farm(inst, cname, s) }
+}
+
+/// The second tier, if configured: built once per instance (a second
+/// `init` finds it built). Its clients open nothing until a child uses them.
+///
+/// # Safety
+/// `s` is valid and lives in pconf (init's server).
+unsafe fn start_farm(
+    inst: &Instance,
+    cname: &str,
+    s: *const server_rec,
+) -> Result<(), (apr_status_t, String)> {
+    let plan = inst
+        .farm_plan
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let Some(plan) = plan else {
+        return Ok(());
+    };
+    if plan.unsealed() {
+        log!(s, Level::Warning, "cache {cname:?}: seal=off: session values, TLS master secrets included, cross the network and sit in Redis in clear");
+    }
+    let what = plan.describe();
+    // SAFETY: `s` is valid and outlives this configuration's children (caller).
+    let farm = unsafe { farm::start(plan, cname, s, inst.home_pid) }.map_err(|e| (EGENERAL, e))?;
+    log!(s, Level::Info, "cache {cname:?}: farm tier {what}");
+    let _ = inst.farm.set(farm);
     Ok(())
 }
 
@@ -506,23 +572,8 @@ fn open_file_segment(
     let mut level = Level::Info;
     let shown = path.display();
     let (cache, what) = match slot.fd() {
-        Some(fd) => match Cache::reopen_fd(fd, config) {
-            Ok((cache, Opened::Reattached)) => (
-                cache,
-                format!("reattached to the live segment {shown} (entries kept)"),
-            ),
-            Ok((cache, opened)) => {
-                slot.replace(Some(cache.dup_fd().map_err(err)?));
-                let why = match opened {
-                    Opened::Replaced(why) => why,
-                    _ => Replacement::Moved,
-                };
-                level = replacement_level(&why);
-                (
-                    cache,
-                    format!("replaced the segment {shown} with an empty one: {why}"),
-                )
-            }
+        Some(fd) => match reopen_kept(fd, config, slot, &format!("segment {shown}"))? {
+            Ok(opening) => return Ok(opening),
             Err(e) => {
                 // A restart must not stop the server over what was
                 // put at the path: serve from a new anonymous
@@ -563,6 +614,38 @@ fn open_file_segment(
     Ok(Opening { cache, what, level })
 }
 
+/// Reopen the segment kept in `slot` (`name` says which, for the log):
+/// reattached, or replaced with the reason and the new descriptor kept.
+/// The engine's refusal is passed back for the caller's fallback.
+fn reopen_kept(
+    fd: c_int,
+    config: &CacheConfig,
+    slot: &FdSlot,
+    name: &str,
+) -> Result<Result<Opening, Error>, (apr_status_t, String)> {
+    let (cache, opened) = match Cache::reopen_fd(fd, config) {
+        Ok(pair) => pair,
+        Err(e) => return Ok(Err(e)),
+    };
+    if opened == Opened::Reattached {
+        return Ok(Ok(Opening {
+            cache,
+            what: format!("reattached to the live {name} (entries kept)"),
+            level: Level::Info,
+        }));
+    }
+    slot.replace(Some(cache.dup_fd().map_err(engine_err)?));
+    let why = match opened {
+        Opened::Replaced(why) => why,
+        _ => Replacement::Moved,
+    };
+    Ok(Ok(Opening {
+        cache,
+        what: format!("replaced the {name} with an empty one: {why}"),
+        level: replacement_level(&why),
+    }))
+}
+
 /// An anonymous segment: reattach to the memfd kept in `slot`, or make one
 /// and keep it there.
 fn open_anonymous_segment(
@@ -572,25 +655,10 @@ fn open_anonymous_segment(
     cname: &str,
 ) -> Result<Opening, (apr_status_t, String)> {
     let err = engine_err;
-    let mut level = Level::Info;
+    let level = Level::Info;
     let (cache, what) = match slot.fd() {
-        Some(fd) => match Cache::reopen_fd(fd, config) {
-            Ok((cache, Opened::Reattached)) => (
-                cache,
-                "reattached to the live anonymous segment (entries kept)".to_string(),
-            ),
-            Ok((cache, opened)) => {
-                slot.replace(Some(cache.dup_fd().map_err(err)?));
-                let why = match opened {
-                    Opened::Replaced(why) => why,
-                    _ => Replacement::Moved,
-                };
-                level = replacement_level(&why);
-                (
-                    cache,
-                    format!("replaced the anonymous segment with an empty one: {why}"),
-                )
-            }
+        Some(fd) => match reopen_kept(fd, config, slot, "anonymous segment")? {
+            Ok(opening) => return Ok(opening),
             Err(e) => {
                 log!(s, Level::Warning, "cache {cname:?}: cannot reopen the kept anonymous segment ({e}); creating a new one");
                 let cache = Cache::create(config).map_err(err)?;
@@ -699,14 +767,21 @@ pub unsafe extern "C" fn socache_shm_store(
     let _ = pool;
     guard(s, EGENERAL, || {
         // SAFETY: `instance` is live (caller).
-        let Some(cache) = (unsafe { self::instance(instance) }).and_then(|i| i.cache.get()) else {
+        let inst = unsafe { self::instance(instance) };
+        let Some((inst, cache)) = inst.and_then(|i| Some((i, i.cache.get()?))) else {
             log!(s, Level::Debug, "store: cache not initialised");
             return EINIT;
         };
         // SAFETY: valid for their lengths during the call (caller).
         let (id, value) = unsafe { (bytes(id, idlen), bytes(data.cast_const(), datalen)) };
         match cache.store(id, value, Timestamp(expiry)) {
-            Ok(_) => SUCCESS,
+            Ok(_) => {
+                if let Some(farm) = inst.farm.get() {
+                    // Queued, never waited for: the handshake goes on.
+                    farm.store(cache.tier_words(), id, value, expiry, cache.now().0);
+                }
+                SUCCESS
+            }
             Err(e @ (Error::EntryTooLarge { .. } | Error::IdTooLong { .. })) => {
                 log!(
                     s,
@@ -749,7 +824,8 @@ pub unsafe extern "C" fn socache_shm_retrieve(
     let _ = pool;
     guard(s, NOTFOUND, || {
         // SAFETY: `instance` is live (caller).
-        let Some(cache) = (unsafe { self::instance(instance) }).and_then(|i| i.cache.get()) else {
+        let inst = unsafe { self::instance(instance) };
+        let Some((inst, cache)) = inst.and_then(|i| Some((i, i.cache.get()?))) else {
             return NOTFOUND;
         };
         if destlen.is_null() {
@@ -766,37 +842,73 @@ pub unsafe extern "C" fn socache_shm_retrieve(
             // during the call (caller).
             unsafe { std::slice::from_raw_parts_mut(dest, cap as usize) }
         };
-        match cache.retrieve(id, buf) {
-            Ok(n) => {
+        let found = match cache.retrieve(id, buf) {
+            Ok(n) => Some(n),
+            // An entry too large for the caller's buffer is so everywhere.
+            Err(miss @ Miss::BufferTooSmall { .. }) => {
+                local_miss(s, &miss, cap);
+                None
+            }
+            Err(miss) => {
+                local_miss(s, &miss, cap);
+                inst.farm
+                    .get()
+                    .and_then(|farm| second_tier(farm, cache, id, buf))
+            }
+        };
+        match found {
+            Some(n) => {
                 // n <= buf.len() <= c_uint::MAX.
                 // SAFETY: `destlen` is valid (caller).
                 unsafe { destlen.write(c_uint::try_from(n).unwrap_or(cap)) };
                 SUCCESS
             }
-            Err(Miss::NotFound) => NOTFOUND,
-            Err(Miss::Corrupt { first }) => {
-                if first {
-                    log!(s, Level::Warning, "an entry failed its checksum: treated as not found and wiped (CacheCorruptEntries counts them; logged once per shard)");
-                }
-                NOTFOUND
-            }
-            Err(Miss::Unavailable { shard, first }) => {
-                if first {
-                    log!(
-                        s,
-                        Level::Warning,
-                        "{}; until then its retrieves miss (logged once)",
-                        Error::Unavailable { shard, first }
-                    );
-                }
-                NOTFOUND
-            }
-            Err(Miss::BufferTooSmall { needed }) => {
-                log!(s, Level::Debug, "retrieve: entry of {needed} bytes does not fit the caller's {cap}-byte buffer; treated as not found");
-                NOTFOUND
-            }
+            None => NOTFOUND,
         }
     })
+}
+
+/// A local miss: the farm tier, if any, is asked next. A hit there is
+/// copied into the local segment with its remaining lifetime (so the next
+/// lookup is local) and into `buf`; `None` when it misses, fails or does
+/// not fit.
+fn second_tier(farm: &Farm, cache: &Cache, id: &[u8], buf: &mut [u8]) -> Option<usize> {
+    match farm.retrieve(cache.tier_words(), id, cache.now().0) {
+        Lookup::Hit { value, expiry_us } => {
+            // Best effort: a value the local segment refuses is still an
+            // answer for this lookup.
+            let _ = cache.store(id, &value, Timestamp(expiry_us));
+            let out = buf.get_mut(..value.len())?;
+            out.copy_from_slice(&value);
+            Some(value.len())
+        }
+        Lookup::Miss | Lookup::Skipped | Lookup::Failed => None,
+    }
+}
+
+/// Say what a local miss needs said (once per shard for the damage kinds).
+fn local_miss(s: *const server_rec, miss: &Miss, cap: c_uint) {
+    match *miss {
+        Miss::NotFound => {}
+        Miss::Corrupt { first } => {
+            if first {
+                log!(s, Level::Warning, "an entry failed its checksum: treated as not found and wiped (CacheCorruptEntries counts them; logged once per shard)");
+            }
+        }
+        Miss::Unavailable { shard, first } => {
+            if first {
+                log!(
+                    s,
+                    Level::Warning,
+                    "{}; until then its retrieves miss (logged once)",
+                    Error::Unavailable { shard, first }
+                );
+            }
+        }
+        Miss::BufferTooSmall { needed } => {
+            log!(s, Level::Debug, "retrieve: entry of {needed} bytes does not fit the caller's {cap}-byte buffer; treated as not found");
+        }
+    }
 }
 
 /// `remove(...)`: APR_NOTFOUND when there was no live entry.
@@ -814,11 +926,16 @@ pub unsafe extern "C" fn socache_shm_remove(
     let _ = pool;
     guard(s, EGENERAL, || {
         // SAFETY: `instance` is live (caller).
-        let Some(cache) = (unsafe { self::instance(instance) }).and_then(|i| i.cache.get()) else {
+        let inst = unsafe { self::instance(instance) };
+        let Some((inst, cache)) = inst.and_then(|i| Some((i, i.cache.get()?))) else {
             return NOTFOUND;
         };
         // SAFETY: valid for its length (caller).
         let id = unsafe { bytes(id, idlen) };
+        if let Some(farm) = inst.farm.get() {
+            // Queued like a store: the other hosts stop finding it soon.
+            farm.remove(cache.tier_words(), id);
+        }
         if cache.remove(id) {
             SUCCESS
         } else {
@@ -852,7 +969,10 @@ pub unsafe extern "C" fn socache_shm_status(
         let inst = unsafe { self::instance(instance) }?;
         Some(match inst.cache.get() {
             Some(cache) => {
-                let figures = crate::engine::figures::figures(cache, &cache.stats());
+                let mut figures = crate::engine::figures::figures(cache, &cache.stats());
+                if inst.farm.get().is_some() {
+                    figures.extend(status::farm_figures(cache.tier_words(), cache.now().0));
+                }
                 if short {
                     status::short(&figures)
                 } else {
@@ -1081,10 +1201,13 @@ mod tests {
             spec: CacheSpec {
                 path: None,
                 bytes: 64 * 1024,
+                farm: None,
             },
             cache: CacheSlot::empty(),
             home_pid: pid(),
             slot: AtomicPtr::new(ptr::null_mut()),
+            farm_plan: std::sync::Mutex::new(None),
+            farm: OnceLock::new(),
         };
         let cache = Cache::create(&CacheConfig::new(64 * 1024)).expect("engine cache");
         inst.cache.set(cache);

@@ -8,6 +8,18 @@ use std::path::Path;
 
 use crate::engine::figures::Figure;
 
+/// The farm tier's figures (kept in the segment's tier words, so the same
+/// for every child of the host), after the cache's own.
+pub(crate) fn farm_figures(
+    words: &[std::sync::atomic::AtomicU64; socache_shm_farm::TIER_WORDS],
+    now_us: i64,
+) -> Vec<Figure> {
+    socache_shm_farm::figures(words, now_us)
+        .into_iter()
+        .map(|(key, label, value)| Figure { key, label, value })
+        .collect()
+}
+
 /// The `?auto` form: `Key: value\n` lines.
 pub(crate) fn short(figures: &[Figure]) -> String {
     let mut out = String::new();

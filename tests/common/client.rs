@@ -211,6 +211,51 @@ impl Session {
         self.inner.id().iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The id the *server* looks the session up by, lower-case hex: for
+    /// TLS 1.3 the stateful ticket the client holds (with `SSLSessionTickets
+    /// off` OpenSSL's ticket is the server's 32-byte session id; the
+    /// client's own id is a hash of it), for TLS 1.2 the session id.
+    pub fn server_id_hex(&self) -> String {
+        extern "C" {
+            // libssl: int SSL_SESSION_has_ticket(const SSL_SESSION *);
+            fn SSL_SESSION_has_ticket(s: *const openssl_sys::SSL_SESSION) -> libc::c_int;
+            // libssl: void SSL_SESSION_get0_ticket(const SSL_SESSION *,
+            //                                      const unsigned char **, size_t *);
+            fn SSL_SESSION_get0_ticket(
+                s: *const openssl_sys::SSL_SESSION,
+                tick: *mut *const u8,
+                len: *mut libc::size_t,
+            );
+        }
+        // A `&SslSessionRef` is the C pointer itself (foreign-types' opaque
+        // reference: its `as_ptr` is this very cast).
+        let session: &openssl::ssl::SslSessionRef = &self.inner;
+        let raw = session as *const openssl::ssl::SslSessionRef as *const openssl_sys::SSL_SESSION;
+        // SAFETY: `raw` is the live session `self.inner` owns.
+        if unsafe { SSL_SESSION_has_ticket(raw) } == 0 {
+            return self.id_hex();
+        }
+        let mut tick: *const u8 = std::ptr::null();
+        let mut len: libc::size_t = 0;
+        // SAFETY: `raw` is live; both out-pointers are valid for writing.
+        unsafe { SSL_SESSION_get0_ticket(raw, &mut tick, &mut len) };
+        if tick.is_null() {
+            return self.id_hex();
+        }
+        // SAFETY: OpenSSL points `tick` at `len` bytes the session owns,
+        // alive while `self.inner` is (we copy them at once).
+        let ticket = unsafe { std::slice::from_raw_parts(tick, len) };
+        ticket.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The session's master key, raw bytes (TLS 1.3: its resumption PSK).
+    pub fn master_key(&self) -> Vec<u8> {
+        let mut buf = vec![0u8; self.inner.master_key_len()];
+        let n = self.inner.master_key(&mut buf);
+        buf.truncate(n);
+        buf
+    }
+
     /// The session's master key (TLS 1.3: its resumption PSK), lower-case hex.
     pub fn master_key_hex(&self) -> String {
         let mut buf = vec![0u8; self.inner.master_key_len()];

@@ -238,7 +238,7 @@ impl Prepared {
         let _ = writeln!(c, "SSLCertificateKeyFile \"{d}/key.pem\"");
         let _ = writeln!(c, "SSLProtocol {}", o.protocol);
         let _ = writeln!(c, "SSLSessionTickets off");
-        let _ = writeln!(c, "SSLSessionCache {}", self.cache_arg());
+        let _ = writeln!(c, "SSLSessionCache {}", quoted(&self.cache_arg()));
         let _ = writeln!(c, "SSLSessionCacheTimeout {}", o.cache_timeout);
         c.push_str(&self.expand(&o.extra));
         c
@@ -347,6 +347,17 @@ impl Drop for Prepared {
         } else {
             let _ = fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// `arg` as one httpd directive argument: in double quotes (a `"` inside
+/// escaped as `\"`, the only escape httpd reads there) when it has white
+/// space, as farm arguments do.
+pub(crate) fn quoted(arg: &str) -> String {
+    if arg.chars().any(char::is_whitespace) {
+        format!("\"{}\"", arg.replace('"', "\\\""))
+    } else {
+        arg.to_string()
     }
 }
 

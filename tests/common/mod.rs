@@ -16,6 +16,10 @@
 //!   tagged with a unique query string and finds its access-log line, which
 //!   records `%P %{SSL_SESSION_RESUMED}x %{SSL_PROTOCOL}x %{SSL_SESSION_ID}x %r`.
 //!
+//! - [`RedisServer`], [`RedisCluster`] (redis.rs): real `redis-server`s on
+//!   loopback for the farm tier, with SIGSTOP/SIGKILL faults and
+//!   `INFO commandstats`; [`FarmArg`] and the module's farm names (farm.rs).
+//!
 //! Every wait is bounded by [`WAIT`]; a failure panics with the tails of
 //! httpd's error log and stderr. Each instance has its own port and
 //! directory, so tests may run in parallel threads.
@@ -71,13 +75,17 @@ const POLL: Duration = Duration::from_millis(20);
 pub const LOG_FORMAT: &str = "%P %{SSL_SESSION_RESUMED}x %{SSL_PROTOCOL}x %{SSL_SESSION_ID}x %r";
 
 mod client;
+mod farm;
 mod instance;
 mod options;
 mod paths;
+mod redis;
 mod server;
 
 pub use client::*;
+pub use farm::*;
 pub use instance::*;
 pub use options::*;
 pub use paths::*;
+pub use redis::*;
 pub use server::*;

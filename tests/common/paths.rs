@@ -110,7 +110,9 @@ pub(crate) fn is_stale(so: &Path, root: &Path) -> bool {
     for f in ["build.rs", "Cargo.toml", "Cargo.lock", "Makefile"] {
         visit(&root.join(f));
     }
-    for dir in ["src", "apache-glue"] {
+    // The workspace crates the module links: the engine, and the farm tier
+    // (absent before it lands; `walk` skips a missing directory).
+    for dir in ["src", "apache-glue", "engine/src", "farm/src"] {
         walk(&root.join(dir), &mut |p| {
             // The binaries are not linked into the module.
             if !p.starts_with(root.join("src/bin")) {

@@ -269,6 +269,27 @@ impl Httpd {
         self.finish(tag, reply)
     }
 
+    /// [`Httpd::connect`] with every socket operation bounded by `limit`,
+    /// and the time the handshake and request took (not the wait for the
+    /// access-log line). Panics (with diagnostics) if the connection fails.
+    pub fn connect_timed(
+        &mut self,
+        client: &Client,
+        session: Option<&Session>,
+        limit: Duration,
+    ) -> (Conn, Duration) {
+        let tag = new_tag();
+        let started = Instant::now();
+        let reply = client
+            .handshake_within(self.port(), session, limit)
+            .and_then(|open| open.request(&format!("/?{tag}")));
+        let took = started.elapsed();
+        match reply {
+            Ok(r) => (self.finish(tag, r), took),
+            Err(e) => self.fail(&format!("request {tag} (after {took:?}): {e}")),
+        }
+    }
+
     fn finish(&mut self, tag: String, reply: Reply) -> Conn {
         let log = self.log_entry(&tag);
         Conn {

@@ -1,0 +1,600 @@
+//! Where the farm's Redis is: parsing and validating the configuration
+//! values, with no network (so `apachectl -t` can say what is wrong).
+//!
+//! - A single server (Redis or Valkey): [`Endpoint::parse`] of
+//!   `redis://[user[:password]@]host:port[/db]`, or `rediss://…` for TLS with
+//!   the server's certificate verified (against the system trust store, or
+//!   the CA file of [`TlsFiles`]). `valkey://` and `valkeys://` are taken as
+//!   synonyms.
+//! - A Redis Cluster: [`Endpoint::parse_cluster`] of a comma-separated list
+//!   of seed nodes, each `host:port` or a URL as above. All URL entries must
+//!   share one scheme; a bare `host:port` takes the scheme and credentials of
+//!   the list's first URL entry (plain `redis://` if there is none). The
+//!   database must be 0 or absent (a cluster has only database 0).
+//!
+//! redis-rs's own parser (`IntoConnectionInfo`) makes the connection
+//! information, so what is accepted is what the client understands; checks
+//! of our own come first so that every malformed value gets a message that
+//! names it: an empty host, a missing or zero port (no silent default of
+//! 6379: a farm's address is written out), a bad database, an unknown scheme.
+//!
+//! Refused on purpose: Unix sockets (`unix://`, `redis+unix://`): a farm is
+//! shared between hosts, and a cluster cannot use them; `#insecure` (TLS
+//! without certificate verification); query parameters (`?protocol=` and
+//! the like: we speak RESP2, which every Redis and Valkey speaks).
+//!
+//! Passwords never appear in `Display` or `Debug`: both show `user:***@`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use redis::{ConnectionInfo, IntoConnectionInfo};
+
+/// The largest database number accepted (Redis's `databases` default is 16;
+/// a server may be configured with more).
+pub const MAX_DB: i64 = i32::MAX as i64;
+
+/// Single server or cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// One Redis (or Valkey) server.
+    Single,
+    /// A Redis Cluster reached through seed nodes.
+    Cluster,
+}
+
+/// A validated farm address.
+#[derive(Clone)]
+pub struct Endpoint {
+    topology: Topology,
+    tls: bool,
+    nodes: Vec<ConnectionInfo>,
+    shown: String,
+}
+
+impl Endpoint {
+    /// One server: `redis://[user[:password]@]host:port[/db]` or `rediss://…`.
+    pub fn parse(url: &str) -> Result<Endpoint, EndpointError> {
+        let node = parse_url(url.trim())?;
+        Ok(Endpoint {
+            topology: Topology::Single,
+            tls: node.tls,
+            shown: node.shown,
+            nodes: vec![node.info],
+        })
+    }
+
+    /// A cluster: comma-separated seed nodes, `host:port` or URLs.
+    pub fn parse_cluster(list: &str) -> Result<Endpoint, EndpointError> {
+        let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+        if entries.iter().all(|e| e.is_empty()) {
+            return Err(EndpointError::Empty);
+        }
+        // The first URL entry gives bare entries their scheme and userinfo.
+        let mut template: Option<(String, String)> = None;
+        for entry in &entries {
+            if entry.contains("://") {
+                let url = redis::parse_redis_url(entry).ok_or_else(|| classify_unparsed(entry))?;
+                let mut userinfo = String::new();
+                if !url.username().is_empty() || url.password().is_some() {
+                    userinfo.push_str(url.username());
+                    if let Some(pw) = url.password() {
+                        userinfo.push(':');
+                        userinfo.push_str(pw);
+                    }
+                    userinfo.push('@');
+                }
+                template = Some((url.scheme().to_string(), userinfo));
+                break;
+            }
+        }
+        let (scheme, userinfo) = template.unwrap_or_else(|| ("redis".to_string(), String::new()));
+        let mut nodes = Vec::with_capacity(entries.len());
+        let mut shown = Vec::with_capacity(entries.len());
+        let mut tls = None;
+        for entry in entries {
+            if entry.is_empty() {
+                return Err(EndpointError::EmptyEntry {
+                    list: redact_list(list),
+                });
+            }
+            let node = if entry.contains("://") {
+                parse_url(entry)?
+            } else {
+                check_host_port(entry)?;
+                parse_url(&format!("{scheme}://{userinfo}{entry}"))?
+            };
+            if node.db != 0 {
+                return Err(EndpointError::ClusterDb {
+                    value: node.shown,
+                    db: node.db,
+                });
+            }
+            match tls {
+                None => tls = Some(node.tls),
+                Some(t) if t != node.tls => {
+                    return Err(EndpointError::MixedSchemes {
+                        list: redact_list(list),
+                    })
+                }
+                Some(_) => {}
+            }
+            shown.push(node.shown);
+            nodes.push(node.info);
+        }
+        Ok(Endpoint {
+            topology: Topology::Cluster,
+            tls: tls.unwrap_or(false),
+            nodes,
+            shown: shown.join(","),
+        })
+    }
+
+    /// Single server or cluster.
+    pub fn topology(&self) -> Topology {
+        self.topology
+    }
+
+    /// Whether the connections use TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The connection information: one entry, or the cluster's seeds.
+    pub fn nodes(&self) -> &[ConnectionInfo] {
+        &self.nodes
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("topology", &self.topology)
+            .field("nodes", &self.shown)
+            .finish()
+    }
+}
+
+/// The TLS files of a `rediss://` farm, read by [`crate::Farm::new`] (in the
+/// parent, as root, before children drop privileges).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM CA certificate(s) to verify the server with, instead of the
+    /// system trust store.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate (mutual TLS); needs `key`.
+    pub cert: Option<PathBuf>,
+    /// PEM client private key; needs `cert`.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Whether no file is named.
+    pub fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+}
+
+/// One parsed URL.
+struct Node {
+    info: ConnectionInfo,
+    tls: bool,
+    db: i64,
+    shown: String,
+}
+
+fn parse_url(value: &str) -> Result<Node, EndpointError> {
+    if value.is_empty() {
+        return Err(EndpointError::Empty);
+    }
+    let Some((scheme, _)) = value.split_once("://") else {
+        return Err(EndpointError::NoScheme {
+            value: redact(value),
+        });
+    };
+    let tls = match scheme.to_ascii_lowercase().as_str() {
+        "redis" | "valkey" => false,
+        "rediss" | "valkeys" => true,
+        "unix" | "redis+unix" | "valkey+unix" => {
+            return Err(EndpointError::UnixSocket {
+                value: redact(value),
+            })
+        }
+        _ => {
+            return Err(EndpointError::UnknownScheme {
+                value: redact(value),
+                scheme: scheme.to_string(),
+            })
+        }
+    };
+    let url = redis::parse_redis_url(value).ok_or_else(|| classify_unparsed(value))?;
+    let shown = show(&url);
+    let host = url.host_str().unwrap_or("");
+    if host.is_empty() {
+        return Err(EndpointError::EmptyHost { value: shown });
+    }
+    match url.port() {
+        None => return Err(EndpointError::MissingPort { value: shown }),
+        Some(0) => return Err(EndpointError::ZeroPort { value: shown }),
+        Some(_) => {}
+    }
+    if url.query().is_some() {
+        return Err(EndpointError::Query { value: shown });
+    }
+    if url.fragment().is_some() {
+        return Err(EndpointError::Fragment { value: shown });
+    }
+    let db = match url.path().trim_matches('/') {
+        "" => 0,
+        path => match path.parse::<i64>() {
+            Ok(db) if (0..=MAX_DB).contains(&db) && path.bytes().all(|b| b.is_ascii_digit()) => db,
+            _ => {
+                return Err(EndpointError::BadDb {
+                    value: shown,
+                    db: path.to_string(),
+                })
+            }
+        },
+    };
+    let info = value
+        .into_connection_info()
+        .map_err(|e| EndpointError::Refused {
+            value: shown.clone(),
+            why: e.to_string(),
+        })?;
+    Ok(Node {
+        info,
+        tls,
+        db,
+        shown,
+    })
+}
+
+/// A bare cluster entry must be `host:port` (IPv6 in brackets).
+fn check_host_port(entry: &str) -> Result<(), EndpointError> {
+    let value = || entry.to_string();
+    let Some((host, port)) = entry.rsplit_once(':') else {
+        return Err(EndpointError::MissingPort { value: value() });
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(EndpointError::EmptyHost { value: value() });
+    }
+    if host.contains('@') || host.contains('/') || port.contains('/') {
+        return Err(EndpointError::Malformed { value: value() });
+    }
+    match port.parse::<u16>() {
+        Ok(0) => Err(EndpointError::ZeroPort { value: value() }),
+        Ok(_) if port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+        _ if port.is_empty() => Err(EndpointError::MissingPort { value: value() }),
+        _ => Err(EndpointError::BadPort {
+            value: value(),
+            port: port.to_string(),
+        }),
+    }
+}
+
+/// Why the URL parser refused `value`, as precisely as we can tell.
+fn classify_unparsed(value: &str) -> EndpointError {
+    let shown = redact(value);
+    let after = value.split_once("://").map(|(_, a)| a).unwrap_or(value);
+    let authority = after.split(['/', '?', '#']).next().unwrap_or("");
+    let hostport = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
+    if hostport.is_empty() || hostport.starts_with(':') {
+        return EndpointError::EmptyHost { value: shown };
+    }
+    if let Some((_, port)) = hostport.rsplit_once(':') {
+        if !port.is_empty() && port.parse::<u16>().is_err() && !hostport.ends_with(']') {
+            return EndpointError::BadPort {
+                value: shown,
+                port: port.to_string(),
+            };
+        }
+    }
+    EndpointError::Malformed { value: shown }
+}
+
+/// `scheme://[user[:***]@]host:port[/db]` of a parsed URL.
+fn show(url: &url::Url) -> String {
+    let mut out = format!("{}://", url.scheme());
+    if !url.username().is_empty() || url.password().is_some() {
+        out.push_str(url.username());
+        if url.password().is_some() {
+            out.push_str(":***");
+        }
+        out.push('@');
+    }
+    out.push_str(url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    let path = url.path();
+    if !path.is_empty() && path != "/" {
+        out.push_str(path);
+    }
+    out
+}
+
+/// An unparsed value with anything between `://` and the last `@` of its
+/// authority replaced, so a password cannot leak into a message.
+fn redact(value: &str) -> String {
+    let Some((scheme, after)) = value.split_once("://") else {
+        return match value.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => value.to_string(),
+        };
+    };
+    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (authority, tail) = after.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!("{scheme}://{hidden}@{host}{tail}")
+        }
+        None => value.to_string(),
+    }
+}
+
+fn redact_list(list: &str) -> String {
+    list.split(',')
+        .map(|e| redact(e.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Why a farm address was refused; each message names the value (with any
+/// password hidden).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// Nothing given.
+    Empty,
+    /// An empty entry in a cluster list (`a:1,,b:2`).
+    EmptyEntry { list: String },
+    /// No `scheme://`.
+    NoScheme { value: String },
+    /// A scheme other than redis, rediss, valkey, valkeys.
+    UnknownScheme { value: String, scheme: String },
+    /// A Unix socket (refused: see the module doc).
+    UnixSocket { value: String },
+    /// Not a URL the parser understands.
+    Malformed { value: String },
+    /// No host.
+    EmptyHost { value: String },
+    /// No port (no default is assumed).
+    MissingPort { value: String },
+    /// Port 0.
+    ZeroPort { value: String },
+    /// A port that is not a number from 1 to 65535.
+    BadPort { value: String, port: String },
+    /// A database that is not a number from 0 to [`MAX_DB`].
+    BadDb { value: String, db: String },
+    /// A cluster entry with a database other than 0.
+    ClusterDb { value: String, db: i64 },
+    /// Cluster entries of both redis:// and rediss://.
+    MixedSchemes { list: String },
+    /// `?…` parameters.
+    Query { value: String },
+    /// `#…` (such as `#insecure`).
+    Fragment { value: String },
+    /// The redis client refused it (for instance a wildcard address).
+    Refused { value: String, why: String },
+}
+
+impl fmt::Display for EndpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("no Redis address given"),
+            Self::EmptyEntry { list } => {
+                write!(f, "Redis cluster list '{list}' has an empty entry")
+            }
+            Self::NoScheme { value } => write!(
+                f,
+                "Redis address '{value}' has no scheme; write redis://host:port or rediss://host:port"
+            ),
+            Self::UnknownScheme { value, scheme } => write!(
+                f,
+                "Redis address '{value}': unknown scheme '{scheme}' (redis:// or rediss://)"
+            ),
+            Self::UnixSocket { value } => write!(
+                f,
+                "Redis address '{value}': Unix sockets are not supported for a farm; use redis://host:port"
+            ),
+            Self::Malformed { value } => write!(f, "Redis address '{value}' is not a valid URL"),
+            Self::EmptyHost { value } => write!(f, "Redis address '{value}' has no host"),
+            Self::MissingPort { value } => {
+                write!(f, "Redis address '{value}' has no port (write host:port, e.g. :6379)")
+            }
+            Self::ZeroPort { value } => write!(f, "Redis address '{value}' has port 0"),
+            Self::BadPort { value, port } => write!(
+                f,
+                "Redis address '{value}': port '{port}' is not a number from 1 to 65535"
+            ),
+            Self::BadDb { value, db } => write!(
+                f,
+                "Redis address '{value}': database '{db}' is not a number from 0 to {MAX_DB}"
+            ),
+            Self::ClusterDb { value, db } => write!(
+                f,
+                "Redis cluster node '{value}' names database {db}; a cluster has only database 0"
+            ),
+            Self::MixedSchemes { list } => write!(
+                f,
+                "Redis cluster list '{list}' mixes redis:// and rediss:// nodes"
+            ),
+            Self::Query { value } => write!(
+                f,
+                "Redis address '{value}': query parameters (?...) are not supported"
+            ),
+            Self::Fragment { value } => write!(
+                f,
+                "Redis address '{value}': fragments (#...) are not supported; \
+                 TLS certificates are always verified"
+            ),
+            Self::Refused { value, why } => write!(f, "Redis address '{value}': {why}"),
+        }
+    }
+}
+
+impl std::error::Error for EndpointError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::ConnectionAddr;
+
+    #[test]
+    fn single_plain_and_tls() {
+        let e = Endpoint::parse("redis://127.0.0.1:6379").expect("plain");
+        assert_eq!(e.topology(), Topology::Single);
+        assert!(!e.is_tls());
+        assert_eq!(e.nodes().len(), 1);
+        assert!(matches!(e.nodes()[0].addr(), ConnectionAddr::Tcp(h, 6379) if h == "127.0.0.1"));
+        assert_eq!(e.to_string(), "redis://127.0.0.1:6379");
+
+        let e = Endpoint::parse("rediss://user:s3cret@cache.example:6380/2").expect("tls");
+        assert!(e.is_tls());
+        assert!(matches!(
+            e.nodes()[0].addr(),
+            ConnectionAddr::TcpTls {
+                insecure: false,
+                port: 6380,
+                ..
+            }
+        ));
+        assert_eq!(e.nodes()[0].redis_settings().db(), 2);
+        assert_eq!(e.nodes()[0].redis_settings().username(), Some("user"));
+        assert_eq!(e.nodes()[0].redis_settings().password(), Some("s3cret"));
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("user:***@cache.example:6380/2"), "{shown}");
+
+        let e = Endpoint::parse("redis://[::1]:7000").expect("ipv6");
+        assert!(matches!(e.nodes()[0].addr(), ConnectionAddr::Tcp(h, 7000) if h == "::1"));
+        assert!(Endpoint::parse("valkey://10.0.0.1:6379").is_ok());
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        use EndpointError as E;
+        type Expect = fn(&EndpointError) -> bool;
+        let cases: &[(&str, Expect)] = &[
+            ("", |e| matches!(e, E::Empty)),
+            ("127.0.0.1:6379", |e| matches!(e, E::NoScheme { .. })),
+            ("http://h:1", |e| matches!(e, E::UnknownScheme { .. })),
+            ("unix:///run/redis.sock", |e| {
+                matches!(e, E::UnixSocket { .. })
+            }),
+            ("redis+unix:///run/redis.sock", |e| {
+                matches!(e, E::UnixSocket { .. })
+            }),
+            ("redis://:6379", |e| matches!(e, E::EmptyHost { .. })),
+            ("redis://", |e| matches!(e, E::EmptyHost { .. })),
+            ("redis://host", |e| matches!(e, E::MissingPort { .. })),
+            ("redis://host:0", |e| matches!(e, E::ZeroPort { .. })),
+            ("redis://host:70000", |e| matches!(e, E::BadPort { .. })),
+            ("redis://host:x1", |e| matches!(e, E::BadPort { .. })),
+            ("redis://host:1/x", |e| matches!(e, E::BadDb { .. })),
+            ("redis://host:1/-1", |e| matches!(e, E::BadDb { .. })),
+            ("redis://host:1/99999999999", |e| {
+                matches!(e, E::BadDb { .. })
+            }),
+            ("redis://host:1/?protocol=resp3", |e| {
+                matches!(e, E::Query { .. })
+            }),
+            ("rediss://host:1/#insecure", |e| {
+                matches!(e, E::Fragment { .. })
+            }),
+            ("redis://0.0.0.0:1", |e| matches!(e, E::Refused { .. })),
+        ];
+        for (value, expected) in cases {
+            let err = Endpoint::parse(value).expect_err(value);
+            assert!(expected(&err), "{value}: {err:?}");
+            assert!(
+                err.to_string().contains(value.trim_end_matches('/'))
+                    || value.is_empty()
+                    || err.to_string().contains("Redis address"),
+                "{value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_never_shown_in_errors() {
+        for value in [
+            "redis://u:hunter2@host",
+            "redis://u:hunter2@host:0",
+            "redis://u:hunter2@host:1/x",
+            "redis://u:hunter2@:1",
+            "redis://:hunter2@host:1/?a=b",
+            "ftp://u:hunter2@host:1",
+        ] {
+            let err = Endpoint::parse(value).expect_err(value);
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        let err = Endpoint::parse_cluster("redis://u:hunter2@a:1,,b:2").expect_err("empty");
+        assert!(!format!("{err} {err:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn cluster_lists() {
+        let e = Endpoint::parse_cluster("127.0.0.1:7000, 127.0.0.1:7001,[::1]:7002").expect("bare");
+        assert_eq!(e.topology(), Topology::Cluster);
+        assert_eq!(e.nodes().len(), 3);
+        assert!(!e.is_tls());
+        let e = Endpoint::parse_cluster("rediss://u:pw@a:7000,b:7001").expect("inherit");
+        assert!(e.is_tls());
+        assert_eq!(e.nodes()[1].redis_settings().password(), Some("pw"));
+        assert!(matches!(e.nodes()[1].addr(), ConnectionAddr::TcpTls { .. }));
+        assert!(!e.to_string().contains("pw@"));
+
+        use EndpointError as E;
+        assert!(matches!(Endpoint::parse_cluster(""), Err(E::Empty)));
+        assert!(matches!(
+            Endpoint::parse_cluster("a:1,,b:2"),
+            Err(E::EmptyEntry { .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse_cluster("a:1,b"),
+            Err(E::MissingPort { .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse_cluster("a:0"),
+            Err(E::ZeroPort { .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse_cluster(":1"),
+            Err(E::EmptyHost { .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse_cluster("a:port"),
+            Err(E::BadPort { .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse_cluster("redis://a:1/3,b:2"),
+            Err(E::ClusterDb { db: 3, .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse_cluster("redis://a:1,rediss://b:2"),
+            Err(E::MixedSchemes { .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse_cluster("redis://a:1/0,b:2"),
+            Ok(e) if e.nodes().len() == 2
+        ));
+    }
+}
