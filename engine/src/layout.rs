@@ -17,14 +17,13 @@
 //!                                                                              region shard_stride bytes
 //!
 //! one region:
-//! +------------------------------+-------------------------+--------------------------------+
-//! | ctrl: u8 x (slots + GROUP)   | slot: u32 x slots       | arena: arena_bytes             |
-//! | SwissTable control bytes;    | arena offset of the     | blocks holding entries:        |
-//! | the last GROUP mirror the    | entry's block, valid    | [hdr u32][expiry u32][id_len   |
-//! | first GROUP (wrap-free loads)| where ctrl is FULL      |  :16|check:16][uses:2|read:1|  |
-//! |                              |                         |  value_len:29][id]             |
-//! |                              |                         |  [value]                       |
-//! +------------------------------+-------------------------+--------------------------------+
+//! +-------------------------------------------+--------------------------------+
+//! | index: groups x 64-byte lines, each       | arena: arena_bytes             |
+//! | [ctrl u8 x 12][pad x 4][slot u32 x 12]    | blocks holding entries:        |
+//! | (SwissTable control bytes, then each      | [hdr u32][expiry u32][id_len   |
+//! | slot's arena offset | read marks in its   |  :16|check:16][uses:2|0:1|     |
+//! | 3 low bits; see table.rs)                 |  value_len:29][id][value]      |
+//! +-------------------------------------------+--------------------------------+
 //! ```
 //!
 //! Every pointer inside the segment is an offset, so any process may map it at
@@ -46,7 +45,7 @@ use super::lock::ShardLock;
 
 pub const MAGIC: [u8; 8] = *b"SOCSHM\r\n";
 /// Bump on any change to a `#[repr(C)]` type here or to the region layout.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Written last when a segment is created; a segment without it is unfinished.
 pub const READY: u32 = 0x5245_4459;
 
@@ -54,37 +53,49 @@ pub const READY: u32 = 0x5245_4459;
 pub const MIN_BYTES: u64 = 8192;
 /// The largest: 256 shards of nearly 4 GiB (arena offsets are `u32`).
 pub const MAX_BYTES: u64 = 1 << 40;
-/// Control bytes scanned per probe step (one `u64`).
-pub const GROUP: u32 = 8;
+/// Bytes of one index line: a probe group's control bytes and its slots.
+pub const INDEX_LINE: u32 = 64;
+/// Slots per index line (12 control bytes + 4 pad + 12 x 4 bytes = 64).
+pub const LANES: u32 = 12;
 /// Bytes of entry header after the block header: expiry; a word holding the
 /// id length (low 16 bits) and the entry's checksum (high 16 bits; see
 /// `shard::checksum`: its value, keyed by the hash of its id and by its
 /// expiry, so a flipped bit in any of them is found on read); and a word
-/// holding the value length (low 29 bits), a "read since stored" flag (bit
-/// 29) and the CLOCK use count (top 2 bits).
+/// holding the value length (low 29 bits) and the CLOCK use count (top 2
+/// bits; bit 29 is unused and written 0).
 pub const ENTRY_HEADER: u32 = 12;
 /// Ids are at most this long (the id length's 16 bits).
 pub const ID_LEN_MASK: u32 = 0xffff;
 /// The use count's place in the entry header's third word.
 pub const USES_SHIFT: u32 = 30;
-/// Set by the first hit after a store.
-pub const READ_FLAG: u32 = 1 << 29;
 /// Values are under 512 MiB (`Geometry` caps the largest entry there).
-pub const VALUE_LEN_MASK: u32 = READ_FLAG - 1;
-/// CLOCK use count: each pass of the hand takes one, and the hand evicts at
-/// zero. A store sets `USES_NEW`; the first hit after it sets the read flag
-/// and leaves the count at least `USES_NEW`; a later hit sets `USES_MAX`.
-/// So a fresh entry ranks with one read once (in a TLS 1.3 session cache,
-/// the fresh one is its client's next session and the one read once is
-/// dead; among equals the hand takes the older), and only entries read
-/// again rank above both. A retrieve without the lock (which cannot write)
-/// answers only for an entry already read and at `UNLOCKED_MIN_USES` or
-/// more (the top: below it, reads must be able to raise the count, or an
-/// entry read over and over would rank no higher than a fresh one), so an
-/// entry in steady use takes the lock once a pass of the hand.
+pub const VALUE_LEN_MASK: u32 = (1 << 29) - 1;
+/// CLOCK's state for an entry is in two places with one writer each:
+/// - the use count in the entry header, written only by the lock holder
+///   (a store sets `USES_NEW`, each pass of the hand takes one);
+/// - the read marks in the low bits of the entry's index slot word (block
+///   offsets are 8-aligned, so the 3 low bits are free), set by retrieves
+///   with one `fetch_or` and no lock: `MARK_READ` by the first hit after
+///   the store, `MARK_AGAIN` by a later one.
+///
+/// When the hand finds a count at zero it looks at the slot (the victim's
+/// slot is looked up anyway): with `MARK_AGAIN` (read again since the hand
+/// last looked) it takes the mark and sets the count to `USES_AGAIN`, and
+/// the entry stays; otherwise the entry goes. So a fresh entry ranks with
+/// one read once (in a TLS 1.3 session cache, the fresh one is its
+/// client's next session and the one read once is dead; among equals the
+/// hand takes the older), and only entries read again rank above both.
+/// Because a mark is beside the slot and not in the entry, a reader with
+/// a stale slot (its entry gone, the slot reused) marks an entry it did
+/// not read, which only skews the ranking a little, and a free block stays
+/// all zeros.
 pub const USES_NEW: u32 = 2;
+pub const USES_AGAIN: u32 = 2;
 pub const USES_MAX: u32 = 3;
-pub const UNLOCKED_MIN_USES: u32 = 3;
+/// The read marks in a slot word (see `USES_NEW`).
+pub const MARK_READ: u32 = 1;
+pub const MARK_AGAIN: u32 = 2;
+pub const MARKS: u32 = 7;
 /// Shards are no smaller than this, and there are at most `MAX_SHARDS`.
 /// More shards mean less lock contention between processes; a bigger shard
 /// means a bigger largest entry (a quarter of its arena). 48 KiB keeps that
@@ -238,8 +249,9 @@ pub struct Geometry {
     pub tier_offset: u64,
     pub regions_offset: u64,
     pub shard_stride: u64,
+    /// Index slots: `LANES` per line of the index, which starts the
+    /// region; the arena follows it at `arena_offset`.
     pub slots: u32,
-    pub slots_offset: u64,
     pub arena_offset: u64,
     pub arena_bytes: u32,
     pub max_entry_size: u32,
@@ -274,21 +286,21 @@ impl Geometry {
         let shard_stride = ((bytes - regions_offset) / shard_count) & !63;
         let entry = arena::block_size_for(ENTRY_HEADER + avg_id_len + avg_value_len)
             .unwrap_or(u32::MAX) as u64;
-        // Solve stride = index + arena, the index costing 5 bytes a slot
-        // (control byte + u32 offset) at 8 slots per 7 entries: 40/7 B an entry.
-        let approx_arena = shard_stride * entry * LOAD_NUM as u64
-            / (entry * LOAD_NUM as u64 + 5 * LOAD_DEN as u64 * 17 / 16);
+        // Solve stride = index + arena, the index costing 64/12 bytes a slot
+        // (a line of 12) at 8 slots per 7 entries (and the 17/16 below).
+        let (line, lanes) = (INDEX_LINE as u64, LANES as u64);
+        let approx_arena = shard_stride * entry * LOAD_NUM as u64 * lanes * 16
+            / (entry * LOAD_NUM as u64 * lanes * 16 + line * LOAD_DEN as u64 * 17);
         // A 1/16 margin over what the arena holds: tombstones (rebuilt away
         // at 1/16 of the limit) then never make the index, rather than the
         // arena, the thing that forces evictions.
         let want_entries = (approx_arena / entry) * 17 / 16;
-        let slots = align_up(
-            (want_entries * LOAD_DEN as u64).div_ceil(LOAD_NUM as u64),
-            GROUP as u64,
-        )
-        .max(2 * GROUP as u64);
-        let slots_offset = align_up(slots + GROUP as u64, 4);
-        let arena_offset = align_up(slots_offset + 4 * slots, 8);
+        let groups = (want_entries * LOAD_DEN as u64)
+            .div_ceil(LOAD_NUM as u64)
+            .div_ceil(lanes)
+            .max(2);
+        let slots = groups * lanes;
+        let arena_offset = groups * line;
         if arena_offset + 1024 > shard_stride {
             return Err(Error::BudgetTooSmall {
                 bytes,
@@ -314,7 +326,6 @@ impl Geometry {
             regions_offset,
             shard_stride,
             slots: slots as u32,
-            slots_offset,
             arena_offset,
             arena_bytes,
             max_entry_size,
@@ -388,8 +399,10 @@ mod tests {
             let end = g.regions_offset + g.shard_count as u64 * g.shard_stride;
             assert!(end <= bytes, "{bytes}: regions end at {end}");
             assert!(g.arena_offset + g.arena_bytes as u64 <= g.shard_stride);
-            assert!(g.slots_offset >= g.slots as u64 + GROUP as u64);
-            assert!(g.arena_offset >= g.slots_offset + 4 * g.slots as u64);
+            assert_eq!(g.slots % LANES, 0);
+            assert!(g.arena_offset >= g.slots as u64 / LANES as u64 * INDEX_LINE as u64);
+            assert_eq!(g.regions_offset % 64, 0);
+            assert_eq!(g.shard_stride % 64, 0);
             assert!(
                 g.max_entry_size >= 192,
                 "{bytes}: max entry {}",

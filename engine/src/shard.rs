@@ -26,10 +26,10 @@
 //!    holder died (robust mutex, `EOWNERDEAD`) or panicked mid-way, zeroes the
 //!    shard and re-initialises it (`recoveries` counts this). Only that shard
 //!    loses its entries; the rest of the segment is untouched.
-//! 3. A retrieve copies the value out while holding the lock, so it can never
-//!    see a half-written or half-freed entry. Changing an entry's CLOCK use
-//!    count is a single aligned 4-byte store and leaves the shard consistent
-//!    at every instant, so it needs no dirty mark; nor do the counters.
+//! 3. A locked retrieve copies the value out while holding the lock, so it
+//!    can never see a half-written or half-freed entry. It writes nothing
+//!    but the counters and the entry's read mark (rule 7), which leave the
+//!    shard consistent at every instant, so it needs no dirty mark.
 //! 4. Values leave the shard only as copies into the caller's buffer.
 //! 5. A retrieve may first try without the lock ([`Shard::get_unlocked`], a
 //!    seqlock read). The shard's sequence word (`ShardHeader::seq`, alone on
@@ -42,9 +42,11 @@
 //!    write no shared cache line (their hit counts go to per-CPU
 //!    [`ReadStripe`](super::layout::ReadStripe)s), and they do not serialise
 //!    behind each other. A writer that dies leaves the word odd: readers
-//!    take the lock, and the recovery (rule 2) makes it even again. Reads
-//!    that must write (the first two reads of an entry, a use count below
-//!    the top, an expired entry to reclaim) take the lock.
+//!    take the lock, and the recovery (rule 2) makes it even again. A hit
+//!    writes only its read mark (rule 7), after the second load showed its
+//!    answer good. Reads that must write more (an expired entry to reclaim)
+//!    take the lock, and so do those whose buffer is too small (the locked
+//!    path says how much is needed).
 //!
 //! 6. Every wait for a shard lock is bounded ([`LOCK_BOUND`], 1 s). An
 //!    operation that cannot take the lock in that time (a stopped holder,
@@ -61,22 +63,35 @@
 //!    resumes it may write into the wiped shard, which the checksums and
 //!    bounds checks then treat as corruption (a miss), never as data. The
 //!    unlocked reads of rule 5 need no lock and go on meanwhile.
+//! 7. The read marks are the one piece of index or arena memory written
+//!    without the lock: the 3 low bits of an index slot word (block offsets
+//!    are 8-aligned), set by a hit's `fetch_or` (`Index::mark_read`), with or
+//!    without the lock. Every access to a slot word is therefore atomic:
+//!    the lock holder loads it, stores it whole (fill, erase, clear) and
+//!    takes `MARK_AGAIN` with a `fetch_and` (the CLOCK hand); readers
+//!    only `fetch_or` mark bits. A mark can never change the offset a
+//!    writer reads back; a mark that lands after its slot was erased or
+//!    given to another entry (the reader's slot went stale) only skews
+//!    CLOCK's ranking of that slot's next entry, and lands in the index,
+//!    never in the arena, whose free blocks stay all zeros.
 //!
 //! # Expiry and eviction
 //! An entry whose expiry second has come (`now >= expiry`) is never returned;
 //! a lookup that meets one reclaims it. When an insert needs room, expired
 //! entries are reclaimed first (a sweep of the index, skipped while `now` is
 //! below the shard's `min_expiry` bound), then CLOCK evicts, with a 2-bit
-//! use count per entry: a hand walks the arena's blocks taking one from each
-//! entry's count, and the first entry it finds at zero goes. A store sets 2,
-//! the first hit after it keeps 2 (and marks the entry read), later hits
-//! set 3: a fresh entry ranks with one read once (in a TLS 1.3 cache the
-//! fresh one is a client's next session, the one read once is dead, and
-//! among equals the hand takes the older), entries read again rank above
-//! both. Entries not read again go in about the order they came; entries in
-//! use stay. Reads without the lock cannot write, so they answer only for
-//! entries already at 3 (see rule 5 above): were they to answer at 2, an
-//! entry read over and over would stay at 2, no higher than a fresh one.
+//! use count per entry (in its header, written by the lock holder only) and
+//! two read marks beside its index slot (rule 7): a hand walks the arena's
+//! blocks taking one from each entry's count; at an entry whose count is
+//! zero it looks up the entry's slot, and the entry stays (its count set to
+//! `USES_AGAIN`, the mark taken) if it was read again since the hand last
+//! looked, else it goes. A store sets the count to 2 and clears the marks;
+//! the first hit sets `MARK_READ`, later ones `MARK_AGAIN`: a fresh entry
+//! ranks with one read once (in a TLS 1.3 cache the fresh one is a client's
+//! next session, the one read once is dead, and among equals the hand
+//! takes the older), entries read again rank above both. Entries not read
+//! again go in about the order they came; entries in use stay. Every hit
+//! can record its read without the lock, so every hit may be unlocked.
 //!
 //! # Secrets
 //! An entry's bytes are zeroed before its block is freed, whatever the reason:
@@ -103,8 +118,8 @@ use std::hash::Hasher;
 use super::arena::Arena;
 use super::error::Error;
 use super::layout::{
-    Geometry, SeqLine, ShardHeader, ShardState, ENTRY_HEADER, ID_LEN_MASK, POISON_REINIT,
-    READ_FLAG, UNLOCKED_MIN_USES, USES_MAX, USES_NEW, USES_SHIFT, VALUE_LEN_MASK,
+    Geometry, SeqLine, ShardHeader, ShardState, ENTRY_HEADER, ID_LEN_MASK, LANES, MARKS,
+    POISON_REINIT, USES_AGAIN, USES_MAX, USES_NEW, USES_SHIFT, VALUE_LEN_MASK,
 };
 use super::lock::ShardLock;
 pub use super::lock::LOCK_BOUND;
@@ -194,8 +209,6 @@ struct EntryHead {
     value_len: u32,
     /// CLOCK use count, 0..=USES_MAX.
     uses: u32,
-    /// Read since it was stored.
-    read: bool,
     /// The entry's checksum (see [`checksum`]).
     check: u32,
 }
@@ -214,15 +227,15 @@ impl Shard {
                 .cast::<ShardHeader>()
                 .add(i as usize);
             let region = base.add((geo.regions_offset + i as u64 * geo.shard_stride) as usize);
-            let ctrl = region;
-            let slots = region.add(geo.slots_offset as usize).cast::<u32>();
             let arena_base = region.add(geo.arena_offset as usize);
             let state = &raw mut (*hdr).state;
             Shard {
                 number: i,
                 hdr,
                 state,
-                index: Index::new(ctrl, slots, geo.slots),
+                // The region is 64-aligned (regions_offset and the stride
+                // are multiples of 64, the mapping page-aligned).
+                index: Index::new(region, geo.slots / LANES),
                 arena: Arena::new(&raw mut (*state).arena, arena_base, geo.arena_bytes),
                 arena_base,
                 arena_len: geo.arena_bytes,
@@ -244,8 +257,9 @@ impl Shard {
     /// Retrieve without the lock (lock protocol, rule 5). `Some` is the
     /// answer, as `Locked::get` would have given it; `None`: take the lock
     /// and ask again (a writer was active or got in the way, or this read
-    /// must write: an expired entry, a use count below the top, a buffer too
-    /// small). Never writes, never panics, whatever the segment holds.
+    /// must write: an expired entry to reclaim, a buffer too small). Writes
+    /// nothing but a hit's read mark (one `fetch_or` on its slot word, after
+    /// the answer is known good); never panics, whatever the segment holds.
     pub fn get_unlocked(
         &self,
         hash: u64,
@@ -259,20 +273,23 @@ impl Shard {
         if before & 1 != 0 {
             return None;
         }
-        let h = Hash::split(hash, self.index.slot_count());
+        let h = Hash::split(hash, self.index.groups());
         let mut torn = false;
         let mut found = None;
-        self.index.find(h, |block| match self.head_unlocked(block) {
-            None => {
-                torn = true;
-                true
-            }
-            Some(head) => {
-                let hit = head.id_len == id_len && self.id_is_unlocked(block, id);
-                if hit {
-                    found = Some((block, head));
+        let slot = self.index.find(h, |word| {
+            let block = word & !MARKS;
+            match self.head_unlocked(block) {
+                None => {
+                    torn = true;
+                    true
                 }
-                hit
+                Some(head) => {
+                    let hit = head.id_len == id_len && self.id_is_unlocked(block, id);
+                    if hit {
+                        found = Some((word, head));
+                    }
+                    hit
+                }
             }
         });
         if torn {
@@ -280,12 +297,9 @@ impl Shard {
         }
         let answer = match found {
             None => Err(Miss::NotFound),
-            Some((block, head)) => {
-                if head.expiry <= now
-                    || !head.read
-                    || head.uses < UNLOCKED_MIN_USES
-                    || head.value_len as usize > buf.len()
-                {
+            Some((word, head)) => {
+                let block = word & !MARKS;
+                if head.expiry <= now || head.value_len as usize > buf.len() {
                     return None;
                 }
                 let p = self
@@ -312,12 +326,15 @@ impl Shard {
         if seq.load(Ordering::Relaxed) != before {
             return None;
         }
-        if let (Ok(n), Some((_, head))) = (answer, found) {
+        if let (Ok(n), Some((word, head)), Some(slot)) = (answer, found, slot) {
             // A consistent copy that fails its checksum: the locked path
             // checks again, wipes the entry and counts it.
             if checksum(hash, head.expiry, &buf[..n]) != head.check {
                 return None;
             }
+            // A good hit: record it for CLOCK (rule 5; a writer may have
+            // reused the slot since the check, see `Index::mark_read`).
+            self.index.mark_read(slot, word);
         }
         Some(answer)
     }
@@ -343,7 +360,6 @@ impl Shard {
             id_len,
             value_len: word & VALUE_LEN_MASK,
             uses: word >> USES_SHIFT,
-            read: word & READ_FLAG != 0,
             check,
         })
     }
@@ -578,7 +594,6 @@ impl Locked<'_> {
                 id_len,
                 value_len: word & VALUE_LEN_MASK,
                 uses: word >> USES_SHIFT,
-                read: word & READ_FLAG != 0,
                 check,
             }
         };
@@ -592,13 +607,14 @@ impl Locked<'_> {
     }
 
     /// Set an entry's use count (a single aligned 4-byte store, so the entry
-    /// is consistent at every instant). Writes nothing if it is unchanged:
-    /// no cache line moves between two readers' cores for nothing.
-    fn set_uses(&mut self, block: u32, head: EntryHead, uses: u32, read: bool) {
-        if uses == head.uses && read == head.read {
+    /// is consistent at every instant). Writes nothing if it is unchanged.
+    /// Only the CLOCK hand calls it, inside a mutation (readers never
+    /// write the entry: their marks go to the slot, see `Index::mark_read`).
+    fn set_uses(&mut self, block: u32, head: EntryHead, uses: u32) {
+        if uses == head.uses {
             return;
         }
-        let word = head.value_len | (uses << USES_SHIFT) | if read { READ_FLAG } else { 0 };
+        let word = head.value_len | (uses << USES_SHIFT);
         let p = self.shard.arena.payload(block, ENTRY_HEADER) as *mut u32;
         // SAFETY: as in head(): 12 bytes of this used block, 4-aligned; the
         // lock is held.
@@ -625,7 +641,8 @@ impl Locked<'_> {
     }
 
     fn lookup(&self, h: Hash, id: &[u8]) -> Option<u32> {
-        self.shard.index.find(h, |block| {
+        self.shard.index.find(h, |word| {
+            let block = word & !MARKS;
             let head = self.head(block);
             head.id_len as usize == id.len() && self.id_of(block, head) == id
         })
@@ -751,26 +768,30 @@ impl Locked<'_> {
         if self.st_mut().entries == 0 {
             return false;
         }
-        let slots = self.shard.index.slot_count();
         for _ in 0..(USES_MAX + 1) * self.shard.arena.max_blocks() + 2 {
             let b = self.advance_hand();
             if !b.used {
                 continue;
             }
             let head = self.head(b.offset);
-            let why = if head.expiry <= now {
-                Departure::Expired
-            } else if head.uses > 0 {
-                self.set_uses(b.offset, head, head.uses - 1, head.read);
+            if head.expiry > now && head.uses > 0 {
+                self.set_uses(b.offset, head, head.uses - 1);
                 continue;
-            } else {
-                Departure::Evicted
-            };
+            }
             let id = self.id_of(b.offset, head);
-            let h = Hash::split(hash_id(self.key, id), slots);
-            let slot = self.shard.index.find(h, |block| block == b.offset);
+            let h = Hash::split(hash_id(self.key, id), self.shard.index.groups());
+            let slot = self.shard.index.find(h, |word| word & !MARKS == b.offset);
             let slot = slot.expect("every used block is in the index");
-            self.depart(slot, why);
+            if head.expiry <= now {
+                self.depart(slot, Departure::Expired);
+                return true;
+            }
+            // At zero: read again since the hand last looked? Then it stays.
+            if self.shard.index.take_again(slot) {
+                self.set_uses(b.offset, head, USES_AGAIN);
+                continue;
+            }
+            self.depart(slot, Departure::Evicted);
             return true;
         }
         false
@@ -817,9 +838,10 @@ impl Locked<'_> {
 
     /// Re-insert every entry into a cleared index (drops all tombstones).
     /// Bounded by the shard's size: O(entries in this shard).
+    /// The entries keep their read marks (each block's old slot is looked
+    /// up before the index is cleared; one the old index misses starts
+    /// unmarked).
     fn rebuild_index(&mut self) {
-        self.shard.index.clear();
-        self.st_mut().tombstones = 0;
         let mut blocks = Vec::with_capacity(self.st_mut().entries as usize);
         let walked = self.shard.arena.walk(|b| {
             if b.used {
@@ -830,16 +852,29 @@ impl Locked<'_> {
             self.wipe();
             return;
         }
-        let slots = self.shard.index.slot_count();
+        let mut entries = Vec::with_capacity(blocks.len());
         for block in blocks {
             let head = self.head(block);
-            let hash = Hash::split(hash_id(self.key, self.id_of(block, head)), slots);
+            let hash = Hash::split(
+                hash_id(self.key, self.id_of(block, head)),
+                self.shard.index.groups(),
+            );
+            let marks = self
+                .shard
+                .index
+                .find(hash, |word| word & !MARKS == block)
+                .map_or(0, |slot| self.shard.index.slot_word(slot) & MARKS);
+            entries.push((block, hash, marks));
+        }
+        self.shard.index.clear();
+        self.st_mut().tombstones = 0;
+        for (block, hash, marks) in entries {
             let slot = self
                 .shard
                 .index
                 .find_free(hash)
                 .expect("index has room after clear");
-            self.shard.index.fill(slot, hash, block);
+            self.shard.index.fill(slot, hash, block, marks);
         }
     }
 
@@ -847,12 +882,12 @@ impl Locked<'_> {
     pub fn miss_probe_groups(&self, hash: u64) -> u32 {
         self.shard
             .index
-            .miss_probe_groups(Hash::split(hash, self.shard.index.slot_count()))
+            .miss_probe_groups(Hash::split(hash, self.shard.index.groups()))
     }
 
     /// Copy the live value of `id` into `buf`.
     pub fn get(&mut self, hash: u64, id: &[u8], now: u32, buf: &mut [u8]) -> Result<usize, Miss> {
-        let h = Hash::split(hash, self.shard.index.slot_count());
+        let h = Hash::split(hash, self.shard.index.groups());
         let Some(slot) = self.lookup(h, id) else {
             self.st_mut().counters.misses += 1;
             return Err(Miss::NotFound);
@@ -881,12 +916,9 @@ impl Locked<'_> {
             return Err(Miss::BufferTooSmall { needed });
         }
         buf[..value.len()].copy_from_slice(value);
-        let uses = if head.read {
-            USES_MAX
-        } else {
-            head.uses.max(USES_NEW)
-        };
-        self.set_uses(block, head, uses, true);
+        self.shard
+            .index
+            .mark_read(slot, self.shard.index.slot_word(slot));
         self.st_mut().counters.hits += 1;
         Ok(head.value_len as usize)
     }
@@ -900,7 +932,7 @@ impl Locked<'_> {
         expiry: u32,
         now: u32,
     ) -> Result<Stored, Error> {
-        let h = Hash::split(hash, self.shard.index.slot_count());
+        let h = Hash::split(hash, self.shard.index.groups());
         self.begin();
         let replaced = match self.lookup(h, id) {
             Some(slot) => {
@@ -970,7 +1002,7 @@ impl Locked<'_> {
             .index
             .find_free(h)
             .expect("make_index_room left a free slot");
-        if !self.shard.index.fill(slot, h, block) {
+        if !self.shard.index.fill(slot, h, block, 0) {
             self.st_mut().tombstones -= 1;
         }
         let hd = self.st_mut();
@@ -990,7 +1022,7 @@ impl Locked<'_> {
 
     /// Remove `id`; true if a live entry went.
     pub fn delete(&mut self, hash: u64, id: &[u8], now: u32) -> bool {
-        let h = Hash::split(hash, self.shard.index.slot_count());
+        let h = Hash::split(hash, self.shard.index.groups());
         let Some(slot) = self.lookup(h, id) else {
             self.st_mut().counters.remove_misses += 1;
             return false;
@@ -1111,11 +1143,6 @@ impl Locked<'_> {
                 return Err(format!("slot {slot} has an invalid control byte {c:#x}"));
             }
         }
-        for i in 0..super::layout::GROUP.min(slots) {
-            if self.shard.index.ctrl(i) != self.shard.index.mirror(i) {
-                return Err(format!("control mirror byte {i} differs"));
-            }
-        }
         if !used.is_empty() {
             return Err(format!("{} used blocks are in no index slot", used.len()));
         }
@@ -1137,7 +1164,7 @@ impl Locked<'_> {
                 let block = self.shard.index.block(slot);
                 let head = self.head(block);
                 let id = self.id_of(block, head);
-                let hash = Hash::split(hash_id(self.key, id), slots);
+                let hash = Hash::split(hash_id(self.key, id), self.shard.index.groups());
                 if hash.tag != self.shard.index.ctrl(slot) {
                     return Err(format!("slot {slot}'s tag does not match its id"));
                 }

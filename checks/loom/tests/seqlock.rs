@@ -68,6 +68,16 @@
 //! - Sequence wrap-around (2^32 mutations during one read), the reader's
 //!   bounds checks on torn data (miri checks those), the checksum.
 //! - Several shards, processes mapping at different addresses.
+//! - The read marks (layout version 5, lock protocol rule 7): a hit's
+//!   `fetch_or` into its index slot word with no lock, and the CLOCK
+//!   hand's `fetch_and` under it. `Value` is read-only for the reader
+//!   here; the marks are atomic RMWs on a word whose offset bits only the
+//!   lock holder writes. A first model of them (a slot word stored with
+//!   the second byte, `fetch_or`ed by the reader after it accepted a
+//!   value, its offset checked at the end) failed under loom 0.7 with a
+//!   final word no C11 modification order allows (the reader's RMW read
+//!   the initial word after the locker's store): not understood yet, so
+//!   not committed; see the issue 11 report.
 //!
 //! # Found
 //! At 8e8c50b `begin` fenced only when it made the sequence odd itself. A
