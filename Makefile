@@ -111,7 +111,10 @@ soak: module
 # provider throughput, capacity and hit rate, graceful restart, TLS
 # resumption); writes bench/results.md. Builds bench/mod_socache_bench.so
 # and bench/tls-load, installs nothing. BENCH_ARGS="--quick" for a short run.
-.PHONY: bench bench-build
+# The farm tier (shm + Redis, across two hosts, Redis hung and down) is
+# `make bench-farm` (bench/farm.py, writes bench/farm-results.md;
+# FARM_ARGS="--quick" for about a minute).
+.PHONY: bench bench-build bench-farm
 bench-build: module
 	cd bench && $(APXS) -c -Wc,-O2 -Wc,-Wall -o mod_socache_bench.la mod_socache_bench.c -lm
 	@if [ -f bench/tls-load/Cargo.toml ]; then \
@@ -120,3 +123,6 @@ bench-build: module
 
 bench: bench-build
 	python3 bench/run.py $(BENCH_ARGS)
+
+bench-farm: bench-build
+	python3 bench/farm.py $(FARM_ARGS)
