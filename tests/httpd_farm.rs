@@ -438,6 +438,38 @@ fn a_hung_or_dead_redis_costs_no_handshake() {
     }
 }
 
+/// A graceful restart keeps the farm tier working: the segment (and its
+/// breaker and counters) is reattached, the new children connect on their
+/// own, and sessions made before it resume on the restarted host (from its
+/// segment) and after it on the other host (through Redis).
+#[test]
+fn a_graceful_restart_keeps_the_farm_tier() {
+    let redis = RedisServer::start();
+    let (mut a, mut b) = two_hosts(&FarmArg::redis(&redis.url()), Mpm::Event);
+    let client = Client::new(Tls::V12);
+    let before = full_handshakes(&mut a, &client, 10);
+    in_redis(&redis, &before, 10, "before the restart");
+    let sent = a.farm(FarmFigure::StoresSent);
+    a.graceful();
+    assert!(
+        a.farm(FarmFigure::StoresSent) >= sent,
+        "the tier's counters live in the reattached segment"
+    );
+    for s in &before {
+        let c = a.connect(&client, Some(s));
+        assert!(c.both_resumed(), "A after its restart: {}", describe(&c));
+    }
+    let after = full_handshakes(&mut a, &client, 10);
+    in_redis(&redis, &after, 10, "made by A's new children");
+    for s in &after {
+        let c = b.connect(&client, Some(s));
+        assert!(c.both_resumed(), "on B: {}", describe(&c));
+    }
+    a.check_alive("after the graceful restart");
+    let crashes = crash_lines(&a.error_log());
+    assert!(crashes.is_empty(), "{crashes:#?}");
+}
+
 // ---------------------------------------------------------------------------
 // 4. Values that must not open, and what Redis holds.
 // ---------------------------------------------------------------------------
