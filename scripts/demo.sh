@@ -7,7 +7,9 @@
 # child processes serve them), graceful-restarts httpd and resumes again,
 # prints which child served each connection and whether it resumed (from
 # the access log), the cache's figures from /server-status?auto, then stops
-# httpd and removes the directory. Usage, as root: bash scripts/demo.sh
+# httpd; then the farm tier: two hosts behind one redis-server, a session
+# made on one resumed on the other, and the farm figures; and removes the
+# directory. Usage, as root: bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # /dev/null must be the null device (see scripts/test.sh); nothing here
@@ -219,5 +221,82 @@ fi
 echo
 echo "=== stopping httpd"
 stop_httpd
+
+# The farm tier: two hosts (own ports, own segments) share sessions through
+# one redis-server behind their local caches, values sealed with one farm
+# key. A session made on host A resumes on host B.
+echo
+echo "=== the farm tier: hosts A and B behind one redis-server"
+free_port() {
+    local p=$1
+    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+    echo "$p"
+}
+REDIS_PORT=$(free_port 26379)
+mkdir -p "$DIR/redis"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$DIR/redis" --daemonize yes --pidfile "$DIR/redis/redis.pid" >/dev/null
+stop_farm() {
+    local pid
+    for f in "$DIR"/a/run/httpd.pid "$DIR"/b/run/httpd.pid "$DIR"/redis/redis.pid; do
+        [ -f "$f" ] || continue
+        pid=$(cat "$f" 2>/dev/null) || continue
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq $((WAIT * 10))); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        rm -f "$f"
+    done
+}
+trap 'stop_farm; cleanup' EXIT
+for _ in $(seq $((WAIT * 10))); do
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+openssl rand 48 >"$DIR/farm.key"
+chmod 600 "$DIR/farm.key"
+FARM_ARG="redis=redis://127.0.0.1:$REDIS_PORT/0 seal=$DIR/farm.key timeout=20ms"
+host_port() { [ "$1" = a ] && echo "$PORT_A" || echo "$PORT_B"; }
+PORT_A=$(free_port $((PORT + 1)))
+PORT_B=$(free_port $((PORT_A + 1)))
+for h in a b; do
+    mkdir -p "$DIR/$h"/{logs,run}
+    hp=$(host_port "$h")
+    sed -e "s|^Listen .*|Listen 127.0.0.1:$hp|" \
+        -e "s|^PidFile .*|PidFile \"$DIR/$h/run/httpd.pid\"|" \
+        -e "s|^DefaultRuntimeDir .*|DefaultRuntimeDir \"$DIR/$h/run\"|" \
+        -e "s|^ErrorLog .*|ErrorLog \"$DIR/$h/logs/error.log\"|" \
+        -e "s|^Mutex .*|Mutex file:$DIR/$h/run default|" \
+        -e "s|^CustomLog .*|CustomLog \"$DIR/$h/logs/access.log\" resumption|" \
+        -e "s|^SSLSessionCache .*|SSLSessionCache \"shm:$DIR/$h/ssl_scache(512000) $FARM_ARG\"|" \
+        "$DIR/httpd.conf" >"$DIR/$h/httpd.conf"
+    "$APACHE2" -d "$DIR/$h" -f "$DIR/$h/httpd.conf" -k start
+done
+grep -E '^SSLSessionCache ' "$DIR/a/httpd.conf" | sed 's/^/    /'
+for h in a b; do
+    for _ in $(seq $((WAIT * 10))); do
+        curl -sk -o /dev/null "https://127.0.0.1:$(host_port "$h")/server-status?auto" && break
+        sleep 0.1
+    done
+done
+farm_status=0
+for v in tls1_2 tls1_3; do
+    echo | openssl s_client -connect "127.0.0.1:$PORT_A" "-$v" -sess_out "$DIR/farm-$v.sess" \
+        -servername localhost >/dev/null 2>&1 || true
+    sleep 0.3 # the store reaches Redis asynchronously
+    out=$(echo | openssl s_client -connect "127.0.0.1:$PORT_B" "-$v" -sess_in "$DIR/farm-$v.sess" \
+        -servername localhost 2>/dev/null | grep -E '^(Reused|New),' || true)
+    echo "    $v: session made on A, offered to B: ${out:-no answer}"
+    case "$out" in Reused*) ;; *) farm_status=1 ;; esac
+done
+echo "    Redis holds $(redis-cli -p "$REDIS_PORT" dbsize) sealed sessions; host B's farm figures:"
+curl -sk "https://127.0.0.1:$PORT_B/server-status?auto" |
+    grep -E '^Farm(RemoteHits|RemoteMisses|StoresSent|Errors|Timeouts|SealFailures|Breaker):' | sed 's/^/    /'
+if [ "$farm_status" -ne 0 ]; then
+    echo "demo: expected the sessions made on host A to resume on host B" >&2
+    status=1
+fi
+stop_farm
 echo "    stopped; removing $DIR"
 exit "$status"
