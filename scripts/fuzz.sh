@@ -37,9 +37,21 @@ for t in "${targets[@]}"; do
     echo "=== fuzz $t for ${seconds}s (seed corpus: $(ls "corpus/$t" | wc -l) inputs)"
     # -seed fixed: a run is reproducible; -rss_limit_mb bounds the attach
     # target's temporary files and mappings.
+    # The run's own status counts, not only its artifacts: a crash whose
+    # reproducer was not written (seen once: "deadly signal", no file)
+    # must fail too. The full output is kept for the reproducer's name.
+    status=0
     cargo fuzz run "$t" "$scratch/$t" "corpus/$t" -- \
         -max_total_time="$seconds" -seed=20261123 -rss_limit_mb=4096 \
-        -artifact_prefix="$scratch/" 2>&1 | grep -E '^(#[0-9]+ +DONE|Done|INFO: +[0-9]+ files|==|thread|.*panicked)' || true
+        -artifact_prefix="$scratch/" >"$scratch/$t.log" 2>&1 || status=$?
+    grep -E '^(#[0-9]+ +DONE|Done|INFO: +[0-9]+ files|==|thread|.*panicked|artifact_prefix|Test unit)' "$scratch/$t.log" || true
+    if [ "$status" -ne 0 ]; then
+        mkdir -p "artifacts/$t"
+        cp "$scratch"/crash-* "$scratch"/leak-* "$scratch"/timeout-* "$scratch"/oom-* "artifacts/$t/" 2>/dev/null || true
+        tail -40 "$scratch/$t.log"
+        echo "fuzz target $t FAILED (exit $status): reproducer(s), if written, in fuzz/artifacts/$t/"
+        exit 1
+    fi
     if ls "$scratch"/crash-* "$scratch"/leak-* "$scratch"/timeout-* "$scratch"/oom-* >/dev/null 2>&1; then
         mkdir -p "artifacts/$t"
         cp "$scratch"/crash-* "$scratch"/leak-* "$scratch"/timeout-* "$scratch"/oom-* "artifacts/$t/" 2>/dev/null || true

@@ -435,9 +435,12 @@ impl Cache {
                 s.hits.load(Ordering::Relaxed),
                 s.misses.load(Ordering::Relaxed),
             );
-            total.hits += hits;
-            total.misses += misses;
-            total.unlocked_reads += hits + misses;
+            // Saturating: any process of the host can write the stripes.
+            total.hits = total.hits.saturating_add(hits);
+            total.misses = total.misses.saturating_add(misses);
+            total.unlocked_reads = total
+                .unlocked_reads
+                .saturating_add(hits.saturating_add(misses));
         }
         total
     }
@@ -866,6 +869,29 @@ mod tests {
             }
         }
         c.check().unwrap();
+    }
+
+    /// Figures summed from counters any process can write saturate: a
+    /// hostile stripe never makes `stats` panic (debug builds: the fuzzer's
+    /// inspect target found the overflow) or wrap to a small number.
+    #[test]
+    fn hostile_counters_saturate_the_figures() {
+        let c = Cache::create(&CacheConfig::new(64 * 1024)).unwrap();
+        for i in 0..2 {
+            c.stripe(i).hits.store(u64::MAX, Ordering::Relaxed);
+            c.stripe(i).misses.store(u64::MAX - 1, Ordering::Relaxed);
+        }
+        let s = c.stats();
+        assert_eq!(s.hits, u64::MAX);
+        assert_eq!(s.misses, u64::MAX);
+        assert_eq!(s.unlocked_reads, u64::MAX);
+        let big = Stats {
+            stores: u64::MAX,
+            entries: u64::MAX,
+            ..Stats::default()
+        };
+        let sum = big.plus(&big);
+        assert_eq!((sum.stores, sum.entries), (u64::MAX, u64::MAX));
     }
 
     /// The tier words start zeroed, survive a reattach, and no store, evict

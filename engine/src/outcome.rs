@@ -92,15 +92,15 @@ macro_rules! define_stats {
             /// is the larger one; everything else adds up).
             pub fn plus(self, o: &Stats) -> Stats {
                 Stats {
-                    entries: self.entries + o.entries,
-                    bytes_total: self.bytes_total + o.bytes_total,
-                    bytes_used: self.bytes_used + o.bytes_used,
-                    bytes_free: self.bytes_free + o.bytes_free,
+                    entries: self.entries.saturating_add(o.entries),
+                    bytes_total: self.bytes_total.saturating_add(o.bytes_total),
+                    bytes_used: self.bytes_used.saturating_add(o.bytes_used),
+                    bytes_free: self.bytes_free.saturating_add(o.bytes_free),
                     largest_free_block: self.largest_free_block.max(o.largest_free_block),
-                    index_slots: self.index_slots + o.index_slots,
-                    $($field: self.$field + o.$field,)*
-                    lock_timeouts: self.lock_timeouts + o.lock_timeouts,
-                    unlocked_reads: self.unlocked_reads + o.unlocked_reads,
+                    index_slots: self.index_slots.saturating_add(o.index_slots),
+                    $($field: self.$field.saturating_add(o.$field),)*
+                    lock_timeouts: self.lock_timeouts.saturating_add(o.lock_timeouts),
+                    unlocked_reads: self.unlocked_reads.saturating_add(o.unlocked_reads),
                 }
             }
 
