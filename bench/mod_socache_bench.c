@@ -43,6 +43,19 @@
  *                                  (misses), S% stores of fresh ids; every
  *                                  op timed with clock_gettime; answers op
  *                                  counts and latency histograms
+ *   op=firstread&n=F&sample=S&step=K&offset=O&seed=X  (or lo=A&hi=B, n=0)
+ *                                  a first read over a full cache: store F
+ *                                  fresh ids (or take the stored window
+ *                                  [A,B)), pick S of the window's indices
+ *                                  O, O+K, O+2K, ... in a random order, then
+ *                                  pass 1: retrieve each once (never read
+ *                                  before: first reads), pass 2: the same
+ *                                  ids again in another order (repeated
+ *                                  reads), pass 3: again after walking a
+ *                                  64 MiB buffer (CPU caches flushed); each
+ *                                  pass timed as a whole (one clock pair),
+ *                                  plus the harness alone (ids made, no
+ *                                  retrieve); answers ns and found per pass
  *   op=status                      the provider's status (?auto form)
  *   op=zipf&d=D&warm=W&a=A&s=1.0&seed=X
  *                                  D distinct ids stored once, held counted
@@ -70,6 +83,7 @@
 #include "apr_strings.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -508,6 +522,150 @@ static void op_run(request_rec *r, call_ctx *c)
     ap_rputs("}\n", r);
 }
 
+/* A walk over a 64 MiB private buffer: the CPU caches hold none of the
+ * cache's lines afterwards (L3 here is 32 MiB). */
+#define FLUSH_BYTES (64u << 20)
+static unsigned char *flush_buf;
+
+static void flush_cpu_caches(void)
+{
+    size_t i;
+    volatile uint64_t sink = 0;
+    uint64_t acc = 0;
+    if (!flush_buf) {
+        flush_buf = malloc(FLUSH_BYTES);
+        if (!flush_buf) {
+            return;
+        }
+        memset(flush_buf, 1, FLUSH_BYTES);
+    }
+    for (i = 0; i < FLUSH_BYTES; i += 64) {
+        flush_buf[i]++;
+        acc += flush_buf[i];
+    }
+    sink = acc;
+    (void)sink;
+}
+
+typedef struct {
+    uint64_t ns, n, found, bad;
+} pass_res;
+
+/* One timed pass of retrieves over idx[0..n) (one clock pair around it). */
+static pass_res read_pass(call_ctx *c, const uint64_t *idx, uint64_t n, int retrieve)
+{
+    pass_res p = {0, n, 0, 0};
+    unsigned char id[ID_LEN], dest[1024];
+    volatile unsigned char sink = 0;
+    uint64_t k, t0, t1;
+    t0 = now_ns();
+    for (k = 0; k < n; k++) {
+        unsigned int len = sizeof(dest);
+        make_id(id, NS_STORE, idx[k]);
+        if (!retrieve) {
+            sink ^= id[k & 31];
+            continue;
+        }
+        if (do_retrieve(c, id, dest, &len) == APR_SUCCESS) {
+            if (value_matches(dest, len, NS_STORE, idx[k])) {
+                p.found++;
+            }
+            else {
+                p.bad++;
+            }
+        }
+    }
+    t1 = now_ns();
+    p.ns = t1 - t0;
+    return p;
+}
+
+static void shuffle(uint64_t *a, uint64_t n, rng_t *rng)
+{
+    uint64_t k;
+    for (k = n; k > 1; k--) {
+        uint64_t j = rng_next(rng) % k, tmp = a[k - 1];
+        a[k - 1] = a[j];
+        a[j] = tmp;
+    }
+}
+
+static void pass_print(request_rec *r, const char *name, pass_res p)
+{
+    ap_rprintf(r, ",\"%s\":{\"ns\":%" APR_UINT64_T_FMT ",\"n\":%" APR_UINT64_T_FMT
+               ",\"found\":%" APR_UINT64_T_FMT ",\"bad\":%" APR_UINT64_T_FMT "}",
+               name, p.ns, p.n, p.found, p.bad);
+}
+
+static void op_firstread(request_rec *r, call_ctx *c)
+{
+    uint64_t n = qnum(r, "n", 0), lo = qnum(r, "lo", 0), hi = qnum(r, "hi", 0);
+    uint64_t step = qnum(r, "step", 1), offset = qnum(r, "offset", 0);
+    uint64_t sample = qnum(r, "sample", 20000), seed = qnum(r, "seed", 1);
+    uint64_t cand = 0, k, *idx, store_failed = 0, fill_ns = 0;
+    pass_res first, again, cold, harness;
+    rng_t rng;
+
+    if (step < 1) {
+        step = 1;
+    }
+    if (n > 0) {
+        /* Fresh ids stored here, in this child: the window is theirs. */
+        unsigned char id[ID_LEN], value[VALUE_LEN];
+        apr_time_t expiry = apr_time_now() + apr_time_from_sec(EXPIRY_SECONDS);
+        uint64_t t0 = now_ns();
+        lo = __atomic_fetch_add(&bench->shared->next, n, __ATOMIC_RELAXED);
+        hi = lo + n;
+        for (k = lo; k < hi; k++) {
+            make_id(id, NS_STORE, k);
+            make_value(value, NS_STORE, k);
+            if (do_store(c, id, value, expiry) != APR_SUCCESS) {
+                store_failed++;
+            }
+            if ((k & 4095) == 0) {
+                apr_pool_clear(c->pool);
+            }
+        }
+        fill_ns = now_ns() - t0;
+    }
+    if (hi > lo + offset) {
+        cand = (hi - lo - offset + step - 1) / step;
+    }
+    idx = apr_palloc(r->pool, sizeof(uint64_t) * (cand ? cand : 1));
+    for (k = 0; k < cand; k++) {
+        idx[k] = lo + offset + k * step;
+    }
+    rng_seed(&rng, seed ^ ((uint64_t)getpid() << 20) ^ now_ns());
+    shuffle(idx, cand, &rng);
+    if (sample == 0 || sample > cand) {
+        sample = cand;
+    }
+    harness = read_pass(c, idx, sample, 0);
+    first = read_pass(c, idx, sample, 1);
+    apr_pool_clear(c->pool);
+    shuffle(idx, sample, &rng);
+    again = read_pass(c, idx, sample, 1);
+    apr_pool_clear(c->pool);
+    shuffle(idx, sample, &rng);
+    flush_cpu_caches();
+    cold = read_pass(c, idx, sample, 1);
+    apr_pool_clear(c->pool);
+
+    ap_rprintf(r,
+               "{\"op\":\"firstread\",\"pid\":%ld,\"provider\":\"%s\",\"lo\":%"
+               APR_UINT64_T_FMT ",\"hi\":%" APR_UINT64_T_FMT ",\"step\":%" APR_UINT64_T_FMT
+               ",\"offset\":%" APR_UINT64_T_FMT ",\"stored\":%" APR_UINT64_T_FMT
+               ",\"store_failed\":%" APR_UINT64_T_FMT ",\"fill_ns\":%" APR_UINT64_T_FMT
+               ",\"lock_failures\":%lu",
+               (long)getpid(), bench->provider_name, lo, hi, step, offset, n,
+               store_failed, fill_ns, c->lock_failures);
+    pass_print(r, "harness", harness);
+    pass_print(r, "first", first);
+    pass_print(r, "again", again);
+    pass_print(r, "cold", cold);
+    ap_rputs("}\n", r);
+}
+
 /* Zipf(s) over ranks 1..d by inversion of the cumulative weights. */
 static uint64_t zipf_pick(const double *cdf, uint64_t d, rng_t *rng)
 {
@@ -667,6 +825,9 @@ static int bench_handler(request_rec *r)
     }
     else if (strcmp(op, "zipf") == 0) {
         op_zipf(r, &c);
+    }
+    else if (strcmp(op, "firstread") == 0) {
+        op_firstread(r, &c);
     }
     else if (strcmp(op, "status") == 0) {
         /* The provider's own figures, machine-readable form. */

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Plot part 1 of bench/results.json: provider ops/s and per-operation p50
-latency against cache size, shm and shmcb, for each number of children.
+latency against cache size, shm and shmcb, for each number of children;
+and (part 1b, when present) the cost of a first and a repeated retrieve in
+one child.
 
 Usage: python3 bench/plot.py [bench/results.json] [bench/results.png]
 Needs matplotlib (optional: bench/run.py skips the plot without it).
@@ -25,7 +27,13 @@ def plot(results_path, png_path):
     conc = p1["children"]
     cells = p1["cells"]
     labels = ["512000 B" if s == 512000 else "%d MiB" % (s >> 20) for s in sizes]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.4))
+    first = p1.get("first") or {}
+    fsizes = [s for s in sizes if "shm/%d" % s in first and "shmcb/%d" % s in first]
+    if fsizes:
+        fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(16, 4.6))
+    else:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.4))
+        a3 = None
     colors = {"shm": "tab:blue", "shmcb": "tab:red"}
     styles = {1: "-", 2: "--", 4: "-.", 8: ":"}
     for prov in ("shm", "shmcb"):
@@ -46,7 +54,17 @@ def plot(results_path, png_path):
                         marker="o", capsize=3, label="%s, %d %s" % (prov, c, "child" if c == 1 else "children"))
             a2.plot(x, p50, color=colors[prov], linestyle=styles.get(c, "-"), marker="o",
                     label="%s, %d %s" % (prov, c, "child" if c == 1 else "children"))
-    for ax in (a1, a2):
+    if a3 is not None:
+        fx = [sizes.index(s) for s in fsizes]
+        for prov in ("shm", "shmcb"):
+            for name, style, what in (("first", "-", "first read"), ("again", "--", "repeated")):
+                ys = [first["%s/%d" % (prov, s)][name]["median"] / 1000.0 for s in fsizes]
+                a3.plot(fx, ys, color=colors[prov], linestyle=style, marker="o",
+                        label="%s, %s" % (prov, what))
+        a3.set_ylabel("µs per retrieve (median of repeats)")
+        a3.set_title("one child, full cache: first vs repeated read")
+        a3.legend(fontsize=7)
+    for ax in [a for a in (a1, a2, a3) if a is not None]:
         ax.set_yscale("log")
         ax.set_xticks(range(len(sizes)))
         ax.set_xticklabels(labels)

@@ -2,10 +2,15 @@
 """Side-by-side benchmark of the socache providers `shm` (ours) and `shmcb`
 (stock) inside a real loopback httpd (Debian's /usr/sbin/apache2, prefork).
 
-Parts (issue 4):
+Parts (issues 4 and 11):
   1  provider throughput: bench/mod_socache_bench.so drives the provider in
      1, 2, 4, 8 children at once (mix 80/10/10), at 512000 B, 64 MiB, 256 MiB,
      each cache filled to capacity first; 3 repeats per cell
+  1b first read over a full cache (issue 11), one child, in part 1's
+     httpds after its runs: fresh ids stored, then a pass of retrieves over
+     ids never read before (first reads), timed apart from a second pass
+     over the same ids (repeated reads) and a third after the CPU caches
+     are flushed (--no-first-read leaves it out)
   3  capacity and hit rate at equal memory (512000 B, 4 MiB): many more
      distinct sessions than fit, then Zipf(s=1) reuse, storing on a miss
   4  graceful restart: N real TLS sessions (TLS 1.2 and 1.3, SSLSessionTickets
@@ -54,8 +59,10 @@ PROVIDERS = ["shm", "shmcb"]
 KB512 = 512000
 MIB = 1 << 20
 
-# Floors of issue 4.
+# Floors of issue 4 (part 1's mix).
 FLOOR_RATIO = {KB512: 2.0, 64 * MIB: 40.0, 256 * MIB: 100.0}
+# Floors of issue 11 (a first read, one child: shm's speed over shmcb's).
+FIRST_FLOOR = {KB512: 1.5, 64 * MIB: 40.0, 256 * MIB: 100.0}
 
 
 def log(msg):
@@ -393,7 +400,8 @@ def part1(args):
     conc = [1, 2, 4, 8]
     reps = args.repeats
     out = {"sizes": sizes, "children": conc, "repeats": reps, "ms": args.ms,
-           "mix": args.mix, "cells": {}, "fill": {}, "status": {}}
+           "mix": args.mix, "cells": {}, "fill": {}, "status": {}, "first": {},
+           "first_sample": args.first_sample}
     for size in sizes:
         for prov in PROVIDERS:
             label = "part1 %s %s" % (prov, human_bytes(size))
@@ -457,12 +465,77 @@ def part1(args):
                         "store_failed": sum(r["store_failed"] for r in rs),
                         "lock_failures": sum(r["lock_failures"] for r in rs),
                     }
+                if args.first_read:
+                    out["first"]["%s/%d" % (prov, size)] = first_read(h, held, args, label)
                 text = h.get("/socache-bench?op=status")
                 out["status"]["%s/%d" % (prov, size)] = dict(
                     line.split(": ", 1) for line in text.splitlines() if ": " in line)
             finally:
                 h.stop()
             log("%s: %.0f s" % (label, time.time() - t0))
+    return out
+
+
+def first_read(h, held, args, label):
+    """A first read over a full cache, in one child (issue 11): fresh ids
+    are stored into the full cache (the newest quarter of what it holds, so
+    every one is held), then bench/mod_socache_bench's op=firstread reads a
+    random sample of them once (first reads: never read before), again in
+    another order (repeated reads) and once more after flushing the CPU
+    caches. `args.repeats` repeats of at least `args.first_sample`
+    retrieves per pass; each repeat reads ids none of the others read."""
+    f = max(1, held // 4)
+    need = args.first_sample
+    reps = args.repeats
+    runs = []
+    if f >= reps * need:
+        # One fill; repeat k reads indices lo+k, lo+k+reps, ... (disjoint).
+        lo, done = None, 0
+        while done < f:
+            k = min(200000, f - done)
+            r = h.json("/socache-bench?op=fill&n=%d" % k, timeout=600)
+            if lo is None:
+                lo = r["first"]
+            elif r["first"] != lo + done:
+                h.fail("first read: fill not contiguous")
+            done += k
+        for rep in range(reps):
+            r = h.json("/socache-bench?op=firstread&lo=%d&hi=%d&step=%d&offset=%d"
+                       "&sample=%d&seed=%d" % (lo, lo + f, reps, rep, need, rep + 1),
+                       timeout=900)
+            runs.append([r])
+    else:
+        # Small caches: rounds of (store f fresh ids, read them), in the
+        # same request (so the same child), until `need` per pass.
+        for rep in range(reps):
+            rounds, got = [], 0
+            while got < need:
+                r = h.json("/socache-bench?op=firstread&n=%d&sample=0&seed=%d"
+                           % (f, 1000 * rep + len(rounds) + 1), timeout=900)
+                rounds.append(r)
+                got += r["first"]["n"]
+            runs.append(rounds)
+    out = {"window": f, "reps": []}
+    for rounds in runs:
+        rep = {"rounds": len(rounds), "pids": sorted({r["pid"] for r in rounds}),
+               "lock_failures": sum(r["lock_failures"] for r in rounds)}
+        for name in ("harness", "first", "again", "cold"):
+            ns = sum(r[name]["ns"] for r in rounds)
+            n = sum(r[name]["n"] for r in rounds)
+            found = sum(r[name]["found"] for r in rounds)
+            rep[name] = {"ns_per": ns / n if n else float("nan"), "n": n,
+                         "found_share": found / n if n else float("nan"),
+                         "bad": sum(r[name]["bad"] for r in rounds)}
+        out["reps"].append(rep)
+    for name in ("harness", "first", "again", "cold"):
+        vals = [x[name]["ns_per"] for x in out["reps"]]
+        out[name] = {"median": statistics.median(vals), "all": vals,
+                     "found_share": min(x[name]["found_share"] for x in out["reps"]),
+                     "bad": sum(x[name]["bad"] for x in out["reps"])}
+    log("%s: first read %.0f ns, repeated %.0f ns, repeated after flush %.0f ns per retrieve "
+        "(harness %.0f ns), found %.4f / %.4f"
+        % (label, out["first"]["median"], out["again"]["median"], out["cold"]["median"],
+           out["harness"]["median"], out["first"]["found_share"], out["again"]["found_share"]))
     return out
 
 
@@ -516,7 +589,8 @@ def report1(r):
                     human_bytes(size), p, f["stored"], f["held"], f["fill_s"]))
     md.append("")
 
-    floors = []
+    md_first, floors = report_first(r)
+    md += md_first
     for size in sizes:
         ratios = []
         for c in conc:
@@ -555,6 +629,68 @@ def report1(r):
             x = two["median"] / one["median"]
             floors.append(("shm 2 children >= 1.7x 1 child at %s" % human_bytes(size),
                            "%.2fx" % x, verdict(x >= 1.7)))
+    return md, floors
+
+
+def report_first(r):
+    first = r.get("first") or {}
+    if not first:
+        return [], []
+    sizes = [s for s in r["sizes"] if "shm/%d" % s in first and "shmcb/%d" % s in first]
+    any_cell = next(iter(first.values()))
+    md = ["### 1b. First read over a full cache (one child)\n",
+          "The cache full (part 1's fill and runs), then W fresh ids stored "
+          "(the newest quarter of what the cache holds) and, in one child, a "
+          "random sample of them retrieved once: **first read** (never read "
+          "before), then the same ids again in another order: **repeated "
+          "read**, then once more after walking a 64 MiB buffer (CPU caches "
+          "flushed). Each pass timed as a whole (one clock pair around it), "
+          "ns per retrieve; the harness alone (ids made, no call) is its own "
+          "column and included in every figure. shmcb behind the same global "
+          "mutex as part 1. %d repeats of at least %d retrieves per pass, "
+          "each repeat over ids no other read: median [min-max].\n"
+          % (len(any_cell["reps"]), r.get("first_sample", 20000)),
+          "| size | provider | W | first read ns | repeated ns | repeated, caches flushed, ns "
+          "| harness ns | found (first / repeated) |",
+          "|---|---|---:|---:|---:|---:|---:|---:|"]
+
+    def rng(c):
+        return "%.0f [%.0f-%.0f]" % (c["median"], min(c["all"]), max(c["all"]))
+
+    for size in sizes:
+        for prov in PROVIDERS:
+            c = first["%s/%d" % (prov, size)]
+            md.append("| %s | %s | %d | %s | %s | %s | %.0f | %.4f / %.4f |" % (
+                human_bytes(size), prov, c["window"], rng(c["first"]), rng(c["again"]),
+                rng(c["cold"]), c["harness"]["median"], c["first"]["found_share"],
+                c["again"]["found_share"]))
+    md += ["", "| size | first read: shm speed / shmcb | repeated: shm / shmcb | "
+           "flushed: shm / shmcb | shm first / repeated cost |", "|---|---:|---:|---:|---:|"]
+    floors = []
+    for size in sizes:
+        a, b = first["shm/%d" % size], first["shmcb/%d" % size]
+        x = {n: b[n]["median"] / a[n]["median"] for n in ("first", "again", "cold")}
+        lo = min(b["first"]["all"]) / max(a["first"]["all"])
+        hi = max(b["first"]["all"]) / min(a["first"]["all"])
+        md.append("| %s | **%.1fx** [%.1f-%.1f] | %.1fx | %.1fx | %.2f |" % (
+            human_bytes(size), x["first"], lo, hi, x["again"], x["cold"],
+            a["first"]["median"] / a["again"]["median"]))
+        need = FIRST_FLOOR.get(size)
+        if need:
+            floors.append(("first read >= %gx shmcb's speed at %s (1 child)" % (need, human_bytes(size)),
+                           "%.1fx (%.0f vs %.0f ns; repeats %.1f-%.1fx); repeated read %.1fx" % (
+                               x["first"], a["first"]["median"], b["first"]["median"], lo, hi,
+                               x["again"]),
+                           verdict(x["first"] >= need)))
+    md.append("")
+    small, big = first.get("shm/%d" % KB512), first.get("shm/%d" % (256 * MIB))
+    if small and big:
+        for name, what in (("first", "first read"), ("again", "repeated read")):
+            cost = big[name]["median"] / small[name]["median"]
+            floors.append(("shm retrieve cost at 256 MiB <= 1.5x at 512000 B (%s, 1 child)" % what,
+                           "%.2fx (%.0f vs %.0f ns)" % (cost, big[name]["median"],
+                                                       small[name]["median"]),
+                           verdict(cost <= 1.5)))
     return md, floors
 
 
@@ -1072,6 +1208,10 @@ def main():
     ap.add_argument("--ms", type=int, default=1500, help="part 1: ms per run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--mix", default="80,10,10")
+    ap.add_argument("--first-sample", type=int, default=20000,
+                    help="part 1b: retrieves per pass and repeat (first read)")
+    ap.add_argument("--no-first-read", dest="first_read", action="store_false",
+                    help="part 1 without 1b (the first read over a full cache)")
     ap.add_argument("--sessions", type=int, default=500, help="part 4: N")
     ap.add_argument("--tls-clients", type=int, default=16)
     ap.add_argument("--tls-children", type=int, default=16)
@@ -1088,6 +1228,7 @@ def main():
         args.ms = min(args.ms, 500)
         args.repeats = min(args.repeats, 2)
         args.sessions = min(args.sessions, 100)
+        args.first_sample = min(args.first_sample, 5000)
         args.tls_seconds = min(args.tls_seconds, 2)
         args.tls_reps = min(args.tls_reps, 2)
         if args.tls_sizes == "%d,%d" % (KB512, 256 * MIB):
@@ -1140,7 +1281,7 @@ def main():
                                   if os.environ.get("MAKELEVEL") else
                                   "python3 bench/run.py " + " ".join(sys.argv[1:]))]
     md += sections
-    md += ["### Floors (issue 4)\n", "| floor | figure | verdict |", "|---|---|---|"]
+    md += ["### Floors (issues 4 and 11)\n", "| floor | figure | verdict |", "|---|---|---|"]
     for f in floors:
         md.append("| %s | %s | %s |" % f)
     md.append("")
