@@ -524,8 +524,14 @@ unsafe fn start_farm(
         log!(s, Level::Warning, "cache {cname:?}: seal=off: session values, TLS master secrets included, cross the network and sit in Redis in clear");
     }
     let what = plan.describe();
+    // A farm reply larger than the largest entry the local cache takes is
+    // refused unread (the cache is set just before this is called).
+    let max_value = inst.cache.get().map_or(0, |c| {
+        usize::try_from(c.max_entry_size()).unwrap_or(usize::MAX)
+    });
     // SAFETY: `s` is valid and outlives this configuration's children (caller).
-    let farm = unsafe { farm::start(plan, cname, s, inst.home_pid) }.map_err(|e| (EGENERAL, e))?;
+    let farm = unsafe { farm::start(plan, cname, s, inst.home_pid, max_value) }
+        .map_err(|e| (EGENERAL, e))?;
     log!(s, Level::Info, "cache {cname:?}: farm tier {what}");
     let _ = inst.farm.set(farm);
     Ok(())
