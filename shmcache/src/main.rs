@@ -78,7 +78,8 @@ PROMETHEUS
   farm_stores_sent_total, farm_stores_dropped_total,
   farm_removes_sent_total, farm_removes_dropped_total, farm_errors_total,
   farm_timeouts_total, farm_seal_failures_total, farm_skipped_total,
-  farm_breaker_openings_total and gauges farm_breaker_open (1 or 0),
+  farm_breaker_openings_total, farm_error_replies_total,
+  farm_bad_replies_total and gauges farm_breaker_open (1 or 0),
   farm_breaker_open_seconds, farm_breaker_backoff_seconds. A figure added
   later is named from its key (FarmFooBar: socache_shm_farm_foo_bar_total).
   With --shards, a shard's own figures (entries, usage, arena bytes and

@@ -282,6 +282,20 @@ pub const SPECS: &[Spec] = &[
         Number,
         false,
     ),
+    spec(
+        "FarmErrorReplies",
+        "farm_error_replies_total",
+        Counter,
+        Number,
+        false,
+    ),
+    spec(
+        "FarmBadReplies",
+        "farm_bad_replies_total",
+        Counter,
+        Number,
+        false,
+    ),
     spec("FarmBreaker", "farm_breaker_open", Gauge, Open, false),
     spec(
         "FarmBreakerOpenSecs",

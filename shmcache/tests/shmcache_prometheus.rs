@@ -70,6 +70,8 @@ const EXPECTED: &str = r#"[
  ["FarmSealFailures", "socache_shm_farm_seal_failures_total", "counter", "number", false],
  ["FarmSkipped", "socache_shm_farm_skipped_total", "counter", "number", false],
  ["FarmBreakerOpenings", "socache_shm_farm_breaker_openings_total", "counter", "number", false],
+ ["FarmErrorReplies", "socache_shm_farm_error_replies_total", "counter", "number", false],
+ ["FarmBadReplies", "socache_shm_farm_bad_replies_total", "counter", "number", false],
  ["FarmBreaker", "socache_shm_farm_breaker_open", "gauge", "open", false],
  ["FarmBreakerOpenSecs", "socache_shm_farm_breaker_open_seconds", "gauge", "seconds", false],
  ["FarmBreakerBackoffMs", "socache_shm_farm_breaker_backoff_seconds", "gauge", "millis", false]
