@@ -1,6 +1,6 @@
 //! The farm tier (`socache_shm_farm`) as httpd runs it, behind the local
 //! cache: what the provider's callbacks do with it is in `provider.rs`
-//! (store: local, then forwarded; retrieve: local, then one bounded GET on a
+//! (store: local, then written to Redis; retrieve: local, then one bounded GET on a
 //! miss, copied into the local segment; remove: both).
 //!
 //! When each part happens, and in which process:

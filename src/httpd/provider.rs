@@ -783,7 +783,9 @@ pub unsafe extern "C" fn socache_shm_store(
         match cache.store(id, value, Timestamp(expiry)) {
             Ok(_) => {
                 if let Some(farm) = inst.farm.get() {
-                    // Queued, never waited for: the handshake goes on.
+                    // Written to Redis before the handshake ends (other
+                    // hosts find it at once); Redis's answer is not
+                    // waited for (module socache_shm_farm::conn).
                     farm.store(cache.tier_words(), id, value, expiry, cache.now().0);
                 }
                 SUCCESS
@@ -939,7 +941,7 @@ pub unsafe extern "C" fn socache_shm_remove(
         // SAFETY: valid for its length (caller).
         let id = unsafe { bytes(id, idlen) };
         if let Some(farm) = inst.farm.get() {
-            // Queued like a store: the other hosts stop finding it soon.
+            // Written like a store: the other hosts stop finding it.
             farm.remove(cache.tier_words(), id);
         }
         if cache.remove(id) {
