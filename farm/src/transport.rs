@@ -30,16 +30,22 @@
 //! The [`Connector`] (the TLS context, with its CA store and client
 //! certificate) is built by `Farm::new`, in httpd's parent at init, and
 //! shared by every child and thread; a connection costs a TCP connect and a
-//! handshake, nothing else. Host names are resolved there too, once:
+//! handshake, nothing else. The handshake resumes the process's latest TLS
+//! session with Redis when it can (Redis caches sessions by default:
+//! `tls-session-caching yes`), so a child's later connections skip the
+//! certificate check and most of the key exchange's cost. Host names are resolved there too, once:
 //! `getaddrinfo` has no timeout, so no caller ever waits on the resolver.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
+use openssl::ssl::{
+    SslConnector, SslFiletype, SslMethod, SslSession, SslSessionCacheMode, SslStream, SslVerifyMode,
+};
 
 use crate::endpoint::TlsFiles;
 
@@ -109,12 +115,19 @@ impl std::fmt::Display for Address {
 #[derive(Clone)]
 pub struct Connector {
     tls: Option<SslConnector>,
+    /// The latest TLS session the server gave this process (set by the
+    /// context's new-session callback; only ever locked in a child, never
+    /// in httpd's parent, which makes no connection).
+    session: Arc<Mutex<Option<SslSession>>>,
 }
 
 impl Connector {
     /// Plain TCP or Unix sockets.
     pub fn plain() -> Connector {
-        Connector { tls: None }
+        Connector {
+            tls: None,
+            session: Arc::default(),
+        }
     }
 
     /// TLS with the server verified against `files.ca` (or the system trust
@@ -130,8 +143,15 @@ impl Connector {
             builder.check_private_key()?;
         }
         builder.set_verify(SslVerifyMode::PEER);
+        let session: Arc<Mutex<Option<SslSession>>> = Arc::default();
+        let keep = session.clone();
+        builder.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+        builder.set_new_session_callback(move |_, new| {
+            *keep.lock().unwrap_or_else(PoisonError::into_inner) = Some(new);
+        });
         Ok(Connector {
             tls: Some(builder.build()),
+            session,
         })
     }
 
@@ -184,7 +204,18 @@ impl Connector {
         match (&self.tls, address) {
             (None, _) => Ok(Stream::Plain(socket)),
             (Some(tls), Address::Tcp { host, .. }) => {
-                let config = tls.configure().map_err(io::Error::other)?;
+                let mut config = tls.configure().map_err(io::Error::other)?;
+                let latest = self
+                    .session
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                if let Some(latest) = latest {
+                    // SAFETY: the session was made by a connection of this
+                    // same SslConnector's context (its new-session callback
+                    // is the only writer of `self.session`).
+                    unsafe { config.set_session(&latest) }.map_err(io::Error::other)?;
+                }
                 // The handshake's reads and writes go through `socket`,
                 // so they are bounded by the same deadline.
                 let stream = config.connect(host, socket).map_err(|e| match e {

@@ -31,6 +31,9 @@ use super::log::{self, Level};
 use crate::spec::farm::{Redis, Seal};
 use crate::spec::FarmSpec;
 
+/// The one warning of `seal=off`, at `apachectl -t` and at every start.
+pub(crate) const UNSEALED_WARNING: &str = "seal=off: session values, TLS master secrets included, cross the network and sit in Redis in clear";
+
 /// What `create` read and checked; `init` turns it into a [`Farm`] once it
 /// knows the consumer's name (the keys' namespace).
 pub(crate) struct FarmPlan {
