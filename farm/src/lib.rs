@@ -138,6 +138,21 @@ pub enum Lookup {
     Failed,
 }
 
+/// The answer of [`Farm::agree`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Agreement {
+    /// Our proposal was stored: every host that asks later gets it.
+    Ours,
+    /// Another host's value was there first (opened): use it instead.
+    Theirs {
+        /// The value as that host proposed it.
+        value: Vec<u8>,
+    },
+    /// The farm could not be asked (breaker open, home process, timeout,
+    /// error, or a value there that does not open): decide alone.
+    Unreachable,
+}
+
 /// The farm tier of one cache instance. `Send + Sync`: shared by all
 /// threads of a process.
 pub struct Farm {
@@ -367,6 +382,79 @@ impl Farm {
                     started,
                 );
                 Lookup::Failed
+            }
+        }
+    }
+
+    /// Agrees with the other hosts on one value for `id` (a ticket key for
+    /// a period, say): stores `proposal`, sealed like every value, unless a
+    /// value is there already, in which case that one (opened) is the
+    /// answer (`SET NX GET`: one round trip, the first writer wins, every
+    /// later reader gets the winner). Waits at most `timeout`. `expiry_us`
+    /// must be the same on every host for the same `id` (it is bound into
+    /// the seal).
+    pub fn agree(
+        &self,
+        words: &[AtomicU64; TIER_WORDS],
+        id: &[u8],
+        proposal: &[u8],
+        expiry_us: i64,
+        now_us: i64,
+    ) -> Agreement {
+        let remaining_us = expiry_us.saturating_sub(now_us);
+        let Some(link) = self.link_here().filter(|_| remaining_us > 0) else {
+            return Agreement::Unreachable;
+        };
+        let now_ms = ms(now_us);
+        let admission = breaker_of(words).admit(now_ms);
+        if admission == Admission::Open {
+            counters::bump(counter_words(words), Counter::Skipped);
+            return Agreement::Unreachable;
+        }
+        let Ok(sealed) = self.sealer.seal(&self.namespace, id, expiry_us, proposal) else {
+            counters::bump(counter_words(words), Counter::SealFailures);
+            return Agreement::Unreachable;
+        };
+        let px_ms = u64::try_from(remaining_us.saturating_add(999) / 1000)
+            .unwrap_or(1)
+            .max(1);
+        let started = Instant::now();
+        let out = link.set_nx_get(
+            &self.redis_key(id),
+            &sealed,
+            px_ms,
+            started + self.timeout,
+            self.reply_budget,
+        );
+        self.settle(words, &out.drained, now_ms);
+        match out.answer {
+            Answer::Done(None) => {
+                self.report_success(words, admission, now_ms);
+                Agreement::Ours
+            }
+            Answer::Done(Some(theirs)) => {
+                self.report_success(words, admission, now_ms);
+                match self.sealer.open(&self.namespace, id, now_us, &theirs) {
+                    Ok((value, _)) => Agreement::Theirs { value },
+                    Err(e) => {
+                        counters::bump(counter_words(words), Counter::SealFailures);
+                        if episodes_of(words).failed(Problem::Values, now_ms) {
+                            self.events.problem_started(
+                                Problem::Values,
+                                &format!("{}: {e} (another farm key, or tampering)", self.endpoint),
+                            );
+                        }
+                        Agreement::Unreachable
+                    }
+                }
+            }
+            Answer::Busy => {
+                counters::bump(counter_words(words), Counter::Skipped);
+                Agreement::Unreachable
+            }
+            Answer::Failed(failure) => {
+                self.failed(words, Problem::Stores, &failure, admission, now_ms, started);
+                Agreement::Unreachable
             }
         }
     }

@@ -184,6 +184,37 @@ impl Link {
         self.write(Sent::Set, key, &command, deadline, wait)
     }
 
+    /// `SET key value NX GET PX px_ms`: stores `value` unless the key
+    /// exists, and answers the value that was there (`None`: ours was
+    /// stored). One round trip (Redis >= 7.0).
+    pub fn set_nx_get(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        px_ms: u64,
+        deadline: Instant,
+        budget: usize,
+    ) -> Outcome<Option<Vec<u8>>> {
+        let command = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(px_ms)
+            .get_packed_command();
+        self.run(key, deadline, |conn| {
+            let (drained, reply) = conn.call("SET NX GET", &command, deadline, budget)?;
+            let found = match reply {
+                Value::BulkString(bytes) => Ok(Some(bytes)),
+                Value::Nil => Ok(None),
+                Value::ServerError(e) => Err(refused(conn, "SET NX GET", e)),
+                other => Err(conn.unexpected("SET NX GET", &other)),
+            };
+            Ok((drained, found))
+        })
+    }
+
     /// `DEL key`, like [`set`](Self::set).
     pub fn del(&self, key: &[u8], deadline: Instant, wait: bool) -> Outcome<()> {
         let command = redis::cmd("DEL").arg(key).get_packed_command();

@@ -383,3 +383,57 @@ fn error_replies_noauth_opens_the_breaker_and_oom_only_counts() {
         events.whys.lock().map(|w| w.clone())
     );
 }
+
+/// Two farms (two hosts) agree on one value for an id: the first proposal
+/// is stored, the second host gets it back, opened; with Redis gone each
+/// decides alone.
+#[test]
+fn hosts_agree_on_one_value_first_writer_wins() {
+    use socache_shm_farm::Agreement;
+    let mut server = RedisServer::start();
+    let endpoint = || Endpoint::parse(&server.url()).expect("endpoint");
+    let mut bytes = vec![0u8; socache_shm_farm::keys::RECORD_LEN];
+    openssl::rand::rand_bytes(&mut bytes).expect("rand");
+    let keys = || {
+        socache_shm_farm::FarmKeys::from_bytes(std::path::Path::new("test keys"), &bytes)
+            .expect("keys")
+    };
+    let mut a = config(endpoint(), Duration::from_millis(500));
+    a.sealer = Sealer::keys(keys());
+    let mut b = config(endpoint(), Duration::from_millis(500));
+    b.sealer = Sealer::keys(keys());
+    let (host_a, _) = farm_with(a);
+    let (host_b, _) = farm_with(b);
+    let (wa, wb) = (words(), words());
+    let expiry = now_us() + LIFE_US;
+    assert_eq!(
+        host_a.agree(&wa, b"ticket-key:7", b"A's key", expiry, now_us()),
+        Agreement::Ours
+    );
+    assert_eq!(
+        host_b.agree(&wb, b"ticket-key:7", b"B's key", expiry, now_us()),
+        Agreement::Theirs {
+            value: b"A's key".to_vec()
+        }
+    );
+    // Sealed in Redis like every value: no key in clear.
+    let stored: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("*")
+        .query::<Vec<String>>(&mut server.connection())
+        .expect("KEYS")
+        .into_iter()
+        .map(|k| {
+            redis::cmd("GET")
+                .arg(k)
+                .query::<Vec<u8>>(&mut server.connection())
+                .expect("GET")
+        })
+        .collect();
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0].windows(7).any(|w| w == b"A's key"));
+    server.kill();
+    assert_eq!(
+        host_b.agree(&wb, b"ticket-key:8", b"B's key", expiry, now_us()),
+        Agreement::Unreachable
+    );
+}
