@@ -218,7 +218,7 @@ fn judge(what: &str, attempts: &[Attempt], bound: Duration) -> Vec<String> {
 /// `bound`, and server-status must show no worker still busy.
 fn keeps_serving(host: &Httpd, bound: Duration, what: &str) -> Vec<String> {
     thread::sleep(bound);
-    let client = Client::new(Tls::V12);
+    let client = Client::new(Tls::V12).nodelay();
     let mut problems = judge(
         &format!("{what}: a fresh full handshake afterwards"),
         &[attempt(host.port(), &client, None)],
@@ -277,7 +277,7 @@ fn offers_to_a_faulty_farm(what: &str, arg: &FarmArg, timeout: Duration) -> (Htt
     let bound = timeout + MARGIN;
     let mut origin = origin_host();
     let b = start_farm_host(options(), arg, Some(&new_farm_key()));
-    let client = Client::new(Tls::V12);
+    let client = Client::new(Tls::V12).nodelay();
     let sessions = sessions_from(&mut origin, &client, SEQUENTIAL + CONCURRENT);
     let mut problems = judge(
         &format!("{what}: sequential offers"),
@@ -486,7 +486,7 @@ fn a_huge_reply_is_refused_without_reading_it() {
     let bound = timeout + MARGIN;
     let mut origin = origin_host();
     let mut b = start_farm_host(options(), &arg, Some(&new_farm_key()));
-    let client = Client::new(Tls::V12);
+    let client = Client::new(Tls::V12).nodelay();
     let sessions = sessions_from(&mut origin, &client, SEQUENTIAL + CONCURRENT);
     let (rss0, hwm0) = children_memory(b.pid());
     let mut problems = judge(
@@ -562,7 +562,7 @@ fn rediss_at_the_default_timeout_resumes_across_hosts() {
     let key = new_farm_key();
     let mut a = start_farm_host(options(), &arg, Some(&key));
     let mut b = start_farm_host(options(), &arg, Some(&key));
-    let client = Client::new(Tls::V12);
+    let client = Client::new(Tls::V12).nodelay();
     let sessions = sessions_from(&mut a, &client, N);
     let ids: Vec<String> = sessions.iter().map(Session::server_id_hex).collect();
     let stored = redis
@@ -603,7 +603,7 @@ fn stopped_tls_redis(timeout: Duration) {
     let bound = timeout + MARGIN;
     let mut origin = origin_host();
     let mut b = start_farm_host(options(), &arg, Some(&new_farm_key()));
-    let client = Client::new(Tls::V12);
+    let client = Client::new(Tls::V12).nodelay();
     // Warm: B's children connect (misses: the sessions are origin's).
     let warm = sessions_from(&mut origin, &client, 8);
     let warm_offers = offer_sequential(b.port(), &client, &warm);
@@ -685,7 +685,7 @@ fn a_permission_error_is_logged_once() {
     let key = new_farm_key();
     let mut a = start_farm_host(options(), &arg, Some(&key));
     let mut b = start_farm_host(options(), &arg, Some(&key));
-    let client = Client::new(Tls::V12);
+    let client = Client::new(Tls::V12).nodelay();
     for s in sessions_from(&mut a, &client, N) {
         let o = attempt(b.port(), &client, Some(&s));
         assert!(o.ok(), "offer to B: {:?}", o.outcome.err());
@@ -798,7 +798,7 @@ fn sharing_is_back_within_a_second_after_redis_restarts() {
     let arg = FarmArg::redis(&redis.url());
     let a = start_farm_host(options(), &arg, Some(&key));
     let mut b = start_farm_host(options(), &arg, Some(&key));
-    let client = Client::new(Tls::V12);
+    let client = Client::new(Tls::V12).nodelay();
     let (ok, how) = a_then_b(a.port(), b.port(), &client, &redis, Duration::from_secs(5));
     assert!(
         ok,
@@ -876,7 +876,7 @@ fn a_new_session_is_visible_to_the_other_host_at_once() {
     let arg = FarmArg::redis(&redis.url());
     let mut a = start_farm_host(options(), &arg, Some(&key));
     let b = start_farm_host(options(), &arg, Some(&key));
-    let client = Client::new(Tls::V12);
+    let client = Client::new(Tls::V12).nodelay();
     let started = Instant::now();
     let (mut resumed, mut errors, mut misses) = (0, Vec::new(), Vec::new());
     for i in 0..N {
@@ -956,7 +956,7 @@ fn key_rotation_the_documented_way_loses_nothing() {
     };
     thread::scope(|scope| {
         scope.spawn(|| {
-            let client = Client::new(Tls::V12);
+            let client = Client::new(Tls::V12).nodelay();
             while !done.load(Ordering::Relaxed) {
                 let w = window.load(Ordering::Relaxed);
                 let (ok, how) = a_then_b(a_port, b_port, &client, &redis, Duration::from_secs(1));
