@@ -14,6 +14,9 @@
 //!   well-formed bulk string of the given size, streamed from one shared
 //!   buffer.
 //! - [`Misbehaviour::Garbage`]: random bytes (not RESP) for every request.
+//! - [`Misbehaviour::MovedToDead`]: a Redis Cluster node that answers every
+//!   keyed command `-MOVED` to an address where nothing listens; its slot
+//!   map (`CLUSTER SLOTS`) puts every slot on itself or on that address.
 
 use super::*;
 
@@ -49,6 +52,11 @@ pub enum Misbehaviour {
     Huge { len: usize },
     /// For every chunk of request bytes received: `len` random bytes.
     Garbage { len: usize },
+    /// A cluster node: `CLUSTER SLOTS` maps slots 0-16383 to itself
+    /// (`slots_on_self`) or to `127.0.0.1:<dead_port>`; GET, SET, DEL and
+    /// every other keyed command get `-MOVED 0 127.0.0.1:<dead_port>`;
+    /// PING `+PONG`, anything else `+OK`.
+    MovedToDead { dead_port: u16, slots_on_self: bool },
 }
 
 /// What a [`Rogue`] saw and did, over all its connections.
@@ -70,6 +78,8 @@ pub struct RogueStats {
     pub complete_values: AtomicU64,
     /// The most bytes written of one GET reply.
     pub max_value_reply: AtomicU64,
+    /// Commands by name (upper case; `CLUSTER SLOTS` with its subcommand).
+    pub by_command: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl RogueStats {
@@ -81,11 +91,40 @@ impl RogueStats {
         counter.load(Ordering::Relaxed)
     }
 
+    /// How many `name` commands came (`"GET"`, `"CLUSTER SLOTS"`).
+    pub fn command_count(&self, name: &str) -> u64 {
+        let map = self.by_command.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(name).copied().unwrap_or(0)
+    }
+
+    fn count_command(&self, args: &[Vec<u8>]) {
+        let mut name = args
+            .first()
+            .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase())
+            .unwrap_or_default();
+        if name == "CLUSTER" {
+            if let Some(sub) = args.get(1) {
+                name = format!(
+                    "CLUSTER {}",
+                    String::from_utf8_lossy(sub).to_ascii_uppercase()
+                );
+            }
+        }
+        let mut map = self.by_command.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(name).or_insert(0) += 1;
+    }
+
     /// One line for a test's output.
     pub fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let by = {
+            let map = self.by_command.lock().unwrap_or_else(|e| e.into_inner());
+            let mut v: Vec<_> = map.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            v.sort();
+            v.join(", ")
+        };
         format!(
-            "connections {} (open {}), commands {} (GET {}), received {} B, sent {} B, \
+            "connections {} (open {}), commands {} (GET {}; {by}), received {} B, sent {} B, \
              GET replies complete {}, largest GET reply sent {} B",
             g(&self.connections),
             g(&self.open),
@@ -127,7 +166,7 @@ impl Rogue {
         let (st, sp) = (stats.clone(), stop.clone());
         thread::Builder::new()
             .name(format!("rogue-{port}"))
-            .spawn(move || accept_loop(listener, what, st, sp))
+            .spawn(move || accept_loop(listener, port, what, st, sp))
             .expect("spawn rogue accept thread");
         Rogue {
             port,
@@ -164,6 +203,7 @@ impl Drop for Rogue {
 
 fn accept_loop(
     listener: TcpListener,
+    port: u16,
     what: Misbehaviour,
     stats: Arc<RogueStats>,
     stop: Arc<AtomicBool>,
@@ -177,7 +217,7 @@ fn accept_loop(
                 let spawned = thread::Builder::new()
                     .name("rogue-conn".into())
                     .spawn(move || {
-                        serve(stream, what, &st, &sp);
+                        serve(stream, port, what, &st, &sp);
                         st.open.fetch_sub(1, Ordering::Relaxed);
                     });
                 if spawned.is_err() {
@@ -198,7 +238,7 @@ fn timed_out(e: &std::io::Error) -> bool {
     )
 }
 
-fn serve(mut s: TcpStream, what: Misbehaviour, stats: &RogueStats, stop: &AtomicBool) {
+fn serve(mut s: TcpStream, port: u16, what: Misbehaviour, stats: &RogueStats, stop: &AtomicBool) {
     if s.set_nonblocking(false).is_err()
         || s.set_read_timeout(Some(TICK)).is_err()
         || s.set_write_timeout(Some(TICK)).is_err()
@@ -225,7 +265,9 @@ fn serve(mut s: TcpStream, what: Misbehaviour, stats: &RogueStats, stop: &Atomic
                     return;
                 }
             }
-            Misbehaviour::Drip { .. } | Misbehaviour::Huge { .. } => {
+            Misbehaviour::Drip { .. }
+            | Misbehaviour::Huge { .. }
+            | Misbehaviour::MovedToDead { .. } => {
                 pending.extend_from_slice(&chunk[..n]);
                 loop {
                     match parse_command(&pending) {
@@ -234,7 +276,8 @@ fn serve(mut s: TcpStream, what: Misbehaviour, stats: &RogueStats, stop: &Atomic
                         Parsed::Command(args, used) => {
                             pending.drain(..used);
                             RogueStats::add(&stats.commands, 1);
-                            if !answer(&mut s, what, &args, stats, stop) {
+                            stats.count_command(&args);
+                            if !answer(&mut s, port, what, &args, stats, stop) {
                                 return;
                             }
                         }
@@ -248,6 +291,7 @@ fn serve(mut s: TcpStream, what: Misbehaviour, stats: &RogueStats, stop: &Atomic
 /// Answer one command as `what` says; false: the connection is over.
 fn answer(
     s: &mut TcpStream,
+    port: u16,
     what: Misbehaviour,
     args: &[Vec<u8>],
     stats: &RogueStats,
@@ -324,6 +368,31 @@ fn answer(
             }
             stats.max_value_reply.fetch_max(sent, Ordering::Relaxed);
             ok
+        }
+        Misbehaviour::MovedToDead {
+            dead_port,
+            slots_on_self,
+        } => {
+            let reply = if name == b"CLUSTER" {
+                // One range and its master (ip, port, id).
+                let master = if slots_on_self { port } else { dead_port };
+                let id = "d".repeat(40);
+                format!(
+                    "*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:{master}\r\n${}\r\n{id}\r\n",
+                    id.len()
+                )
+                .into_bytes()
+            } else if args.len() >= 2
+                && !matches!(
+                    &name[..],
+                    b"AUTH" | b"HELLO" | b"SELECT" | b"CLIENT" | b"PING" | b"READONLY" | b"INFO"
+                )
+            {
+                format!("-MOVED 0 127.0.0.1:{dead_port}\r\n").into_bytes()
+            } else {
+                simple.to_vec()
+            };
+            send(s, &reply, stats, stop)
         }
         Misbehaviour::Silent | Misbehaviour::Garbage { .. } => true,
     }
