@@ -387,6 +387,21 @@ fn the_rogue_servers_and_tls_redis_work() {
     assert_eq!(got.len(), 512, "garbage");
     eprintln!("garbage rogue: {}", garbage.stats().summary());
 
+    let moved = Rogue::start(Misbehaviour::MovedToDead {
+        dead_port: 1,
+        slots_on_self: true,
+    });
+    let req = [resp(&[b"CLUSTER", b"SLOTS"]), resp(&[b"GET", b"k"])].concat();
+    let (got, _) = raw_exchange(moved.port, &req, Duration::from_millis(300));
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("*1\r\n*3\r\n:0\r\n:16383\r\n")
+            && text.contains(&format!(":{}\r\n", moved.port))
+            && text.ends_with("-MOVED 0 127.0.0.1:1\r\n"),
+        "cluster rogue: {text:?}"
+    );
+    assert_eq!(moved.stats().command_count("CLUSTER SLOTS"), 1);
+
     // TLS Redis: PING over TLS, verified against its CA for 127.0.0.1.
     let redis = RedisServer::start_tls();
     let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
@@ -1086,6 +1101,15 @@ fn a_new_session_is_visible_to_the_other_host_at_once() {
 // 6. Key rotation under load.
 // ---------------------------------------------------------------------------
 
+/// Sets its flag when dropped (also while unwinding).
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Per-window counts of the rotation load.
 #[derive(Default)]
 struct WindowTally {
@@ -1140,6 +1164,9 @@ fn key_rotation_the_documented_way_loses_nothing() {
                 }
             }
         });
+        // Ends the load however this closure ends (a failed graceful
+        // restart panics: the scope must not wait for the load forever).
+        let _stop_load = SetOnDrop(&done);
         let run = |w: usize| {
             window.store(w, Ordering::Relaxed);
             thread::sleep(WINDOW);
@@ -1159,7 +1186,6 @@ fn key_rotation_the_documented_way_loses_nothing() {
         run(3);
         b.graceful();
         run(4);
-        done.store(true, Ordering::Relaxed);
     });
     let mut problems = Vec::new();
     for (name, t) in WINDOWS.iter().zip(&tallies) {
