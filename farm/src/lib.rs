@@ -69,6 +69,25 @@ use link::{Answer, Link, Route};
 use problems::{Episodes, PROBLEM_WORDS};
 use transport::{Address, Connector};
 
+thread_local! {
+    /// When this thread's latest op timed out. A handshake does at most one
+    /// lookup and then stores (one or two new sessions): after a lookup
+    /// that waited out `timeout`, the same thread's writes within
+    /// [`QUIET_AFTER_TIMEOUT`] are skipped rather than waiting again, so a
+    /// handshake waits at most one `timeout` whatever Redis does. (A
+    /// `Cell` of a `Copy` value: no destructor, so no TLS-destructor
+    /// registration that would pin the DSO.)
+    static TIMED_OUT_AT: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// How long after a timeout this thread's writes are skipped.
+const QUIET_AFTER_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Whether this thread's latest op timed out less than `window` ago.
+fn thread_timed_out_within(window: Duration) -> bool {
+    TIMED_OUT_AT.with(|t| t.get().is_some_and(|at| at.elapsed() < window))
+}
+
 /// Number of u64 words the caller gives the farm tier in shared memory (all
 /// processes of one host see the same words; they start zeroed). The caller
 /// (the engine's segment header) provides `&[AtomicU64; TIER_WORDS]`.
@@ -274,7 +293,7 @@ impl Farm {
             .unwrap_or(1)
             .max(1);
         let admission = breaker_of(words).admit(now_ms);
-        if admission == Admission::Open {
+        if admission == Admission::Open || self.thread_just_timed_out() {
             counters::bump(counter_words(words), Counter::Skipped);
             return;
         }
@@ -471,7 +490,7 @@ impl Farm {
         };
         let now_ms = ms(now_us);
         let admission = breaker_of(words).admit(now_ms);
-        if admission == Admission::Open {
+        if admission == Admission::Open || self.thread_just_timed_out() {
             counters::bump(counter_words(words), Counter::Skipped);
             return;
         }
@@ -508,6 +527,12 @@ impl Farm {
             key.push(HEX[usize::from(byte & 0x0f)]);
         }
         key
+    }
+
+    /// Whether this thread waited out a timeout just now (see
+    /// `TIMED_OUT_AT`): its writes are skipped for a moment.
+    fn thread_just_timed_out(&self) -> bool {
+        thread_timed_out_within(QUIET_AFTER_TIMEOUT.max(self.timeout))
     }
 
     /// This process's link, made if needed; `None` in the home process.
@@ -591,6 +616,9 @@ impl Farm {
         started: Instant,
     ) {
         count_failure(words, failure);
+        if failure.kind == FailureKind::Timeout {
+            TIMED_OUT_AT.with(|t| t.set(Some(Instant::now())));
+        }
         if failure.moves_breaker() || admission == Admission::Probe {
             // The backoff counts from when the wait ended.
             let ended_ms = now_ms.saturating_add(started.elapsed().as_millis() as u64);
