@@ -163,6 +163,7 @@ impl Events for ErrorLog {
             self.server as *const server_rec,
             Level::Warning,
             0,
+            "SHM0401",
             &format!(
                 "farm tier: Redis failed ({why}); the circuit breaker opened: \
                  this host serves from its local cache alone until a probe succeeds"
@@ -175,6 +176,7 @@ impl Events for ErrorLog {
             self.server as *const server_rec,
             Level::Notice,
             0,
+            "SHM0402",
             &format!(
                 "farm tier: Redis answers again; the circuit breaker closed after {:.1} s",
                 was_open_for.as_secs_f64()
@@ -187,6 +189,7 @@ impl Events for ErrorLog {
             self.server as *const server_rec,
             Level::Err,
             0,
+            "SHM0403",
             &format!(
                 "farm tier: {} failing: {why}; said once, until they work again \
                  (counted in FarmErrorReplies, FarmBadReplies, FarmSealFailures)",
@@ -200,6 +203,7 @@ impl Events for ErrorLog {
             self.server as *const server_rec,
             Level::Notice,
             0,
+            "SHM0404",
             &format!(
                 "farm tier: {} work again, after failing for {:.1} s",
                 problem.label(),

@@ -158,7 +158,13 @@ fn plan_farm(
         .transpose()?;
     if farm_plan.as_ref().is_some_and(FarmPlan::unsealed) && config_test() {
         // `apachectl -t` runs no init (where a start says it): say it here.
-        log::write(ptr::null(), Level::Warning, 0, farm::UNSEALED_WARNING);
+        log::write(
+            ptr::null(),
+            Level::Warning,
+            0,
+            "SHM0204",
+            farm::UNSEALED_WARNING,
+        );
     }
     // With the TLS session hints; other consumers' hints only move the
     // index/arena split.
@@ -245,6 +251,7 @@ pub(crate) unsafe fn init(
     log!(
         s,
         level,
+        "SHM0201",
         "cache {cname:?}: {what} [{} bytes, {} shards, entries up to {} bytes]",
         config.bytes,
         cache.shard_count(),
@@ -274,6 +281,7 @@ unsafe fn start_farm(inst: &Instance, cname: &str, s: *const server_rec) -> Resu
         log!(
             s,
             Level::Warning,
+            "SHM0202",
             "cache {cname:?}: {}",
             farm::UNSEALED_WARNING
         );
@@ -287,7 +295,12 @@ unsafe fn start_farm(inst: &Instance, cname: &str, s: *const server_rec) -> Resu
     // SAFETY: `s` is valid and outlives this configuration's children (caller).
     let farm = unsafe { farm::start(plan, cname, s, inst.home_pid, max_value) }
         .map_err(|e| InitError::new(EGENERAL, e))?;
-    log!(s, Level::Info, "cache {cname:?}: farm tier {what}");
+    log!(
+        s,
+        Level::Info,
+        "SHM0203",
+        "cache {cname:?}: farm tier {what}"
+    );
     let _ = inst.farm.set(farm);
     Ok(())
 }
