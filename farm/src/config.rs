@@ -88,6 +88,10 @@ impl Farm {
         let route = match endpoint.topology() {
             Topology::Single => Route::Single(addresses.swap_remove(0)),
             Topology::Cluster => Route::Cluster(addresses),
+            Topology::Sentinel => Route::Sentinel {
+                sentinels: addresses,
+                master: endpoint.master().unwrap_or_default().to_string(),
+            },
         };
         // A GET's reply: the sealed value in its bulk-string frame.
         let reply_budget = max_value
@@ -120,7 +124,46 @@ pub fn check(endpoint: &Endpoint, tls: &TlsFiles) -> Result<(), FarmError> {
             endpoint: endpoint.to_string(),
         });
     }
+    for info in endpoint.nodes() {
+        if let ConnectionAddr::Unix(path) = info.addr() {
+            check_unix_socket(path)?;
+        }
+    }
     connector(endpoint, tls).map(|_| ())
+}
+
+/// A Unix socket's place must be one no other local user can put a socket
+/// of their own in: its directory not writable by others (as Redis's own
+/// `/run/redis`, root's or redis's, mode 2755 or 2775). If the socket is
+/// there already it must be a socket, not a link or a file. (It may be
+/// absent at configuration time: Redis may start after httpd.)
+pub fn check_unix_socket(path: &std::path::Path) -> Result<(), FarmError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let refuse = |why: String| FarmError::UnixSocket {
+        path: path.to_path_buf(),
+        why,
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| refuse("has no directory".to_string()))?;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| refuse(format!("its directory {}: {e}", dir.display())))?;
+    if meta.permissions().mode() & 0o002 != 0 {
+        return Err(refuse(format!(
+            "its directory {} is writable by every user, any of whom could put a socket of their own there; \
+             use a directory such as /run/redis",
+            dir.display()
+        )));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => Err(refuse(
+            "is there but is not a socket (a link or a file?)".to_string(),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(refuse(e.to_string())),
+    }
 }
 
 /// The connector for `endpoint`: TLS (the files read now) for `rediss://`.
@@ -187,6 +230,9 @@ pub enum FarmError {
     /// come from the cluster, and their certificates are checked against
     /// the system trust store).
     ClusterTlsFiles { endpoint: String },
+    /// A Unix socket in a place others could take over (see
+    /// [`check_unix_socket`]).
+    UnixSocket { path: PathBuf, why: String },
     /// The configuration was refused (a bad certificate, a name that does
     /// not resolve, …).
     Client { endpoint: String, why: String },
@@ -211,6 +257,9 @@ impl fmt::Display for FarmError {
                 "farm: TLS files are not supported for the cluster '{endpoint}'; \
                  install its CA in the system trust store (update-ca-certificates)"
             ),
+            Self::UnixSocket { path, why } => {
+                write!(f, "farm: Redis socket {}: {why}", path.display())
+            }
             Self::Client { endpoint, why } => {
                 write!(f, "farm: Redis at '{endpoint}': {why}")
             }
@@ -224,5 +273,33 @@ impl std::error::Error for FarmError {
             Self::TlsFile { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn unix_sockets_only_in_directories_others_cannot_write() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sock = dir.path().join("redis.sock");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        assert!(
+            check_unix_socket(&sock).is_ok(),
+            "absent: Redis may start later"
+        );
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        assert!(check_unix_socket(&sock).is_ok());
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"x").expect("write");
+        let e = check_unix_socket(&file).expect_err("a file");
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let e = check_unix_socket(&sock).expect_err("world-writable");
+        assert!(e.to_string().contains("writable by every user"), "{e}");
     }
 }

@@ -76,6 +76,7 @@ pub(crate) fn plan(
     let endpoint = match &spec.redis {
         Redis::Server(url) => Endpoint::parse(url),
         Redis::Cluster(list) => Endpoint::parse_cluster(list),
+        Redis::Sentinel { sentinels, master } => Endpoint::parse_sentinel(sentinels, master),
     }
     .map_err(|e| format!("Invalid argument: {e}"))?;
     let resolve_opt = |p: &Option<PathBuf>| p.as_deref().map(&resolve).transpose();
