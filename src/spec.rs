@@ -93,6 +93,9 @@ pub enum SpecError {
     PrefixTooLong { len: usize },
     /// Two of `redis=`, `redis-cluster=`, `redis-sentinel=`.
     RedisTwice,
+    /// `redis-replica=` with `redis-cluster=` (a cluster's nodes have their
+    /// own replicas).
+    ReplicaWithCluster,
     /// `redis-sentinel=` without `redis-master=`.
     SentinelWithoutMaster,
     /// `redis-master=` without `redis-sentinel=`.
@@ -178,6 +181,9 @@ impl fmt::Display for SpecError {
             ),
             SpecError::RedisTwice => f.write_str(
                 "more than one of redis=, redis-cluster= and redis-sentinel= is given (name one second tier)",
+            ),
+            SpecError::ReplicaWithCluster => f.write_str(
+                "redis-replica= cannot go with redis-cluster= (name a replica of one master)",
             ),
             SpecError::SentinelWithoutMaster => f.write_str(
                 "redis-sentinel= needs redis-master= (the name of the master the sentinels watch)",

@@ -22,6 +22,10 @@ use crate::{Events, Farm};
 pub struct FarmConfig {
     /// Where Redis is ([`Endpoint::parse`] or [`Endpoint::parse_cluster`]).
     pub endpoint: Endpoint,
+    /// A replica that lookups ask instead ([`Endpoint::parse`]; a single
+    /// server, typically a Unix socket beside this host). Stores, removes
+    /// and agreements still go to `endpoint`.
+    pub replica: Option<Endpoint>,
     /// CA file, client certificate, client key (`rediss://` only).
     pub tls: TlsFiles,
     /// The most a caller ever waits, connect and TLS included (at least
@@ -50,6 +54,7 @@ impl Farm {
     pub fn new(config: FarmConfig, events: Box<dyn Events>) -> Result<Farm, FarmError> {
         let FarmConfig {
             endpoint,
+            replica,
             tls,
             timeout,
             sealer,
@@ -85,6 +90,23 @@ impl Farm {
                 }
             })
             .unwrap_or_default();
+        let replica = match &replica {
+            Some(r) => Some(
+                r.nodes()
+                    .first()
+                    .map(address_of)
+                    .transpose()
+                    .map_err(|why| FarmError::Client {
+                        endpoint: r.to_string(),
+                        why,
+                    })?
+                    .ok_or_else(|| FarmError::Client {
+                        endpoint: r.to_string(),
+                        why: "no address".to_string(),
+                    })?,
+            ),
+            None => None,
+        };
         let route = match endpoint.topology() {
             Topology::Single => Route::Single(addresses.swap_remove(0)),
             Topology::Cluster => Route::Cluster(addresses),
@@ -101,6 +123,7 @@ impl Farm {
             connector,
             login,
             route,
+            replica,
             sealer,
             prefix,
             namespace,

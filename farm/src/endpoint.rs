@@ -97,6 +97,14 @@ impl Endpoint {
         Ok(e)
     }
 
+    /// Whether this is one server over a Unix socket.
+    pub fn is_unix(&self) -> bool {
+        matches!(
+            self.nodes.first().map(|n| n.addr()),
+            Some(redis::ConnectionAddr::Unix(_))
+        )
+    }
+
     /// The master's name (sentinel only).
     pub fn master(&self) -> Option<&str> {
         self.master.as_deref()

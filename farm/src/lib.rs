@@ -144,6 +144,8 @@ pub struct Farm {
     connector: Connector,
     login: Login,
     route: Route,
+    /// Where lookups go instead of `route` (`redis-replica=`).
+    replica: Option<transport::Address>,
     sealer: Sealer,
     prefix: String,
     namespace: String,
@@ -458,6 +460,7 @@ impl Farm {
             self.connector.clone(),
             self.login.clone(),
             self.route.clone(),
+            self.replica.clone(),
             self.connections,
         );
         *slot = Some(link.clone());
@@ -640,6 +643,7 @@ mod tests {
     fn config(endpoint: &str) -> FarmConfig {
         FarmConfig {
             endpoint: Endpoint::parse(endpoint).expect("endpoint"),
+            replica: None,
             tls: TlsFiles::default(),
             timeout: Duration::from_millis(50),
             sealer: Sealer::off(),

@@ -43,8 +43,8 @@
 //! (`SENTINEL get-master-addr-by-name NAME`, asked in turn within the op's
 //! deadline) at the first op, and again after the master failed (a
 //! connection failure, a timeout, or `READONLY`: the old master came back
-//! as a replica), at most once every [`REFRESH_EVERY`]. So a failover is
-//! followed within a second of the sentinels announcing it
+//! as a replica), at most once every [`ASK_SENTINELS_EVERY`]. So a
+//! failover is followed within a moment of the sentinels announcing it
 //! (`+switch-master`), with no subscription and no thread.
 //!
 //! # Processes
@@ -66,6 +66,12 @@ use crate::transport::{Address, Connector};
 
 /// The least time between two slot-map refreshes of one process.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// The least time between two questions to the sentinels of one process:
+/// shorter than [`REFRESH_EVERY`], since during a failover a sentinel may
+/// still name the old master for a moment, and every store sent there is
+/// lost (a sentinel's answer is one small reply).
+pub const ASK_SENTINELS_EVERY: Duration = Duration::from_millis(100);
 
 /// The bytes a `CLUSTER SLOTS` reply may take.
 const SLOTS_BUDGET: usize = 1 << 20;
@@ -123,6 +129,8 @@ struct Shared {
     connector: Connector,
     login: Login,
     route: Route,
+    /// Where GETs go instead (`redis-replica=`).
+    replica: Option<Address>,
     idle: Mutex<Vec<Conn>>,
     open: AtomicUsize,
     max: usize,
@@ -149,13 +157,20 @@ struct SlotMap {
 
 impl Link {
     /// A link for this process: no connection yet.
-    pub fn new(connector: Connector, login: Login, route: Route, max: usize) -> Link {
+    pub fn new(
+        connector: Connector,
+        login: Login,
+        route: Route,
+        replica: Option<Address>,
+        max: usize,
+    ) -> Link {
         Link {
             pid: std::process::id(),
             shared: Arc::new(Shared {
                 connector,
                 login,
                 route,
+                replica,
                 idle: Mutex::new(Vec::new()),
                 open: AtomicUsize::new(0),
                 max: max.max(1),
@@ -180,7 +195,7 @@ impl Link {
     /// bytes long.
     pub fn get(&self, key: &[u8], deadline: Instant, budget: usize) -> Outcome<Option<Vec<u8>>> {
         let command = redis::cmd("GET").arg(key).get_packed_command();
-        self.run(key, deadline, |conn| {
+        self.run_at(key, deadline, self.shared.replica.as_ref(), |conn| {
             let (drained, value) = conn.call("GET", &command, deadline, budget)?;
             let found = match value {
                 Value::BulkString(bytes) => Ok(Some(bytes)),
@@ -281,10 +296,26 @@ impl Link {
         &self,
         key: &[u8],
         deadline: Instant,
+        op: impl FnMut(&mut Conn) -> Result<(Drained, Result<T, Failure>), Failure>,
+    ) -> Outcome<T> {
+        self.run_at(key, deadline, None, op)
+    }
+
+    /// [`run`](Self::run) at `fixed` if given (the replica), else where the
+    /// key's route says.
+    fn run_at<T>(
+        &self,
+        key: &[u8],
+        deadline: Instant,
+        fixed: Option<&Address>,
         mut op: impl FnMut(&mut Conn) -> Result<(Drained, Result<T, Failure>), Failure>,
     ) -> Outcome<T> {
         let mut drained = Drained::new();
-        let mut address = match self.route(key, deadline) {
+        let routed = match fixed {
+            Some(address) => Ok(address.clone()),
+            None => self.route(key, deadline),
+        };
+        let mut address = match routed {
             Ok(address) => address,
             Err(failure) => {
                 return Outcome {
@@ -340,13 +371,20 @@ impl Link {
                 Err(failure) => {
                     self.discard(conn, &failure);
                     // An idle connection that fails at once (Redis restarted
-                    // and reset it) gets one new connection, in time left.
+                    // and reset it, or a sentinel's old master died) gets
+                    // one new connection, in time left, routed afresh.
                     if reused
                         && !retried
                         && failure.kind == FailureKind::Connection
                         && Instant::now() < deadline
                     {
                         retried = true;
+                        let _ = self.note(failure);
+                        if fixed.is_none() {
+                            if let Ok(again) = self.route(key, deadline) {
+                                address = again;
+                            }
+                        }
                         continue;
                     }
                     return Outcome {
@@ -539,7 +577,7 @@ impl Link {
     ) -> Result<Address, Failure> {
         let (known, due) = {
             let m = self.master_lock();
-            let may_ask = m.asked.is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
+            let may_ask = m.asked.is_none_or(|at| at.elapsed() >= ASK_SENTINELS_EVERY);
             (m.at.clone(), (m.at.is_none() || m.stale) && may_ask)
         };
         if !due {
@@ -848,6 +886,7 @@ mod tests {
             Connector::plain(),
             Login::default(),
             Route::Single(Address::literal("127.0.0.1", 1).expect("addr")),
+            None,
             2,
         );
         let out = link.get(b"k", Instant::now() + Duration::from_millis(200), 1024);

@@ -17,6 +17,7 @@
 //! | `redis-cluster=LIST`   | a Redis Cluster: seed nodes `host:port` or URLs, comma-separated |
 //! | `redis-sentinel=LIST`  | Redis Sentinels (`host:port` or URLs, comma-separated), with `redis-master=` |
 //! | `redis-master=NAME`    | the master's name the sentinels watch                          |
+//! | `redis-replica=URL`    | a replica (beside this host, e.g. `unix:///run/redis/replica.sock`) that lookups ask instead of the master; stores still go to the master |
 //! | `redis-ca=FILE`        | CA certificates that verify a `rediss://` server (default: the system's) |
 //! | `redis-cert=FILE`      | client certificate for `rediss://` (with `redis-key`)          |
 //! | `redis-key=FILE`       | its private key                                                |
@@ -72,6 +73,8 @@ pub enum Seal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FarmSpec {
     pub redis: Redis,
+    /// `redis-replica=URL`: where lookups go instead.
+    pub replica: Option<String>,
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
@@ -81,11 +84,12 @@ pub struct FarmSpec {
 }
 
 /// Every option name, in the order the table above gives them.
-pub const OPTIONS: [&str; 10] = [
+pub const OPTIONS: [&str; 11] = [
     "redis",
     "redis-cluster",
     "redis-sentinel",
     "redis-master",
+    "redis-replica",
     "redis-ca",
     "redis-cert",
     "redis-key",
@@ -110,7 +114,7 @@ pub(super) fn looks_like_option(token: &str) -> bool {
 pub(super) fn parse(text: &str) -> Result<FarmSpec, SpecError> {
     let mut seen: Vec<&str> = Vec::new();
     let (mut redis, mut cluster) = (None, None);
-    let (mut sentinels, mut master) = (None, None);
+    let (mut sentinels, mut master, mut replica) = (None, None, None);
     let (mut ca, mut cert, mut key) = (None, None, None);
     let (mut timeout, mut seal, mut prefix) = (None, None, None);
     for token in text.split_ascii_whitespace() {
@@ -141,6 +145,7 @@ pub(super) fn parse(text: &str) -> Result<FarmSpec, SpecError> {
             "redis-cluster" => cluster = Some(value.to_string()),
             "redis-sentinel" => sentinels = Some(value.to_string()),
             "redis-master" => master = Some(value.to_string()),
+            "redis-replica" => replica = Some(value.to_string()),
             "redis-ca" => ca = path(),
             "redis-cert" => cert = path(),
             "redis-key" => key = path(),
@@ -180,8 +185,12 @@ pub(super) fn parse(text: &str) -> Result<FarmSpec, SpecError> {
         _ => return Err(SpecError::RedisTwice),
     };
     let seal = seal.ok_or(SpecError::SealMissing)?;
+    if replica.is_some() && matches!(redis, Redis::Cluster(_)) {
+        return Err(SpecError::ReplicaWithCluster);
+    }
     Ok(FarmSpec {
         redis,
+        replica,
         ca,
         cert,
         key,
