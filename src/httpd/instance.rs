@@ -438,6 +438,7 @@ pub(crate) mod testing {
                 path: None,
                 bytes: 64 * 1024,
                 farm: None,
+                tickets: None,
             },
             None,
         );
