@@ -24,8 +24,8 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
-    new_farm_key, start_farm_host, Client, Conn, FarmArg, Httpd, Mpm, Options, Prepared,
-    Provider, RedisServer, Session, SessionCache, Tls,
+    new_farm_key, start_farm_host, Client, Conn, FarmArg, Httpd, Mpm, Options, Prepared, Provider,
+    RedisServer, Session, SessionCache, Tls,
 };
 
 /// Tickets per run.
@@ -241,9 +241,18 @@ fn tickets_from_host_a_resume_on_host_b() {
         dump.extend_from_slice(k.as_bytes());
         dump.extend(redis.get(&k).unwrap_or_default());
     }
-    assert!(find(&dump, name).is_none(), "the key's name in clear in Redis");
-    assert!(find(&dump, &secrets[..32]).is_none(), "the AES key in clear in Redis");
-    assert!(find(&dump, &secrets[32..]).is_none(), "the HMAC key in clear in Redis");
+    assert!(
+        find(&dump, name).is_none(),
+        "the key's name in clear in Redis"
+    );
+    assert!(
+        find(&dump, &secrets[..32]).is_none(),
+        "the AES key in clear in Redis"
+    );
+    assert!(
+        find(&dump, &secrets[32..]).is_none(),
+        "the HMAC key in clear in Redis"
+    );
     println!(
         "Redis: {} keys, {} bytes; no ticket key name, AES or HMAC key in clear",
         redis.keys().len(),
@@ -266,7 +275,11 @@ fn rotation_renews_previous_period_tickets_and_forgets_old_keys() {
     let old = tickets(&mut httpd, &client, 1).remove(0).0;
     let old13 = tickets(&mut httpd, &client13, 1).remove(0).0;
     let old_ticket = old.ticket().expect("ticket");
-    assert_eq!(period_of(&old_ticket), p0, "encrypted under its period's key");
+    assert_eq!(
+        period_of(&old_ticket),
+        p0,
+        "encrypted under its period's key"
+    );
     let segment = httpd.dir().join("scache");
     let name = old_ticket[..16].to_vec();
     assert!(
@@ -277,7 +290,11 @@ fn rotation_renews_previous_period_tickets_and_forgets_old_keys() {
     // Next period: the previous period's ticket resumes, renewed.
     let p1 = sleep_into_next_period(2.0, 0.2);
     let c = httpd.connect(&client, Some(&old));
-    assert!(c.both_resumed(), "previous period's ticket: {}", describe(&c));
+    assert!(
+        c.both_resumed(),
+        "previous period's ticket: {}",
+        describe(&c)
+    );
     let renewed = c.session.ticket().expect("a ticket");
     assert_ne!(renewed, old_ticket, "the ticket was not renewed");
     assert_eq!(period_of(&renewed), p1, "renewed under the new key");
@@ -380,8 +397,14 @@ fn redis_down_at_the_boundary_each_host_keeps_its_own_tickets() {
 #[test]
 fn bad_configurations_fail_the_config_test() {
     let cases: Vec<(Options, &str)> = vec![
-        (options(Mpm::Prefork, "tickets=500ms"), "tickets=500ms is out of range"),
-        (options(Mpm::Prefork, "tickets=8d"), "tickets=8d is out of range"),
+        (
+            options(Mpm::Prefork, "tickets=500ms"),
+            "tickets=500ms is out of range",
+        ),
+        (
+            options(Mpm::Prefork, "tickets=8d"),
+            "tickets=8d is out of range",
+        ),
         (
             options(Mpm::Prefork, "tickets=1h ticket-keys=1"),
             "ticket-keys=1 is not a number from 2 to 16",
@@ -418,7 +441,12 @@ fn bad_configurations_fail_the_config_test() {
         let prep = Prepared::new(opts);
         fs::write(prep.dir.join("ticket.key"), [7u8; 48]).expect("ticket key file");
         let (ok, out) = prep.config_test();
-        println!("-t: {want:?}: {}", out.lines().find(|l| l.contains(want)).unwrap_or("(missing)"));
+        println!(
+            "-t: {want:?}: {}",
+            out.lines()
+                .find(|l| l.contains(want))
+                .unwrap_or("(missing)")
+        );
         assert!(!ok, "accepted, expected {want:?}: {out}");
         assert!(out.contains(want), "{out:?} does not name {want:?}");
     }

@@ -72,7 +72,10 @@ fn check_directives(all: &[Directive], spec: TicketSpec) -> Result<(), String> {
         .filter(|d| d.name.eq_ignore_ascii_case("SSLSessionCacheTimeout"));
     let global = timeouts.clone().filter(|d| !d.in_vhost).last();
     let mut lifetimes: Vec<(u64, String)> = vec![match global {
-        Some(d) => (seconds(&d.args), format!("SSLSessionCacheTimeout {} ({})", d.args.trim(), d.place)),
+        Some(d) => (
+            seconds(&d.args),
+            format!("SSLSessionCacheTimeout {} ({})", d.args.trim(), d.place),
+        ),
         None => (
             DEFAULT_CACHE_TIMEOUT,
             format!("the default SSLSessionCacheTimeout {DEFAULT_CACHE_TIMEOUT}"),
@@ -197,11 +200,17 @@ mod tests {
 
         let cache = || d("SSLSessionCache", "\"shm:/c(1M) tickets=12h\"", false);
         let err = check_directives(
-            &[cache(), d("SSLStaplingCache", "\"shm:/s(1M) tickets=1h\"", false)],
+            &[
+                cache(),
+                d("SSLStaplingCache", "\"shm:/s(1M) tickets=1h\"", false),
+            ],
             spec(43200, 3),
         )
         .unwrap_err();
-        assert!(err.contains("not for SSLStaplingCache (SSLStaplingCache.conf:1)"), "{err}");
+        assert!(
+            err.contains("not for SSLStaplingCache (SSLStaplingCache.conf:1)"),
+            "{err}"
+        );
 
         let err = check_directives(&[cache(), cache()], spec(43200, 3)).unwrap_err();
         assert!(err.contains("two caches"), "{err}");
@@ -211,7 +220,10 @@ mod tests {
             spec(43200, 3),
         )
         .unwrap_err();
-        assert!(err.contains("SSLSessionTicketKeyFile (SSLSessionTicketKeyFile.conf:1)"), "{err}");
+        assert!(
+            err.contains("SSLSessionTicketKeyFile (SSLSessionTicketKeyFile.conf:1)"),
+            "{err}"
+        );
 
         // Other caches without tickets=, and shm: without options: fine.
         assert!(check_directives(

@@ -358,7 +358,12 @@ pub(crate) fn describe(spec: TicketSpec) -> String {
 /// `12h`, `90s`, `1500ms`: the largest unit that divides it.
 pub(crate) fn human(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
         if ms >= size && ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }
@@ -445,7 +450,10 @@ mod tests {
         let keys = keys(&cache);
         let k1000 = keys.for_encrypt(|_, _| {}).unwrap();
         let name = *k1000.name();
-        assert!(matches!(keys.for_decrypt(&name, |_, _| {}), Some(Found::Newest(_))));
+        assert!(matches!(
+            keys.for_decrypt(&name, |_, _| {}),
+            Some(Found::Newest(_))
+        ));
         // A name for the right period with other random bytes: unknown.
         let mut forged = name;
         forged[15] ^= 1;
