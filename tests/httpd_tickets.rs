@@ -54,8 +54,11 @@ fn describe(c: &Conn) -> String {
     )
 }
 
+/// A session holding a ticket, and the process that issued it.
+type Issued = (Session, u32);
+
 /// `n` full handshakes: their sessions, each holding a ticket.
-fn tickets(host: &mut Httpd, client: &Client, n: usize) -> Vec<(Session, u32)> {
+fn tickets(host: &mut Httpd, client: &Client, n: usize) -> Vec<Issued> {
     (0..n)
         .map(|_| {
             let c = host.connect(client, None);
@@ -75,7 +78,7 @@ fn tickets(host: &mut Httpd, client: &Client, n: usize) -> Vec<(Session, u32)> {
 
 /// Offer each session to `host`: (resumed, resumed by another process
 /// than the one that issued it).
-fn resume_all(host: &mut Httpd, client: &Client, sessions: &[(Session, u32)]) -> (usize, usize) {
+fn resume_all(host: &mut Httpd, client: &Client, sessions: &[Issued]) -> (usize, usize) {
     let (mut resumed, mut elsewhere) = (0, 0);
     let mut not = Vec::new();
     for (s, pid) in sessions {
@@ -165,7 +168,7 @@ fn tickets_resume_across_children_event() {
 
 fn across_graceful(tickets_opt: &str) -> Vec<(Tls, usize)> {
     let mut httpd = Httpd::start(options(Mpm::Prefork, tickets_opt));
-    let made: Vec<(Tls, Client, Vec<(Session, u32)>)> = [Tls::V12, Tls::V13]
+    let made: Vec<(Tls, Client, Vec<Issued>)> = [Tls::V12, Tls::V13]
         .into_iter()
         .map(|tls| {
             let client = Client::new(tls);

@@ -70,7 +70,7 @@ fn check_directives(all: &[Directive], spec: TicketSpec) -> Result<(), String> {
     let timeouts = all
         .iter()
         .filter(|d| d.name.eq_ignore_ascii_case("SSLSessionCacheTimeout"));
-    let global = timeouts.clone().filter(|d| !d.in_vhost).last();
+    let global = timeouts.clone().rfind(|d| !d.in_vhost);
     let mut lifetimes: Vec<(u64, String)> = vec![match global {
         Some(d) => (
             seconds(&d.args),
