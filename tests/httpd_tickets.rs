@@ -142,14 +142,33 @@ fn across_children(mpm: Mpm) {
         assert!(resumed >= RESUMED_AT_LEAST, "{resumed} of {TICKETS}");
         assert!(elsewhere > 0, "no ticket was resumed by another process");
     }
-    let status = httpd.status_auto();
-    println!(
-        "  TicketKeysHeld {:?}",
-        status.get("TicketKeysHeld").map(String::as_str)
-    );
-    assert!(status
-        .get("TicketKeysHeld")
-        .is_some_and(|n| n.parse::<u64>().unwrap_or(0) >= 1));
+    let figures = ticket_figures(&mut httpd);
+    println!("  {figures:?}");
+    assert!(figure(&figures, "TicketKeysHeld") >= 1);
+    // One ticket per TLS 1.2 full handshake, two per TLS 1.3 one (OpenSSL's
+    // default), counted by every child in one place.
+    assert!(figure(&figures, "TicketsIssued") >= 3 * TICKETS as u64);
+    assert!(figure(&figures, "TicketsOpenedNewestKey") >= 2 * RESUMED_AT_LEAST as u64);
+}
+
+/// The `Ticket*` lines of server-status?auto.
+fn ticket_figures(host: &mut Httpd) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = host
+        .status_auto()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("Ticket"))
+        .map(|(k, v)| (k, v.parse().unwrap_or(0)))
+        .collect();
+    out.sort();
+    out
+}
+
+fn figure(figures: &[(String, u64)], key: &str) -> u64 {
+    figures
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|&(_, v)| v)
+        .unwrap_or_else(|| panic!("no {key} in {figures:?}"))
 }
 
 #[test]
@@ -256,6 +275,10 @@ fn tickets_from_host_a_resume_on_host_b() {
         find(&dump, &secrets[32..]).is_none(),
         "the HMAC key in clear in Redis"
     );
+    let figures = ticket_figures(&mut b);
+    println!("  host B: {figures:?}");
+    assert!(figure(&figures, "TicketKeysAgreed") >= 1);
+    assert_eq!(figure(&figures, "TicketKeysMadeAlone"), 0);
     println!(
         "Redis: {} keys, {} bytes; no ticket key name, AES or HMAC key in clear",
         redis.keys().len(),
@@ -328,6 +351,12 @@ fn rotation_renews_previous_period_tickets_and_forgets_old_keys() {
         println!("{tls}: ticket of period {p0} offered in period {p3}: full handshake, status 200");
     }
 
+    let figures = ticket_figures(&mut httpd);
+    println!("  {figures:?}");
+    assert!(figure(&figures, "TicketsOpenedOlderKey") >= 2);
+    assert!(figure(&figures, "TicketsNotOpened") >= 2);
+    assert!(figure(&figures, "TicketKeysMade") >= 3);
+
     // Zeroed within ~11 s of its last period (the parent's sweep).
     let mut id = KEY_ID_PREFIX.to_vec();
     id.extend_from_slice(&p0.to_be_bytes());
@@ -388,8 +417,10 @@ fn redis_down_at_the_boundary_each_host_keeps_its_own_tickets() {
             .lines()
             .filter(|l| l.contains("the farm tier could not be asked"))
             .count();
-        println!("  host {label} said it made keys alone {said} time(s)");
+        let figures = ticket_figures(host);
+        println!("  host {label} said it made keys alone {said} time(s); {figures:?}");
         assert!(said >= 1, "host {label} did not say it made its own key");
+        assert!(figure(&figures, "TicketKeysMadeAlone") >= 1);
     }
 }
 

@@ -31,6 +31,7 @@ use super::codes::EGENERAL;
 use super::instance::{Instance, LIVE};
 use super::log::{self, log, Level};
 use super::provider::guard;
+use super::ticket_counters::{self, Counter, COUNTERS};
 use super::tickets::{self, Found, Made, TicketKey, TicketKeys, NAME_LEN};
 use crate::spec::TicketSpec;
 
@@ -100,13 +101,19 @@ pub(crate) fn register(
         }
     }
     SERVER.store(s as usize, Ordering::Release);
+    ticket_counters::map();
     Ok(())
 }
 
 /// `shutdown` of an instance: forget it if it holds the ticket keys.
 pub(crate) fn unregister(inst: &Instance) {
     let me = ptr::from_ref(inst).cast_mut();
-    let _ = TICKETS.compare_exchange(me, ptr::null_mut(), Ordering::AcqRel, Ordering::Acquire);
+    if TICKETS
+        .compare_exchange(me, ptr::null_mut(), Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        ticket_counters::unmap();
+    }
 }
 
 /// The registered instance and its ticket options.
@@ -207,7 +214,7 @@ fn make_keys_before_fork(inst: &Instance, spec: TicketSpec, s: *const server_rec
         return;
     };
     let keys = TicketKeys::new(tiers, spec);
-    if keys.for_encrypt(|_, _| {}).is_none() {
+    if keys.for_encrypt(said).is_none() {
         log!(
             s,
             Level::Warning,
@@ -245,20 +252,29 @@ unsafe extern "C" fn ticket_key_cb(
             };
             // SAFETY: OpenSSL passes a 16-byte name buffer and an IV buffer
             // of EVP_MAX_IV_LENGTH (16 for AES-CBC) bytes, and live contexts.
-            unsafe { seal(&key, name, iv, cctx, mctx) }
+            let sealed = unsafe { seal(&key, name, iv, cctx, mctx) };
+            if sealed == 1 {
+                ticket_counters::bump(Counter::Issued);
+            }
+            sealed
         } else {
             let mut wanted = [0u8; NAME_LEN];
             // SAFETY: `name` points at the ticket's 16-byte key name.
             unsafe { ptr::copy_nonoverlapping(name, wanted.as_mut_ptr(), NAME_LEN) };
-            let (key, answer) = match keys.for_decrypt(&wanted, said) {
-                Some(Found::Newest(key)) => (key, 1),
-                Some(Found::Older(key)) => (key, 2),
-                None => return 0,
+            let (key, answer, counter) = match keys.for_decrypt(&wanted, said) {
+                Some(Found::Newest(key)) => (key, 1, Counter::OpenedNewest),
+                Some(Found::Older(key)) => (key, 2, Counter::OpenedOlder),
+                None => {
+                    ticket_counters::bump(Counter::NotOpened);
+                    return 0;
+                }
             };
             // SAFETY: `iv` holds the ticket's IV (16 bytes), contexts live.
             if unsafe { open(&key, iv, cctx, mctx) } {
+                ticket_counters::bump(counter);
                 answer
             } else {
+                ticket_counters::bump(Counter::NotOpened);
                 0
             }
         }
@@ -349,6 +365,12 @@ unsafe fn set_mac(key: &TicketKey, mctx: *mut EVP_MAC_CTX) -> bool {
 /// Say how a key was made, when that is news.
 fn said(period: u64, made: Made) {
     let s = server();
+    ticket_counters::bump(match made {
+        Made::Present => return,
+        Made::Local => Counter::KeysMade,
+        Made::Agreed => Counter::KeysAgreed,
+        Made::AloneFirst | Made::Alone => Counter::KeysAlone,
+    });
     match made {
         Made::Present => {}
         Made::Local | Made::Agreed => log!(
@@ -375,12 +397,22 @@ fn said(period: u64, made: Made) {
     }
 }
 
-/// Figures for server-status: the ticket keys the segment holds.
+/// Figures for server-status: the ticket keys the segment holds, then the
+/// host's counters (module `ticket_counters`).
 pub(crate) fn figures(inst: &Instance) -> Option<Vec<crate::engine::figures::Figure>> {
     let spec = inst.ticket_spec()?;
     let tiers = inst.tiers()?;
     let keys = TicketKeys::new(tiers, spec);
-    Some(vec![
+    let counted = ticket_counters::values().unwrap_or_default();
+    let counters = COUNTERS
+        .iter()
+        .zip(counted)
+        .map(|(&(_, key, label), value)| crate::engine::figures::Figure {
+            key,
+            label,
+            value: value.to_string(),
+        });
+    let mut out = vec![
         crate::engine::figures::Figure {
             key: "TicketKeysHeld",
             label: "session-ticket keys held",
@@ -396,5 +428,7 @@ pub(crate) fn figures(inst: &Instance) -> Option<Vec<crate::engine::figures::Fig
             label: "periods a session-ticket key decrypts for",
             value: spec.keys.to_string(),
         },
-    ])
+    ];
+    out.extend(counters);
+    Some(out)
 }
