@@ -96,8 +96,12 @@ pub enum SpecError {
     DurationOutOfRange { text: String },
     /// `prefix=` longer than `farm::MAX_PREFIX`.
     PrefixTooLong { len: usize },
-    /// Both `redis=` and `redis-cluster=`.
+    /// Two of `redis=`, `redis-cluster=`, `redis-sentinel=`.
     RedisTwice,
+    /// `redis-sentinel=` without `redis-master=`.
+    SentinelWithoutMaster,
+    /// `redis-master=` without `redis-sentinel=`.
+    MasterWithoutSentinel,
     /// A farm option without `redis=` or `redis-cluster=`.
     OptionWithoutRedis { name: String },
     /// `redis=` without `seal=`.
@@ -186,12 +190,18 @@ impl fmt::Display for SpecError {
                 "prefix= is {len} bytes long (at most {})",
                 farm::MAX_PREFIX
             ),
-            SpecError::RedisTwice => {
-                f.write_str("both redis= and redis-cluster= are given (name one second tier)")
+            SpecError::RedisTwice => f.write_str(
+                "more than one of redis=, redis-cluster= and redis-sentinel= is given (name one second tier)",
+            ),
+            SpecError::SentinelWithoutMaster => f.write_str(
+                "redis-sentinel= needs redis-master= (the name of the master the sentinels watch)",
+            ),
+            SpecError::MasterWithoutSentinel => {
+                f.write_str("redis-master= needs redis-sentinel= (the sentinels to ask for it)")
             }
             SpecError::OptionWithoutRedis { name } => write!(
                 f,
-                "option {name:?} needs redis= or redis-cluster= (the farm tier's server)"
+                "option {name:?} needs redis=, redis-cluster= or redis-sentinel= (the farm tier's server)"
             ),
             SpecError::SealMissing => f.write_str(
                 "redis= without seal=: the cached TLS sessions' master secrets would cross the network \

@@ -759,11 +759,11 @@ fn permission_case(label: &str, allowed: &[&str], denied: &[&str], failing: &[&s
     thread::sleep(Duration::from_secs(1));
     let stats = common::parse_commandstats(&redis.command(&[b"INFO", b"commandstats"]).text());
     for (name, host) in [("A", &mut a), ("B", &mut b)] {
-        let errors = host.farm(FarmFigure::Errors);
+        let errors = host.farm(FarmFigure::ErrorReplies);
         let found = lines(host);
         let opened = host.breaker_opened_lines();
         eprintln!(
-            "{label}: host {name}: FarmErrors {errors}, {} error-log lines say it, \
+            "{label}: host {name}: FarmErrorReplies {errors}, {} error-log lines say it, \
              {} breaker-opened lines: {found:#?}",
             found.len(),
             opened.len()
@@ -787,7 +787,7 @@ fn permission_case(label: &str, allowed: &[&str], denied: &[&str], failing: &[&s
         }
         if errors == 0 {
             problems.push(format!(
-                "host {name}: no FarmErrors counted: were commands refused at all? \
+                "host {name}: no FarmErrorReplies counted: were commands refused at all? \
                  Redis commandstats: {stats:?}"
             ));
         }

@@ -6,8 +6,9 @@
 //! # Replies not waited for
 //!
 //! A store or remove writes its command and returns: its reply is read
-//! later, before the next reply this connection needs ([`Conn::call`]), or
-//! when [`MAX_PENDING`] are waiting ([`Conn::send`]). The command is in the
+//! later, before the next reply this connection needs ([`Conn::call`]), at
+//! the next command if it has arrived by then (a poll that does not wait),
+//! or when [`MAX_PENDING`] are waiting ([`Conn::send`]). The command is in the
 //! server's socket before the handshake that made the session ends (so
 //! another host finds it at once), and the handshake never waits for Redis
 //! to answer it. The replies read later say how those commands went
@@ -191,7 +192,8 @@ impl Conn {
         command: &[u8],
         deadline: Instant,
     ) -> Result<Drained, Failure> {
-        let drained = if self.pending.len() >= MAX_PENDING {
+        let arrived = !self.pending.is_empty() && self.stream.readable_now();
+        let drained = if self.pending.len() >= MAX_PENDING || arrived {
             self.drain(deadline, MAX_PENDING * 64 + SLACK)?
         } else {
             Vec::new()
@@ -257,9 +259,12 @@ impl Conn {
 
     fn read(&mut self, deadline: Instant, budget: usize, what: &str) -> Result<Value, Failure> {
         self.stream.arm(deadline, budget);
-        self.parser
+        let value = self
+            .parser
             .parse_value(&mut self.stream)
-            .map_err(|e| self.parse_failure(what, &e))
+            .map_err(|e| self.parse_failure(what, &e))?;
+        self.stream.keep_session();
+        Ok(value)
     }
 
     fn parse_failure(&self, what: &str, e: &RedisError) -> Failure {

@@ -43,9 +43,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use openssl::ssl::{
-    SslConnector, SslFiletype, SslMethod, SslSession, SslSessionCacheMode, SslStream, SslVerifyMode,
-};
+use std::os::fd::AsRawFd;
+
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslSession, SslStream, SslVerifyMode};
 
 use crate::endpoint::TlsFiles;
 
@@ -115,9 +115,17 @@ impl std::fmt::Display for Address {
 #[derive(Clone)]
 pub struct Connector {
     tls: Option<SslConnector>,
-    /// The latest TLS session the server gave this process (set by the
-    /// context's new-session callback; only ever locked in a child, never
-    /// in httpd's parent, which makes no connection).
+    /// The latest TLS session the server gave this process, offered by its
+    /// next connection ([`Stream::keep_session`] sets it after a reply was
+    /// read, when TLS 1.3's tickets have arrived). Only ever locked in a
+    /// child, never in httpd's parent, which makes no connection.
+    ///
+    /// Not OpenSSL's new-session callback: the openssl crate keeps such a
+    /// callback in an `SSL_CTX` ex_data slot whose free function lives in
+    /// this DSO, registered process-wide; httpd's parent builds this
+    /// context, unloads the DSO at every restart and frees contexts after
+    /// (a crash seen in the tests: SIGSEGV at the second configuration
+    /// pass). Nothing here registers ex_data in the parent.
     session: Arc<Mutex<Option<SslSession>>>,
 }
 
@@ -143,15 +151,9 @@ impl Connector {
             builder.check_private_key()?;
         }
         builder.set_verify(SslVerifyMode::PEER);
-        let session: Arc<Mutex<Option<SslSession>>> = Arc::default();
-        let keep = session.clone();
-        builder.set_session_cache_mode(SslSessionCacheMode::CLIENT);
-        builder.set_new_session_callback(move |_, new| {
-            *keep.lock().unwrap_or_else(PoisonError::into_inner) = Some(new);
-        });
         Ok(Connector {
             tls: Some(builder.build()),
-            session,
+            session: Arc::default(),
         })
     }
 
@@ -212,7 +214,7 @@ impl Connector {
                     .clone();
                 if let Some(latest) = latest {
                     // SAFETY: the session was made by a connection of this
-                    // same SslConnector's context (its new-session callback
+                    // same SslConnector's context (`Stream::keep_session`
                     // is the only writer of `self.session`).
                     unsafe { config.set_session(&latest) }.map_err(io::Error::other)?;
                 }
@@ -230,7 +232,10 @@ impl Connector {
                         }
                     }
                 })?;
-                Ok(Stream::Tls(Box::new(stream)))
+                Ok(Stream::Tls {
+                    stream: Box::new(stream),
+                    keep: Some(self.session.clone()),
+                })
             }
             (Some(_), Address::Unix(_)) => Ok(Stream::Plain(socket)),
         }
@@ -345,8 +350,12 @@ impl std::error::Error for ReplyTooLarge {}
 pub enum Stream {
     /// TCP or Unix, no TLS.
     Plain(Socket),
-    /// TLS over the socket.
-    Tls(Box<SslStream<Socket>>),
+    /// TLS over the socket; `keep` is where its session goes once (for the
+    /// process's next connections), `None` once kept.
+    Tls {
+        stream: Box<SslStream<Socket>>,
+        keep: Option<Arc<Mutex<Option<SslSession>>>>,
+    },
 }
 
 impl Stream {
@@ -354,15 +363,51 @@ impl Stream {
     pub fn arm(&mut self, deadline: Instant, budget: usize) {
         match self {
             Stream::Plain(s) => s.arm(deadline, budget),
-            Stream::Tls(s) => s.get_mut().arm(deadline, budget),
+            Stream::Tls { stream, .. } => stream.get_mut().arm(deadline, budget),
         }
     }
 
     fn socket(&self) -> &Socket {
         match self {
             Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
+            Stream::Tls { stream, .. } => stream.get_ref(),
         }
+    }
+
+    /// After a reply was read: a TLS connection's session (its TLS 1.3
+    /// tickets have arrived by now) becomes the one the process's next
+    /// connections offer. Once per connection.
+    pub fn keep_session(&mut self) {
+        if let Stream::Tls { stream, keep } = self {
+            if let Some(session) = stream.ssl().session() {
+                if let Some(slot) = keep.take() {
+                    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(session.to_owned());
+                }
+            }
+        }
+    }
+
+    /// Whether bytes wait to be read now (poll with no wait; for TLS, also
+    /// what OpenSSL already decrypted).
+    pub fn readable_now(&self) -> bool {
+        if let Stream::Tls { stream, .. } = self {
+            if stream.ssl().pending() > 0 {
+                return true;
+            }
+        }
+        let fd = match &self.socket().inner {
+            Inner::Tcp(s) => s.as_raw_fd(),
+            Inner::Unix(s) => s.as_raw_fd(),
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call;
+        // a zero timeout makes poll(2) return at once.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
     }
 
     /// Whether the armed deadline has passed.
@@ -380,7 +425,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
+            Stream::Tls { stream, .. } => stream.read(buf),
         }
     }
 }
@@ -389,14 +434,14 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
+            Stream::Tls { stream, .. } => stream.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
+            Stream::Tls { stream, .. } => stream.flush(),
         }
     }
 }

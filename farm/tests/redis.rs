@@ -258,8 +258,9 @@ fn a_killed_redis_fails_fast_and_a_restarted_one_is_used_again() {
 
 /// A store writes its SET and reads the reply later: against a hung Redis
 /// the replies never come, and the store that finds 16 waiting waits for
-/// them, at most `timeout`; three such timeouts open the breaker, and every
-/// store after is skipped at once.
+/// them, at most `timeout`; after that timeout this thread's writes are
+/// skipped at once for a while (and three timeouts host-wide open the
+/// breaker): no store waits twice in a row.
 #[test]
 fn a_hung_redis_costs_stores_a_bounded_wait_until_the_breaker_opens() {
     let server = RedisServer::start();
@@ -283,7 +284,7 @@ fn a_hung_redis_costs_stores_a_bounded_wait_until_the_breaker_opens() {
     );
     assert!(took < Duration::from_secs(3), "{took:?}");
     let s = stats(&words);
-    assert_eq!(events.opened(), 1, "{s:?}");
+    assert!(events.opened() <= 1, "{s:?}");
     assert!(s.timeouts >= 1, "{s:?}");
     assert!(s.skipped > 100, "{s:?}");
     assert_eq!(s.stores_sent + s.stores_dropped + s.skipped, 201, "{s:?}");

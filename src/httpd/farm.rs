@@ -76,6 +76,7 @@ pub(crate) fn plan(
     let endpoint = match &spec.redis {
         Redis::Server(url) => Endpoint::parse(url),
         Redis::Cluster(list) => Endpoint::parse_cluster(list),
+        Redis::Sentinel { sentinels, master } => Endpoint::parse_sentinel(sentinels, master),
     }
     .map_err(|e| format!("Invalid argument: {e}"))?;
     let resolve_opt = |p: &Option<PathBuf>| p.as_deref().map(&resolve).transpose();
@@ -163,6 +164,7 @@ impl Events for ErrorLog {
             self.server as *const server_rec,
             Level::Warning,
             0,
+            "SHM0401",
             &format!(
                 "farm tier: Redis failed ({why}); the circuit breaker opened: \
                  this host serves from its local cache alone until a probe succeeds"
@@ -175,6 +177,7 @@ impl Events for ErrorLog {
             self.server as *const server_rec,
             Level::Notice,
             0,
+            "SHM0402",
             &format!(
                 "farm tier: Redis answers again; the circuit breaker closed after {:.1} s",
                 was_open_for.as_secs_f64()
@@ -187,6 +190,7 @@ impl Events for ErrorLog {
             self.server as *const server_rec,
             Level::Err,
             0,
+            "SHM0403",
             &format!(
                 "farm tier: {} failing: {why}; said once, until they work again \
                  (counted in FarmErrorReplies, FarmBadReplies, FarmSealFailures)",
@@ -200,6 +204,7 @@ impl Events for ErrorLog {
             self.server as *const server_rec,
             Level::Notice,
             0,
+            "SHM0404",
             &format!(
                 "farm tier: {} work again, after failing for {:.1} s",
                 problem.label(),

@@ -51,7 +51,7 @@ pub unsafe extern "C" fn socache_shm_monitor(p: *mut apr_pool_t, s: *mut server_
                 if cache.intact() {
                     let n = cache.sweep_expired(SWEEP_PATIENCE);
                     if n > 0 {
-                        log!(s, Level::Debug, "zeroed {n} expired entries");
+                        log!(s, Level::Debug, "SHM0501", "zeroed {n} expired entries");
                     }
                 }
             })

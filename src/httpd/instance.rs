@@ -126,24 +126,13 @@ pub(crate) unsafe fn create(
     if let Some(path) = spec.path.take() {
         spec.path = Some(resolve(&path)?);
     }
-    // The farm tier's URL, TLS files and key file (read here, as root).
-    let farm_plan = spec
-        .farm
-        .as_ref()
-        .map(|f| farm::plan(f, resolve))
-        .transpose()?;
-    if farm_plan.as_ref().is_some_and(FarmPlan::unsealed) && config_test() {
-        // `apachectl -t` runs no init (where a start says it): say it here.
-        log::write(ptr::null(), Level::Warning, 0, farm::UNSEALED_WARNING);
-    }
-    // Whatever else the engine would refuse at init (with the TLS session
-    // hints; other consumers' hints only move the index/arena split).
-    crate::engine::layout::Geometry::new(spec.bytes, 32, 160)
-        .map_err(|e| format!("Invalid argument: {e}"))?;
-    let inst = Box::into_raw(Box::new(Instance::new(spec, farm_plan)));
+    let inst = Box::into_raw(Box::new(Instance::new(spec, None)));
     // SAFETY: `inst` was just made and is only read here; `p` is the
     // configuration pool (caller).
-    if let Err(msg) = unsafe { segments::check_path(&(*inst).spec, p, inst.cast_const().cast()) } {
+    let checked = unsafe { segments::check_path(&(*inst).spec, p, inst.cast_const().cast()) }
+        // SAFETY: as above.
+        .and_then(|()| plan_farm(unsafe { &*inst }, resolve));
+    if let Err(msg) = checked {
         // SAFETY: made above by Box::into_raw, not registered anywhere.
         drop(unsafe { Box::from_raw(inst) });
         return Err(msg);
@@ -162,6 +151,36 @@ pub(crate) unsafe fn create(
         )
     };
     Ok(inst)
+}
+
+/// The farm tier's URL, TLS files and key file (read here, as root), then
+/// whatever else the engine would refuse at init.
+fn plan_farm(
+    inst: &Instance,
+    resolve: impl Fn(&Path) -> Result<PathBuf, String>,
+) -> Result<(), String> {
+    let farm_plan = inst
+        .spec
+        .farm
+        .as_ref()
+        .map(|f| farm::plan(f, resolve))
+        .transpose()?;
+    if farm_plan.as_ref().is_some_and(FarmPlan::unsealed) && config_test() {
+        // `apachectl -t` runs no init (where a start says it): say it here.
+        log::write(
+            ptr::null(),
+            Level::Warning,
+            0,
+            "SHM0204",
+            farm::UNSEALED_WARNING,
+        );
+    }
+    // With the TLS session hints; other consumers' hints only move the
+    // index/arena split.
+    crate::engine::layout::Geometry::new(inst.spec.bytes, 32, 160)
+        .map_err(|e| format!("Invalid argument: {e}"))?;
+    *inst.farm_plan.lock().unwrap_or_else(|e| e.into_inner()) = farm_plan;
+    Ok(())
 }
 
 /// `path` made absolute against ServerRoot, as httpd does for every file
@@ -241,6 +260,7 @@ pub(crate) unsafe fn init(
     log!(
         s,
         level,
+        "SHM0201",
         "cache {cname:?}: {what} [{} bytes, {} shards, entries up to {} bytes]",
         config.bytes,
         cache.shard_count(),
@@ -274,6 +294,7 @@ unsafe fn start_farm(inst: &Instance, cname: &str, s: *const server_rec) -> Resu
         log!(
             s,
             Level::Warning,
+            "SHM0202",
             "cache {cname:?}: {}",
             farm::UNSEALED_WARNING
         );
@@ -287,7 +308,12 @@ unsafe fn start_farm(inst: &Instance, cname: &str, s: *const server_rec) -> Resu
     // SAFETY: `s` is valid and outlives this configuration's children (caller).
     let farm = unsafe { farm::start(plan, cname, s, inst.home_pid, max_value) }
         .map_err(|e| InitError::new(EGENERAL, e))?;
-    log!(s, Level::Info, "cache {cname:?}: farm tier {what}");
+    log!(
+        s,
+        Level::Info,
+        "SHM0203",
+        "cache {cname:?}: farm tier {what}"
+    );
     let _ = inst.farm.set(farm);
     Ok(())
 }

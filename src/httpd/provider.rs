@@ -168,7 +168,13 @@ pub unsafe extern "C" fn socache_shm_init(
             Ok(()) => SUCCESS,
             Err(e) => {
                 // The message says it all (I/O errors carry the OS error).
-                log::write(s, Level::Err, 0, &format!("cache {cname:?}: {}", e.message));
+                log::write(
+                    s,
+                    Level::Err,
+                    0,
+                    "SHM0108",
+                    &format!("cache {cname:?}: {}", e.message),
+                );
                 e.status
             }
         }
@@ -212,7 +218,7 @@ pub unsafe extern "C" fn socache_shm_store(
     guard(s, EGENERAL, || {
         // SAFETY: `instance` is live (caller).
         let Some(tiers) = (unsafe { live(instance) }).and_then(Instance::tiers) else {
-            log!(s, Level::Debug, "store: cache not initialised");
+            log!(s, Level::Debug, "SHM0101", "store: cache not initialised");
             return EINIT;
         };
         // SAFETY: valid for their lengths during the call (caller).
@@ -231,6 +237,7 @@ fn store_failed(s: *const server_rec, e: &Error, idlen: usize) -> apr_status_t {
             log!(
                 s,
                 Level::Info,
+                "SHM0102",
                 "not caching an entry (id {idlen} bytes): {e}"
             );
         }
@@ -239,12 +246,13 @@ fn store_failed(s: *const server_rec, e: &Error, idlen: usize) -> apr_status_t {
                 log!(
                     s,
                     Level::Warning,
+                    "SHM0103",
                     "{e}; until then its stores are refused and its retrieves miss (logged once)"
                 );
             }
             return EGENERAL;
         }
-        _ => log!(s, Level::Err, "store failed: {e}"),
+        _ => log!(s, Level::Err, "SHM0104", "store failed: {e}"),
     }
     apr_status(e)
 }
@@ -308,7 +316,7 @@ fn local_miss(s: *const server_rec, miss: &Miss, cap: c_uint) {
         Miss::NotFound => {}
         Miss::Corrupt { first } => {
             if first {
-                log!(s, Level::Warning, "an entry failed its checksum: treated as not found and wiped (CacheCorruptEntries counts them; logged once per shard)");
+                log!(s, Level::Warning, "SHM0105", "an entry failed its checksum: treated as not found and wiped (CacheCorruptEntries counts them; logged once per shard)");
             }
         }
         Miss::Unavailable { shard, first } => {
@@ -316,13 +324,14 @@ fn local_miss(s: *const server_rec, miss: &Miss, cap: c_uint) {
                 log!(
                     s,
                     Level::Warning,
+                    "SHM0106",
                     "{}; until then its retrieves miss (logged once)",
                     Error::Unavailable { shard, first }
                 );
             }
         }
         Miss::BufferTooSmall { needed } => {
-            log!(s, Level::Debug, "retrieve: entry of {needed} bytes does not fit the caller's {cap}-byte buffer; treated as not found");
+            log!(s, Level::Debug, "SHM0107", "retrieve: entry of {needed} bytes does not fit the caller's {cap}-byte buffer; treated as not found");
         }
     }
 }

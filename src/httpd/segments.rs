@@ -228,7 +228,7 @@ fn open_anonymous_segment(
         match reopen_kept(fd, config, slot, "anonymous segment")? {
             Ok(opening) => return Ok(opening),
             Err(e) => {
-                log!(s, Level::Warning, "cache {cname:?}: cannot reopen the kept anonymous segment ({e}); creating a new one");
+                log!(s, Level::Warning, "SHM0301", "cache {cname:?}: cannot reopen the kept anonymous segment ({e}); creating a new one");
             }
         }
     }
@@ -261,18 +261,21 @@ pub(crate) fn remove_at_stop(cache: &Cache, s: *const server_rec) {
         Ok(false) => log!(
             s,
             Level::Warning,
+            "SHM0302",
             "left {} alone at stop: it is no longer the segment this server made",
             path.display()
         ),
         Ok(true) => log!(
             s,
             Level::Info,
+            "SHM0303",
             "removed segment file {} (server stopping)",
             path.display()
         ),
         Err(e) => log!(
             s,
             Level::Warning,
+            "SHM0304",
             "cannot remove segment file {}: {e}",
             path.display()
         ),
