@@ -158,6 +158,7 @@ pub unsafe extern "C" fn socache_shm_ssl_init_server(
             log!(
                 s,
                 Level::Debug,
+                "SHM0601",
                 "SSLSessionTickets off here: tickets= does not apply"
             );
             return OK;
@@ -169,6 +170,7 @@ pub unsafe extern "C" fn socache_shm_ssl_init_server(
             log!(
                 s,
                 Level::Warning,
+                "SHM0602",
                 "tickets={} ticket-keys={}: a ticket lives {lifetime} s (SSLSessionCacheTimeout) \
                  but is only sure to open for {keys} s after its period: tickets made late in a \
                  period will make full handshakes before they expire",
@@ -184,6 +186,7 @@ pub unsafe extern "C" fn socache_shm_ssl_init_server(
             log!(
                 s,
                 Level::Err,
+                "SHM0603",
                 "could not install the session-ticket key callback; this server keeps mod_ssl's ticket keys"
             );
             return OK;
@@ -192,6 +195,7 @@ pub unsafe extern "C" fn socache_shm_ssl_init_server(
         log!(
             s,
             Level::Info,
+            "SHM0604",
             "session tickets sealed under the cache's keys: {}{}",
             tickets::describe(spec),
             if inst.has_farm() {
@@ -218,6 +222,7 @@ fn make_keys_before_fork(inst: &Instance, spec: TicketSpec, s: *const server_rec
         log!(
             s,
             Level::Warning,
+            "SHM0605",
             "could not make a session-ticket key (no randomness?); children will try again"
         );
     }
@@ -376,6 +381,7 @@ fn said(period: u64, made: Made) {
         Made::Local | Made::Agreed => log!(
             s,
             Level::Debug,
+            "SHM0606",
             "session-ticket key of period {period}: {}",
             if made == Made::Local {
                 "made"
@@ -387,6 +393,7 @@ fn said(period: u64, made: Made) {
             s,
             Level::Warning,
             0,
+            "SHM0607",
             &format!(
                 "session-ticket key of period {period}: the farm tier could not be asked, so this \
                  host made its own; tickets it issues with it resume on this host alone \
