@@ -19,11 +19,14 @@
 //! Error texts reuse mod_socache_shmcb's where operators already know them.
 //!
 //! After the segment may come the farm tier's options (`redis=`, `seal=`,
-//! ...): see [`farm`].
+//! ...): see [`farm`]; and the session-ticket options (`tickets=`,
+//! `ticket-keys=`): see [`tickets`].
 
 pub mod farm;
+pub mod tickets;
 
 pub use farm::FarmSpec;
+pub use tickets::TicketSpec;
 
 use std::ffi::CString;
 use std::fmt;
@@ -45,6 +48,8 @@ pub struct CacheSpec {
     pub bytes: u64,
     /// The farm tier's options, if any (`redis=...`).
     pub farm: Option<FarmSpec>,
+    /// The session-ticket keys' options, if any (`tickets=...`).
+    pub tickets: Option<TicketSpec>,
 }
 
 /// Why an argument was refused. `Display` is the message httpd prints after
@@ -104,6 +109,14 @@ pub enum SpecError {
     OptionWithoutRedis { name: String },
     /// `redis=` without `seal=`.
     SealMissing,
+    /// `tickets=fast`, `tickets=12` (no unit).
+    BadTicketPeriod { text: String },
+    /// `tickets=` under [`tickets::MIN_PERIOD`] or over [`tickets::MAX_PERIOD`].
+    TicketPeriodOutOfRange { text: String },
+    /// `ticket-keys=` not a number from [`tickets::MIN_KEYS`] to [`tickets::MAX_KEYS`].
+    BadTicketKeys { text: String },
+    /// `ticket-keys=` without `tickets=`.
+    OptionWithoutTickets { name: String },
 }
 
 impl fmt::Display for SpecError {
@@ -160,8 +173,9 @@ impl fmt::Display for SpecError {
             ),
             SpecError::UnknownOption { name } => write!(
                 f,
-                "unknown option {name:?} (known: {})",
-                farm::OPTIONS.join(", ")
+                "unknown option {name:?} (known: {}, {})",
+                farm::OPTIONS.join(", "),
+                tickets::OPTIONS.join(", ")
             ),
             SpecError::DuplicateOption { name } => write!(f, "option {name:?} is given twice"),
             SpecError::EmptyOption { name } => write!(f, "option {name:?} has no value"),
@@ -200,6 +214,25 @@ impl fmt::Display for SpecError {
                  and sit in Redis in clear; give seal=FILE (48-byte records, made with \
                  `openssl rand 48 > FILE`, mode 0600, owned by root) or, knowingly, seal=off",
             ),
+            SpecError::BadTicketPeriod { text } => write!(
+                f,
+                "tickets={text} is not a period (expected a whole number with ms, s, m, h or d, e.g. tickets=12h)"
+            ),
+            SpecError::TicketPeriodOutOfRange { text } => write!(
+                f,
+                "tickets={text} is out of range (a new ticket key from every {}s to every {}d)",
+                tickets::MIN_PERIOD.as_secs(),
+                tickets::MAX_PERIOD.as_secs() / 86400
+            ),
+            SpecError::BadTicketKeys { text } => write!(
+                f,
+                "ticket-keys={text} is not a number from {} to {} (how many periods a ticket key decrypts for)",
+                tickets::MIN_KEYS,
+                tickets::MAX_KEYS
+            ),
+            SpecError::OptionWithoutTickets { name } => {
+                write!(f, "{name}= needs tickets= (the period of the ticket keys)")
+            }
         }
     }
 }
@@ -216,8 +249,39 @@ pub fn parse(arg: Option<&str>) -> Result<CacheSpec, SpecError> {
     }
     let (segment, options) = split_options(arg);
     let (path, bytes) = parse_segment(segment)?;
-    let farm = options.map(farm::parse).transpose()?;
-    Ok(CacheSpec { path, bytes, farm })
+    let (farm, tickets) = match options {
+        None => (None, None),
+        Some(options) => parse_options(options)?,
+    };
+    Ok(CacheSpec {
+        path,
+        bytes,
+        farm,
+        tickets,
+    })
+}
+
+/// The options: the ticket ones taken out, the rest (if any) the farm
+/// tier's. Malformed tokens are left to the farm parser, which names them.
+fn parse_options(text: &str) -> Result<(Option<FarmSpec>, Option<TicketSpec>), SpecError> {
+    let (ticket_tokens, rest): (Vec<&str>, Vec<&str>) =
+        text.split_ascii_whitespace().partition(|token| {
+            farm::looks_like_option(token)
+                && token
+                    .split_once('=')
+                    .is_some_and(|(name, _)| tickets::owns(name))
+        });
+    let tickets = tickets::parse(
+        ticket_tokens
+            .iter()
+            .filter_map(|token| token.split_once('=')),
+    )?;
+    let farm = if rest.is_empty() {
+        None
+    } else {
+        Some(farm::parse(&rest.join(" "))?)
+    };
+    Ok((farm, tickets))
 }
 
 /// Split the argument where its options start: at the first blank that is
@@ -390,6 +454,7 @@ mod tests {
             path: Some(PathBuf::from(p)),
             bytes,
             farm: None,
+            tickets: None,
         }
     }
 
@@ -401,6 +466,7 @@ mod tests {
                 path: None,
                 bytes: 512_000,
                 farm: None,
+                tickets: None,
             }
         );
         assert_eq!(
@@ -409,6 +475,7 @@ mod tests {
                 path: None,
                 bytes: 512_000,
                 farm: None,
+                tickets: None,
             }
         );
     }
@@ -454,6 +521,7 @@ mod tests {
                 path: None,
                 bytes: 1 << 20,
                 farm: None,
+                tickets: None,
             }
         );
     }
@@ -580,6 +648,7 @@ mod tests {
             path: None,
             bytes: 1 << 30,
             farm: None,
+            tickets: None,
         };
         assert_eq!(validate_with_memory(&spec, Some(1 << 30)), Ok(()));
         assert_eq!(
@@ -607,6 +676,7 @@ mod tests {
             path: Some(dir.join("cache")),
             bytes: DEFAULT_BYTES,
             farm: None,
+            tickets: None,
         };
         assert_eq!(validate(&good), Ok(()));
 
@@ -614,6 +684,7 @@ mod tests {
             path: Some(dir.join("nope/cache")),
             bytes: DEFAULT_BYTES,
             farm: None,
+            tickets: None,
         };
         let e = validate(&missing).expect_err("missing dir");
         assert_eq!(
@@ -628,6 +699,7 @@ mod tests {
             path: Some(dir.clone()),
             bytes: DEFAULT_BYTES,
             farm: None,
+            tickets: None,
         };
         assert_eq!(
             validate(&is_dir),
@@ -641,6 +713,7 @@ mod tests {
             path: Some(plain.join("cache")),
             bytes: DEFAULT_BYTES,
             farm: None,
+            tickets: None,
         };
         assert_eq!(
             validate(&under_file),
@@ -660,6 +733,7 @@ mod tests {
                 path: Some(ro_dir.join("cache")),
                 bytes: DEFAULT_BYTES,
                 farm: None,
+                tickets: None,
             };
             let e = validate(&ro).expect_err("read-only dir");
             assert!(matches!(e, SpecError::NotWritable { .. }), "{e:?}");

@@ -148,6 +148,9 @@ pub struct Options {
     pub log_level: String,
     /// Appended to the configuration.
     pub extra: String,
+    /// `SSLSessionTickets on` (default off: the session cache tests want
+    /// every resumption to go through the cache).
+    pub tickets: bool,
 }
 
 impl Options {
@@ -161,7 +164,14 @@ impl Options {
             cache_timeout: 300,
             log_level: "info".into(),
             extra: String::new(),
+            tickets: false,
         }
+    }
+
+    /// `SSLSessionTickets on`: clients resume from stateless tickets.
+    pub fn session_tickets(mut self, on: bool) -> Options {
+        self.tickets = on;
+        self
     }
 
     pub fn cache(mut self, cache: SessionCache) -> Options {
