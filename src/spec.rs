@@ -194,10 +194,10 @@ impl fmt::Display for SpecError {
                 farm::MAX_PREFIX
             ),
             SpecError::RedisTwice => f.write_str(
-                "more than one of redis=, redis-cluster= and redis-sentinel= is given (name one second tier)",
+                "more than one of redis=, redis-cluster=, redis-sentinel= and memcache= is given (name one second tier)",
             ),
             SpecError::ReplicaWithCluster => f.write_str(
-                "redis-replica= cannot go with redis-cluster= (name a replica of one master)",
+                "redis-replica= cannot go with redis-cluster= or memcache= (name a replica of one Redis master)",
             ),
             SpecError::SentinelWithoutMaster => f.write_str(
                 "redis-sentinel= needs redis-master= (the name of the master the sentinels watch)",
@@ -207,7 +207,7 @@ impl fmt::Display for SpecError {
             }
             SpecError::OptionWithoutRedis { name } => write!(
                 f,
-                "option {name:?} needs redis=, redis-cluster= or redis-sentinel= (the farm tier's server)"
+                "option {name:?} needs redis=, redis-cluster=, redis-sentinel= or memcache= (the farm tier's servers)"
             ),
             SpecError::SealMissing => f.write_str(
                 "redis= without seal=: the cached TLS sessions' master secrets would cross the network \

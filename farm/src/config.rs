@@ -110,6 +110,7 @@ impl Farm {
         let route = match endpoint.topology() {
             Topology::Single => Route::Single(addresses.swap_remove(0)),
             Topology::Cluster => Route::Cluster(addresses),
+            Topology::Memcache => Route::Memcache(addresses),
             Topology::Sentinel => Route::Sentinel {
                 sentinels: addresses,
                 master: endpoint.master().unwrap_or_default().to_string(),

@@ -1,5 +1,9 @@
 //! One connection to one Redis node: commands packed by redis-rs
-//! ([`redis::Cmd`]), replies read by redis-rs's parser ([`redis::Parser`]),
+//! ([`redis::Cmd`]), replies read by redis-rs's parser ([`redis::Parser`]);
+//! or, for memcached, meta commands encoded and reply headers parsed by
+//! the `memcache` crate's wire layer ([`Protocol::Meta`]), whose replies
+//! are given to the caller as the RESP values they mean (`HD` as OK, `VA`
+//! as a bulk string, `EN`/`NF` as nil, `NS`/`EX`/errors as error replies),
 //! over a [`Stream`] whose every byte is bounded by the operation's deadline
 //! and budget (module `transport`). No protocol code of our own.
 //!
@@ -15,7 +19,7 @@
 //! ([`Drained`]).
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::time::Instant;
 
 use redis::{Parser, RedisError, Value};
@@ -95,11 +99,26 @@ pub enum Sent {
 /// outcome.
 pub type Drained = Vec<(Sent, Result<(), Failure>)>;
 
+/// The protocol a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Redis (RESP2).
+    Resp,
+    /// memcached's meta protocol.
+    Meta,
+}
+
+/// The longest meta reply header line read.
+const META_LINE: usize = 1024;
+
 /// One connection.
 pub struct Conn {
     address: Address,
     stream: Stream,
+    protocol: Protocol,
     parser: Parser,
+    /// Bytes read past the last meta reply (meta only).
+    meta_buf: Vec<u8>,
     pending: VecDeque<Sent>,
     /// The link's generation when it was made (module `link`).
     pub generation: u64,
@@ -123,6 +142,7 @@ impl Conn {
         connector: &Connector,
         address: &Address,
         login: &Login,
+        protocol: Protocol,
         deadline: Instant,
         generation: u64,
     ) -> Result<Conn, Failure> {
@@ -139,11 +159,16 @@ impl Conn {
         let mut conn = Conn {
             address: address.clone(),
             stream,
+            protocol,
             parser: Parser::new(),
+            meta_buf: Vec::new(),
             pending: VecDeque::new(),
             generation,
         };
         let mut setup = Vec::new();
+        if protocol == Protocol::Meta {
+            return Ok(conn); // no AUTH, no SELECT (memcached has neither)
+        }
         if let Some(password) = &login.password {
             let mut auth = redis::cmd("AUTH");
             if let Some(user) = &login.user {
@@ -258,6 +283,9 @@ impl Conn {
     }
 
     fn read(&mut self, deadline: Instant, budget: usize, what: &str) -> Result<Value, Failure> {
+        if self.protocol == Protocol::Meta {
+            return self.read_meta(deadline, budget, what);
+        }
         self.stream.arm(deadline, budget);
         let value = self
             .parser
@@ -265,6 +293,121 @@ impl Conn {
             .map_err(|e| self.parse_failure(what, &e))?;
         self.stream.keep_session();
         Ok(value)
+    }
+
+    /// One meta reply: the header line (at most [`META_LINE`] bytes),
+    /// parsed by the memcache crate, then the data block it announces, if
+    /// no larger than `budget` (else refused unread), as a RESP value.
+    fn read_meta(
+        &mut self,
+        deadline: Instant,
+        budget: usize,
+        what: &str,
+    ) -> Result<Value, Failure> {
+        use memcache::exp::{MetaResponse, ReturnCode};
+        self.stream.arm(deadline, budget.saturating_add(META_LINE));
+        let line = self.meta_take_through_crlf(META_LINE, what)?;
+        let header = &line[..line.len() - 2];
+        let response = match MetaResponse::parse_header(header) {
+            Ok(r) => r,
+            Err(e) => {
+                let text = format!("{e}");
+                // memcached's own refusals (SERVER_ERROR out of memory,
+                // CLIENT_ERROR ...) are error replies; anything else is a
+                // reply no command of ours gets.
+                if header.starts_with(b"SERVER_ERROR") || header.starts_with(b"CLIENT_ERROR") {
+                    return Ok(error_value(&text));
+                }
+                return Err(Failure::new(
+                    FailureKind::BadReply,
+                    format!("{what} {}: unreadable reply: {text}", self.address),
+                ));
+            }
+        };
+        Ok(match response.rc {
+            ReturnCode::Hd | ReturnCode::Mn => Value::Okay,
+            ReturnCode::En | ReturnCode::Nf => Value::Nil,
+            ReturnCode::Ns => error_value("NOTSTORED not stored"),
+            ReturnCode::Ex => error_value("EXISTS item exists"),
+            ReturnCode::Va => {
+                let len = response.datalen.unwrap_or(0);
+                if len > budget {
+                    return Err(Failure::new(
+                        FailureKind::BadReply,
+                        format!(
+                            "{what} {}: {} ({len} bytes announced)",
+                            self.address,
+                            crate::transport::ReplyTooLarge
+                        ),
+                    ));
+                }
+                let mut block = self.meta_take_exact(len + 2, what)?;
+                if !block.ends_with(b"\r\n") {
+                    return Err(Failure::new(
+                        FailureKind::BadReply,
+                        format!("{what} {}: a value block without its end", self.address),
+                    ));
+                }
+                block.truncate(len);
+                Value::BulkString(block)
+            }
+            ReturnCode::Me => {
+                return Err(Failure::new(
+                    FailureKind::BadReply,
+                    format!("{what} {}: unexpected debug reply", self.address),
+                ))
+            }
+        })
+    }
+
+    /// Bytes through the next CRLF, at most `limit` of them.
+    fn meta_take_through_crlf(&mut self, limit: usize, what: &str) -> Result<Vec<u8>, Failure> {
+        loop {
+            if let Some(at) = self.meta_buf.windows(2).position(|w| w == b"\r\n") {
+                let rest = self.meta_buf.split_off(at + 2);
+                return Ok(std::mem::replace(&mut self.meta_buf, rest));
+            }
+            if self.meta_buf.len() > limit {
+                return Err(Failure::new(
+                    FailureKind::BadReply,
+                    format!(
+                        "{what} {}: a reply line longer than {limit} bytes",
+                        self.address
+                    ),
+                ));
+            }
+            self.meta_fill(what)?;
+        }
+    }
+
+    /// Exactly `n` bytes.
+    fn meta_take_exact(&mut self, n: usize, what: &str) -> Result<Vec<u8>, Failure> {
+        while self.meta_buf.len() < n {
+            self.meta_fill(what)?;
+        }
+        let rest = self.meta_buf.split_off(n);
+        Ok(std::mem::replace(&mut self.meta_buf, rest))
+    }
+
+    /// One read into the meta buffer (bounded by the armed deadline and
+    /// budget).
+    fn meta_fill(&mut self, what: &str) -> Result<(), Failure> {
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Err(Failure::new(
+                FailureKind::Connection,
+                format!("{what} {}: the server closed the connection", self.address),
+            )),
+            Ok(n) => {
+                self.meta_buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Err(e) if self.stream.budget_spent() => Err(Failure::new(
+                FailureKind::BadReply,
+                format!("{what} {}: {e}", self.address),
+            )),
+            Err(e) => Err(self.io_failure(what, &e.to_string())),
+        }
     }
 
     fn parse_failure(&self, what: &str, e: &RedisError) -> Failure {
@@ -300,6 +443,13 @@ impl Conn {
             )
         }
     }
+}
+
+/// An error reply, as redis-rs would have parsed it from `-{text}`.
+fn error_value(text: &str) -> Value {
+    let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+    redis::parse_redis_value(format!("-{clean}\r\n").as_bytes())
+        .unwrap_or_else(|_| Value::SimpleString(clean))
 }
 
 impl Sent {

@@ -51,6 +51,8 @@ pub enum Topology {
     Cluster,
     /// The master a set of Redis Sentinels names.
     Sentinel,
+    /// memcached servers (keys spread over them).
+    Memcache,
 }
 
 /// A validated farm address.
@@ -103,6 +105,39 @@ impl Endpoint {
             self.nodes.first().map(|n| n.addr()),
             Some(redis::ConnectionAddr::Unix(_))
         )
+    }
+
+    /// memcached servers: `host:port,...` or `memcache://host:port`
+    /// (`memcaches://` for TLS), comma-separated.
+    pub fn parse_memcache(list: &str) -> Result<Endpoint, EndpointError> {
+        let entries: Vec<String> = list
+            .split(',')
+            .map(|e| {
+                let e = e.trim();
+                if let Some(rest) = e.strip_prefix("memcaches://") {
+                    format!("rediss://{rest}")
+                } else if let Some(rest) = e.strip_prefix("memcache://") {
+                    format!("redis://{rest}")
+                } else {
+                    e.to_string()
+                }
+            })
+            .collect();
+        let mut e = Self::parse_list(&entries.join(","), false)?;
+        if e.nodes.iter().any(|n| {
+            let r = n.redis_settings();
+            r.username().is_some() || r.password().is_some()
+        }) {
+            return Err(EndpointError::MemcacheCredentials {
+                list: redact_list(list),
+            });
+        }
+        e.topology = Topology::Memcache;
+        e.shown = e
+            .shown
+            .replace("rediss://", "memcaches://")
+            .replace("redis://", "memcache://");
+        Ok(e)
     }
 
     /// The master's name (sentinel only).
@@ -477,6 +512,8 @@ pub enum EndpointError {
     UnixInList { value: String },
     /// A Unix socket URL whose path is not absolute.
     UnixPath { value: String },
+    /// Credentials in a memcached address (SASL is not supported).
+    MemcacheCredentials { list: String },
     /// A sentinel master name that is empty or not `[A-Za-z0-9._-]`.
     BadMasterName { name: String },
     /// Not a URL the parser understands.
@@ -525,6 +562,10 @@ impl fmt::Display for EndpointError {
             Self::UnixPath { value } => write!(
                 f,
                 "Redis address '{value}': the socket's path must be absolute (unix:///run/redis/redis.sock)"
+            ),
+            Self::MemcacheCredentials { list } => write!(
+                f,
+                "memcached address '{list}': user and password are not supported (memcached's SASL needs the binary protocol); keep memcached on a private network or use memcaches:// with a firewall"
             ),
             Self::BadMasterName { name } => write!(
                 f,

@@ -47,6 +47,15 @@
 //! failover is followed within a moment of the sentinels announcing it
 //! (`+switch-master`), with no subscription and no thread.
 //!
+//! # memcached
+//!
+//! Several servers, each key on one (CRC16 of the key modulo their number,
+//! so a dead server costs only its keys: its failures count as one node's,
+//! like a cluster node's), spoken to in the meta protocol (module `conn`):
+//! `mg KEY v`, `ms KEY LEN T<secs>` (a lifetime over 30 days is sent as an
+//! absolute time, memcached's rule), `md KEY`, and for an agreement `ms`
+//! with mode `E` (add) then `mg`.
+//!
 //! # Processes
 //!
 //! A link belongs to the process that made it (its pid is recorded). After
@@ -61,7 +70,7 @@ use std::time::{Duration, Instant};
 
 use redis::{ErrorKind, ServerErrorKind, Value};
 
-use crate::conn::{Conn, Drained, Failure, FailureKind, Login, Sent};
+use crate::conn::{Conn, Drained, Failure, FailureKind, Login, Protocol, Sent};
 use crate::transport::{Address, Connector};
 
 /// The least time between two slot-map refreshes of one process.
@@ -89,6 +98,8 @@ pub enum Route {
     Single(Address),
     /// A Redis Cluster, found through these seeds.
     Cluster(Vec<Address>),
+    /// memcached servers, keys spread over them.
+    Memcache(Vec<Address>),
     /// The master the sentinels name.
     Sentinel {
         /// The sentinels.
@@ -191,10 +202,21 @@ impl Link {
         self.pid
     }
 
+    /// The protocol of this link's servers.
+    fn protocol(&self) -> Protocol {
+        match self.shared.route {
+            Route::Memcache(_) => Protocol::Meta,
+            _ => Protocol::Resp,
+        }
+    }
+
     /// `GET key`, its reply read before `deadline` and at most `budget`
     /// bytes long.
     pub fn get(&self, key: &[u8], deadline: Instant, budget: usize) -> Outcome<Option<Vec<u8>>> {
-        let command = redis::cmd("GET").arg(key).get_packed_command();
+        let command = match self.protocol() {
+            Protocol::Resp => redis::cmd("GET").arg(key).get_packed_command(),
+            Protocol::Meta => meta::get(key),
+        };
         self.run_at(key, deadline, self.shared.replica.as_ref(), |conn| {
             let (drained, value) = conn.call("GET", &command, deadline, budget)?;
             let found = match value {
@@ -217,12 +239,15 @@ impl Link {
         deadline: Instant,
         wait: bool,
     ) -> Outcome<()> {
-        let command = redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(px_ms)
-            .get_packed_command();
+        let command = match self.protocol() {
+            Protocol::Resp => redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(px_ms)
+                .get_packed_command(),
+            Protocol::Meta => meta::set(key, value, px_ms, false),
+        };
         self.write(Sent::Set, key, &command, deadline, wait)
     }
 
@@ -237,6 +262,9 @@ impl Link {
         deadline: Instant,
         budget: usize,
     ) -> Outcome<Option<Vec<u8>>> {
+        if self.protocol() == Protocol::Meta {
+            return self.add_then_get(key, value, px_ms, deadline, budget);
+        }
         let command = redis::cmd("SET")
             .arg(key)
             .arg(value)
@@ -257,9 +285,45 @@ impl Link {
         })
     }
 
+    /// memcached's agreement: `ms` in add mode, then (if another value was
+    /// there) `mg`, on one connection, within one deadline.
+    fn add_then_get(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        px_ms: u64,
+        deadline: Instant,
+        budget: usize,
+    ) -> Outcome<Option<Vec<u8>>> {
+        let add = meta::set(key, value, px_ms, true);
+        let get = meta::get(key);
+        self.run(key, deadline, |conn| {
+            let (mut drained, reply) = conn.call("ms (add)", &add, deadline, crate::conn::SLACK)?;
+            match reply {
+                Value::Okay => return Ok((drained, Ok(None))),
+                Value::ServerError(e) if e.code() == "NOTSTORED" => {}
+                Value::ServerError(e) => return Ok((drained, Err(refused(conn, "ms (add)", e)))),
+                other => return Ok((drained, Err(conn.unexpected("ms (add)", &other)))),
+            }
+            let (more, reply) = conn.call("mg", &get, deadline, budget)?;
+            drained.extend(more);
+            let found = match reply {
+                Value::BulkString(bytes) => Ok(Some(bytes)),
+                // Gone between the two commands: ours may be stored now.
+                Value::Nil => Ok(None),
+                Value::ServerError(e) => Err(refused(conn, "mg", e)),
+                other => Err(conn.unexpected("mg", &other)),
+            };
+            Ok((drained, found))
+        })
+    }
+
     /// `DEL key`, like [`set`](Self::set).
     pub fn del(&self, key: &[u8], deadline: Instant, wait: bool) -> Outcome<()> {
-        let command = redis::cmd("DEL").arg(key).get_packed_command();
+        let command = match self.protocol() {
+            Protocol::Resp => redis::cmd("DEL").arg(key).get_packed_command(),
+            Protocol::Meta => meta::delete(key),
+        };
         self.write(Sent::Del, key, &command, deadline, wait)
     }
 
@@ -399,6 +463,9 @@ impl Link {
     /// Marks a cluster failure as one node's, and a failed node's slot map
     /// as worth refreshing.
     fn note(&self, mut failure: Failure) -> Failure {
+        if matches!(self.shared.route, Route::Memcache(_)) {
+            failure.node = true; // one server's keys only
+        }
         if matches!(self.shared.route, Route::Sentinel { .. })
             && (failure.kind != FailureKind::Refused || failure.why.contains("READONLY"))
         {
@@ -480,7 +547,14 @@ impl Link {
             Route::Sentinel { sentinels, .. } if sentinels.contains(address) => &anonymous,
             _ => &self.shared.login,
         };
-        match Conn::open(&self.shared.connector, address, login, deadline, generation) {
+        match Conn::open(
+            &self.shared.connector,
+            address,
+            login,
+            self.protocol(),
+            deadline,
+            generation,
+        ) {
             Ok(conn) => Ok(Some((conn, false))),
             Err(failure) => {
                 self.shared.open.fetch_sub(1, Ordering::AcqRel);
@@ -499,6 +573,7 @@ impl Link {
             Route::Single(_) => self.shared.max,
             // The master's, and one to ask a sentinel.
             Route::Sentinel { .. } => self.shared.max.saturating_add(1),
+            Route::Memcache(servers) => self.shared.max.saturating_mul(servers.len().max(1)),
             Route::Cluster(seeds) => {
                 let nodes = self.slots().nodes.len().max(seeds.len()).max(1);
                 self.shared.max.saturating_mul(nodes)
@@ -548,6 +623,12 @@ impl Link {
     fn route(&self, key: &[u8], deadline: Instant) -> Result<Address, Failure> {
         let seeds = match &self.shared.route {
             Route::Single(address) => return Ok(address.clone()),
+            Route::Memcache(servers) => {
+                let i = usize::from(key_slot(key)) % servers.len().max(1);
+                return servers.get(i).cloned().ok_or_else(|| {
+                    Failure::new(FailureKind::Connection, "no memcached server".to_string())
+                });
+            }
             Route::Sentinel { sentinels, master } => {
                 return self.master_address(sentinels, master, deadline)
             }
@@ -745,6 +826,53 @@ fn moved_slot(failure: &Failure) -> Option<(u16, Address)> {
     let (addr, slot) = error.redirect_node()?;
     let (host, port) = addr.rsplit_once(':')?;
     Some((slot, Address::literal(host, port.parse().ok()?)?))
+}
+
+/// memcached meta commands, encoded by the memcache crate.
+mod meta {
+    use memcache::exp::{
+        build_delete, build_get, build_set, DeleteOptions, GetOptions, SetMode, SetOptions,
+    };
+
+    /// memcached reads a lifetime above 30 days as an absolute Unix time.
+    const RELATIVE_MAX_SECS: u64 = 30 * 24 * 3600;
+
+    fn encode(command: Result<memcache::exp::MetaCommand, memcache::MemcacheError>) -> Vec<u8> {
+        // Our keys are short printable ASCII (prefix, namespace, hex id)
+        // and the options valid: encoding cannot fail. Were it to, the
+        // empty command is written and its missing reply times out.
+        command.and_then(|c| c.encode()).unwrap_or_default()
+    }
+
+    pub(super) fn get(key: &[u8]) -> Vec<u8> {
+        let options = GetOptions {
+            value: true,
+            ..GetOptions::default()
+        };
+        encode(build_get(key.to_vec(), &options))
+    }
+
+    pub(super) fn set(key: &[u8], value: &[u8], px_ms: u64, add: bool) -> Vec<u8> {
+        let secs = px_ms.div_ceil(1000).max(1);
+        let ttl = if secs > RELATIVE_MAX_SECS {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            now.saturating_add(secs)
+        } else {
+            secs
+        };
+        let options = SetOptions {
+            ttl: Some(u32::try_from(ttl).unwrap_or(u32::MAX)),
+            mode: if add { SetMode::Add } else { SetMode::Set },
+            ..SetOptions::default()
+        };
+        encode(build_set(key.to_vec(), value.to_vec(), &options))
+    }
+
+    pub(super) fn delete(key: &[u8]) -> Vec<u8> {
+        encode(build_delete(key.to_vec(), &DeleteOptions::default()))
+    }
 }
 
 /// The master's address in a `SENTINEL get-master-addr-by-name` reply.

@@ -82,6 +82,7 @@ pub(crate) fn plan(
         Redis::Server(url) => Endpoint::parse(url),
         Redis::Cluster(list) => Endpoint::parse_cluster(list),
         Redis::Sentinel { sentinels, master } => Endpoint::parse_sentinel(sentinels, master),
+        Redis::Memcache(list) => Endpoint::parse_memcache(list),
     }
     .map_err(|e| format!("Invalid argument: {e}"))?;
     let replica = spec

@@ -17,6 +17,7 @@
 //! | `redis-cluster=LIST`   | a Redis Cluster: seed nodes `host:port` or URLs, comma-separated |
 //! | `redis-sentinel=LIST`  | Redis Sentinels (`host:port` or URLs, comma-separated), with `redis-master=` |
 //! | `redis-master=NAME`    | the master's name the sentinels watch                          |
+//! | `memcache=LIST`        | memcached servers: `host:port` or `memcache://host:port` (`memcaches://` for TLS), comma-separated; keys spread over them |
 //! | `redis-replica=URL`    | a replica (beside this host, e.g. `unix:///run/redis/replica.sock`) that lookups ask instead of the master; stores still go to the master |
 //! | `redis-ca=FILE`        | CA certificates that verify a `rediss://` server (default: the system's) |
 //! | `redis-cert=FILE`      | client certificate for `rediss://` (with `redis-key`)          |
@@ -58,6 +59,8 @@ pub enum Redis {
     Cluster(String),
     /// `redis-sentinel=LIST redis-master=NAME`.
     Sentinel { sentinels: String, master: String },
+    /// `memcache=LIST`.
+    Memcache(String),
 }
 
 /// How values are sealed.
@@ -84,8 +87,9 @@ pub struct FarmSpec {
 }
 
 /// Every option name, in the order the table above gives them.
-pub const OPTIONS: [&str; 11] = [
+pub const OPTIONS: [&str; 12] = [
     "redis",
+    "memcache",
     "redis-cluster",
     "redis-sentinel",
     "redis-master",
@@ -115,6 +119,7 @@ pub(super) fn parse(text: &str) -> Result<FarmSpec, SpecError> {
     let mut seen: Vec<&str> = Vec::new();
     let (mut redis, mut cluster) = (None, None);
     let (mut sentinels, mut master, mut replica) = (None, None, None);
+    let mut memcache = None;
     let (mut ca, mut cert, mut key) = (None, None, None);
     let (mut timeout, mut seal, mut prefix) = (None, None, None);
     for token in text.split_ascii_whitespace() {
@@ -146,6 +151,7 @@ pub(super) fn parse(text: &str) -> Result<FarmSpec, SpecError> {
             "redis-sentinel" => sentinels = Some(value.to_string()),
             "redis-master" => master = Some(value.to_string()),
             "redis-replica" => replica = Some(value.to_string()),
+            "memcache" => memcache = Some(value.to_string()),
             "redis-ca" => ca = path(),
             "redis-cert" => cert = path(),
             "redis-key" => key = path(),
@@ -169,14 +175,15 @@ pub(super) fn parse(text: &str) -> Result<FarmSpec, SpecError> {
     if master.is_some() && sentinels.is_none() {
         return Err(SpecError::MasterWithoutSentinel);
     }
-    let redis = match (redis, cluster, sentinels) {
-        (Some(url), None, None) => Redis::Server(url),
-        (None, Some(list), None) => Redis::Cluster(list),
-        (None, None, Some(sentinels)) => Redis::Sentinel {
+    let redis = match (redis, cluster, sentinels, memcache) {
+        (Some(url), None, None, None) => Redis::Server(url),
+        (None, Some(list), None, None) => Redis::Cluster(list),
+        (None, None, Some(sentinels), None) => Redis::Sentinel {
             sentinels,
             master: master.ok_or(SpecError::SentinelWithoutMaster)?,
         },
-        (None, None, None) => {
+        (None, None, None, Some(list)) => Redis::Memcache(list),
+        (None, None, None, None) => {
             let name = seen.first().copied().unwrap_or("timeout");
             return Err(SpecError::OptionWithoutRedis {
                 name: name.to_string(),
@@ -185,7 +192,7 @@ pub(super) fn parse(text: &str) -> Result<FarmSpec, SpecError> {
         _ => return Err(SpecError::RedisTwice),
     };
     let seal = seal.ok_or(SpecError::SealMissing)?;
-    if replica.is_some() && matches!(redis, Redis::Cluster(_)) {
+    if replica.is_some() && matches!(redis, Redis::Cluster(_) | Redis::Memcache(_)) {
         return Err(SpecError::ReplicaWithCluster);
     }
     Ok(FarmSpec {
@@ -335,7 +342,7 @@ mod tests {
             ("/c(1M) redis=redis://h:1", "master secrets"),
             (
                 "/c(1M) seal=/k",
-                "\"seal\" needs redis=, redis-cluster= or redis-sentinel=",
+                "\"seal\" needs redis=, redis-cluster=, redis-sentinel= or memcache=",
             ),
             (
                 "/c(1M) redis-sentinel=h:26379 seal=off",
