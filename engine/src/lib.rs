@@ -13,6 +13,8 @@
 //!   and CLOCK eviction; `shard::fsck`: the consistency check.
 //! - [`Cache`]: the public API; `outcome`: what its operations answer.
 //! - [`figures`]: the cache's figures as named lines (server-status, shmcache).
+//! - `testkit` (the `testkit` feature, dev-only): the RNG, the fork-shared
+//!   page and the cache model of the tests, examples, bench and fuzzer.
 //!
 //! A later tier (a shared Redis for server farms) sits *behind* a `Cache`:
 //! nothing here assumes an entry lives only in this segment, and a miss is
