@@ -32,8 +32,8 @@
 //! an `EMPTY`, once gone from a group, comes back only by a clear), else a
 //! tombstone. When full slots plus tombstones reach the load limit and
 //! tombstones exist, the shard rebuilds its index in place from the arena
-//! (`Locked::rebuild_index`, in `shard::evict`), which is bounded by the shard's size, not the
-//! cache's.
+//! (`Locked::rebuild_index`, in `shard/evict.rs`), which is bounded by the
+//! shard's size, not the cache's.
 
 use std::ptr;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -59,9 +59,9 @@
 //!    (stores). While the mark is set, operations on the shard answer at
 //!    once without touching its lock. [`REINIT_AFTER_SECS`] (5 s) later,
 //!    the first operation to come claims the reinitialisation (a
-//!    compare-and-swap to `REINIT_CLAIMED`),
-//!    initialises a fresh mutex over the old words, takes it, zeroes the
-//!    shard (a recovery) and puts it back in service. A holder that was
+//!    compare-and-swap to `REINIT_CLAIMED`), initialises a fresh mutex over
+//!    the old words, takes it, zeroes the shard (a recovery) and puts it
+//!    back in service. A holder that was
 //!    merely stopped for those seconds loses its shard's entries: when it
 //!    resumes it may write into the wiped shard, which the checksums and
 //!    bounds checks then treat as corruption (a miss), never as data. The
@@ -79,8 +79,8 @@
 //!    never in the arena, whose free blocks stay all zeros.
 //!
 //! # Expiry and eviction
-//! In [`evict`] (the sweeps and CLOCK), beside the index rebuild they
-//! share the store path with.
+//! In [`evict`]: the expiry sweeps, CLOCK and the index rebuild, the ways
+//! a store makes room.
 //!
 //! # Secrets
 //! An entry's bytes are zeroed before its block is freed, whatever the reason:
@@ -89,9 +89,9 @@
 //! expiry, not only when its id comes back: every store to a shard in which
 //! something has expired also sweeps [`SWEEP_SLOTS`](evict::SWEEP_SLOTS)
 //! index slots (a cursor that walks the whole index in turn), and
-//! [`Locked::sweep_expired`] clears
-//! a whole shard (httpd's parent runs it from its monitor hook, about every
-//! 10 s, so an idle shard is cleared too).
+//! [`Locked::sweep_expired`] clears a whole shard (httpd's parent runs it
+//! from its monitor hook, about every 10 s, so an idle shard is cleared
+//! too).
 //!
 //! # Integrity
 //! Each entry carries a checksum of its value keyed by the hash of its id
