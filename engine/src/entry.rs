@@ -286,9 +286,8 @@ pub fn id_is_unlocked(arena: &Arena, block: u32, id: &[u8]) -> bool {
 }
 
 /// Copy the value of the entry in `block` (header `head`, read by
-/// [`head_unlocked`]) into `buf`, without the lock; `None` if the block
-/// cannot hold it (a torn header). The caller has checked
-/// `head.value_len <= buf.len()`.
+/// [`head_unlocked`]) into `buf`, without the lock; its length, or `None`
+/// if `buf` is too small or the block cannot hold it (a torn header).
 #[inline]
 pub fn copy_value_unlocked(
     arena: &Arena,
@@ -296,11 +295,13 @@ pub fn copy_value_unlocked(
     head: EntryHead,
     buf: &mut [u8],
 ) -> Option<usize> {
-    debug_assert!(head.value_len as usize <= buf.len());
-    let n = (head.value_len as usize).min(buf.len());
+    let n = head.value_len as usize;
+    if n > buf.len() {
+        return None;
+    }
     let p = arena.try_payload(block, ENTRY_HEADER + head.id_len + head.value_len)?;
     // SAFETY: try_payload checked the id and value lie inside the block,
-    // inside the region; buf holds n bytes and n <= value_len. The accepted
+    // inside the region; buf holds n = value_len bytes (checked). The accepted
     // race of this section: a raw copy of bytes a lock holder may be
     // rewriting; the copy is used only if the sequence word shows no
     // mutation ran meanwhile and its checksum matches.

@@ -219,11 +219,12 @@ impl Shard {
             None => Err(Miss::NotFound),
             Some((word, head)) => {
                 let block = word & !MARKS;
-                if head.expiry <= now || head.value_len as usize > buf.len() {
+                // Expired (to reclaim) or a buffer too small (to say how
+                // much is needed): the locked path answers.
+                if head.expiry <= now {
                     return None;
                 }
-                entry::copy_value_unlocked(&self.arena, block, head, buf)?;
-                Ok(head.value_len as usize)
+                Ok(entry::copy_value_unlocked(&self.arena, block, head, buf)?)
             }
         };
         if !seqlock::read_end(seq, before) {
