@@ -219,8 +219,9 @@ impl Shard {
             None => Err(Miss::NotFound),
             Some((word, head)) => {
                 let block = word & !MARKS;
-                // Expired (to reclaim) or a buffer too small (to say how
-                // much is needed): the locked path answers.
+                // Expired (to reclaim), or a buffer too small (to say how
+                // much is needed; the copy's `None`): the locked path
+                // answers.
                 if head.expiry <= now {
                     return None;
                 }
