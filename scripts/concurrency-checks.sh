@@ -25,9 +25,9 @@ t0=$SECONDS
 # 1. miri. Stacked Borrows and strict provenance over the engine's unit
 # tests (single-threaded; file segments and the 4 MiB probe statistics
 # are ignored under miri, see cache.rs). Skipped: arena's
-# random_churn_keeps_invariants (20,000 operations on a 256 KiB arena,
-# over 10 minutes under miri; arena.rs is being changed elsewhere, so its
-# size is not scaled down here yet).
+# random_churn_keeps_invariants (20,000 operations on a 256 KiB arena:
+# over 10 minutes under miri, for code paths the other arena and cache
+# tests already take there).
 echo "--- miri: engine unit tests (Stacked Borrows, strict provenance)"
 MIRIFLAGS="-Zmiri-disable-isolation -Zmiri-strict-provenance" \
     cargo +nightly miri test -p socache-shm-engine --lib -- \
@@ -49,7 +49,9 @@ MIRIFLAGS="-Zmiri-disable-isolation -Zmiri-strict-provenance -Zmiri-disable-data
 t1=$SECONDS
 
 # 2. The loom model: every interleaving of a killable writer, a
-# recovering locker and an unlocked reader, two preemptions at most.
+# recovering locker and an unlocked reader, two preemptions at most. It
+# runs the engine's own sequence-word code (engine/src/seqlock.rs, built
+# into the model with cfg(loom); see checks/loom/src/lib.rs).
 echo "--- loom model (checks/loom)"
 (cd checks/loom && LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR="$target/loom" \
     cargo test --release)

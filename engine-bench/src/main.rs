@@ -15,10 +15,11 @@
 
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use socache_shm_engine::testkit::{Rng, SharedPage};
 use socache_shm_engine::{Cache, CacheConfig, Clock, SystemClock, Timestamp};
 
 const ID_LEN: usize = 32;
@@ -73,23 +74,6 @@ fn main() {
 // ---------------------------------------------------------------------------
 // Keys, values, randomness
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        // Lemire's multiply-shift: unbiased enough for a benchmark, no division.
-        (((self.next() >> 32) * n as u64) >> 32) as usize
-    }
-}
-
 fn key(seed: u64) -> [u8; ID_LEN] {
     let mut r = Rng(seed);
     let mut k = [0u8; ID_LEN];
@@ -140,7 +124,7 @@ fn live_keys(cache: &Cache) -> Vec<[u8; ID_LEN]> {
     });
     let mut r = Rng(0x5EED);
     for i in (1..keys.len()).rev() {
-        keys.swap(i, r.below(i + 1));
+        keys.swap(i, r.pick(i + 1));
     }
     keys
 }
@@ -222,7 +206,7 @@ fn work(cache: &Cache, keys: &[[u8; ID_LEN]], op: Op, w: usize, p: usize, dur: D
         let t0 = if sample { Some(Instant::now()) } else { None };
         let ok = match op {
             Op::Hit => {
-                let k = &keys[rng.below(keys.len())];
+                let k = &keys[rng.pick(keys.len())];
                 cache.retrieve(k, &mut buf).is_ok()
             }
             Op::Miss => {
@@ -262,49 +246,10 @@ fn work(cache: &Cache, keys: &[[u8; ID_LEN]], op: Op, w: usize, p: usize, dur: D
     }
 }
 
-/// A MAP_SHARED anonymous page: start barrier for forked workers.
-struct Barrier(*mut AtomicU32);
-
-impl Barrier {
-    fn new() -> Barrier {
-        // SAFETY: a fresh anonymous shared mapping; no pointer passed in.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(
-            p,
-            libc::MAP_FAILED,
-            "mmap: {}",
-            std::io::Error::last_os_error()
-        );
-        Barrier(p.cast())
-    }
-
-    /// [0]: workers ready; [1]: go.
-    fn word(&self, i: usize) -> &AtomicU32 {
-        // SAFETY: the page is mapped until drop, zero-initialised (a valid
-        // AtomicU32) and only accessed atomically; i is 0 or 1.
-        unsafe { &*self.0.add(i) }
-    }
-}
-
-impl Drop for Barrier {
-    fn drop(&mut self) {
-        // SAFETY: mapped in new() with this length; no reference outlives self.
-        unsafe { libc::munmap(self.0.cast(), 4096) };
-    }
-}
-
 /// Run `op` in `p` forked processes at once; the aggregate.
 fn forked(cache: &Cache, keys: &[[u8; ID_LEN]], op: Op, p: usize, dur: Duration) -> Run {
-    let barrier = Barrier::new();
+    // [0]: workers ready; [1]: go.
+    let barrier = SharedPage::new();
     let mut kids = Vec::new();
     for w in 0..p {
         let mut fds = [0 as libc::c_int; 2];
@@ -412,7 +357,7 @@ fn reference(keys: &[[u8; ID_LEN]], dur: Duration) -> Run {
         if ops % 1024 == 0 && start.elapsed() >= dur {
             break;
         }
-        let k = &keys[rng.below(keys.len())];
+        let k = &keys[rng.pick(keys.len())];
         let g = map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = g.get(k.as_slice()) {
             buf[..v.len()].copy_from_slice(v);
@@ -499,9 +444,9 @@ fn fragmentation(ops: u64) -> Fragmentation {
     let mut util_sum = 0.0;
     let mut util_n = 0u64;
     for i in 0..ops {
-        let k = key(rng.below(20_000) as u64);
-        if rng.below(10) < 7 {
-            let len = 100 + rng.below(3901);
+        let k = key(rng.pick(20_000) as u64);
+        if rng.pick(10) < 7 {
+            let len = 100 + rng.pick(3901);
             cache.store(&k, &value[..len], exp).expect("store");
         } else {
             cache.remove(&k);

@@ -8,6 +8,7 @@
 //! cargo run --release -p socache-shm-engine --example hitrate [BYTES...]
 //! ```
 
+use socache_shm_engine::testkit::Rng;
 use socache_shm_engine::{Cache, CacheConfig, Timestamp};
 
 fn key(i: u64) -> [u8; 32] {
@@ -19,18 +20,6 @@ fn key(i: u64) -> [u8; 32] {
         c.copy_from_slice(&z.to_le_bytes());
     }
     k
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 fn main() {

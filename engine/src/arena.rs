@@ -180,8 +180,10 @@ impl Arena {
         }
         // SAFETY: off..off+4 is inside the region (checked) and 4-aligned. The
         // word may be being written by a lock holder in another process: a
-        // torn or stale value is caught by the checks below or by the
-        // caller's sequence check, and a u32 has no invalid bit patterns.
+        // data race accepted by design (a volatile raw read, no reference);
+        // the value is only bounds-checked below before use, and what a
+        // torn or stale one leads to is discarded by the caller's sequence
+        // check (`seqlock::read_end`).
         let h = unsafe { ptr::read_volatile(self.base.add(off as usize) as *const u32) };
         let size = h & !FLAGS;
         let fits = h & USED != 0

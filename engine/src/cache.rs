@@ -9,13 +9,14 @@ use super::clock::{Clock, SystemClock, Timestamp};
 use super::error::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::entry::hash_id;
 use super::layout::{
-    Geometry, ReadStripe, SegmentHeader, TierWords, ID_LEN_MASK, LAYOUT_VERSION, MAGIC, READY,
-    READ_STRIPES, TIER_WORDS,
+    Geometry, ReadStripe, SegmentHeader, ID_LEN_MASK, LAYOUT_VERSION, MAGIC, READY, READ_STRIPES,
+    TIER_WORDS,
 };
 use super::outcome::{Miss, Opened, Replacement, Stats, Stored};
 use super::segment::Segment;
-use super::shard::{hash_id, Locked, Shard};
+use super::shard::{Locked, Shard};
 
 /// How to build a segment.
 #[derive(Clone, Debug)]
@@ -62,9 +63,10 @@ pub struct Cache {
 unsafe impl Send for Cache {}
 // SAFETY: as for Send: every &self method takes a shard lock before touching
 // shard memory, or reads it without one only through the seqlock protocol
-// (`Shard::get_unlocked`: raw reads, validated by the sequence word, no
-// writes), or uses atomics (sequence words, read stripes), and reads the
-// immutable header otherwise.
+// (`Shard::get_unlocked`: raw reads, an accepted race validated by the
+// sequence word, and no write but a hit's atomic read mark), or uses atomics
+// (sequence words, read stripes, tier words), and reads the immutable
+// header otherwise.
 unsafe impl Sync for Cache {}
 
 fn secs(t: Timestamp) -> u32 {
@@ -79,7 +81,7 @@ fn validate(segment: &Segment, path: &Path) -> Result<(Geometry, SegmentHeader),
     }
     // SAFETY: the mapping holds at least a header (checked above) and is
     // page-aligned; the header is plain data written once at creation.
-    let h: SegmentHeader = unsafe { ptr::read_volatile(segment.base() as *const SegmentHeader) };
+    let h: SegmentHeader = unsafe { ptr::read_volatile(Geometry::header_at(segment.base())) };
     if h.magic != MAGIC {
         return Err(Error::NotASegment { path: path_buf });
     }
@@ -141,7 +143,7 @@ impl Cache {
         let header = geo.header(key, created);
         // SAFETY: the segment is new (no other process can reach it yet), at
         // least geo.total_bytes long and page-aligned.
-        unsafe { ptr::write(segment.base() as *mut SegmentHeader, header) };
+        unsafe { ptr::write(Geometry::header_at(segment.base()), header) };
         for i in 0..geo.shard_count {
             // SAFETY: the mapping is laid out by geo; nobody else uses it yet.
             let mut shard = unsafe { Shard::at(segment.base(), geo, i) };
@@ -155,10 +157,7 @@ impl Cache {
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         // SAFETY: header written above; `ready` is a u32 field of it.
         unsafe {
-            ptr::write_volatile(
-                &raw mut (*(segment.base() as *mut SegmentHeader)).ready,
-                READY,
-            )
+            ptr::write_volatile(&raw mut (*Geometry::header_at(segment.base())).ready, READY)
         };
         Ok(())
     }
@@ -294,7 +293,7 @@ impl Cache {
 
     /// Run `f` on shard `i` with its lock held: waiting at most
     /// `LOCK_BOUND`, and answering `Error::Unavailable` at once for a shard
-    /// out of service (`shard.rs`, rule 6).
+    /// out of service (`lock::OutOfService`; `shard.rs`, rule 6).
     fn with_shard<R>(&self, i: u32, f: impl FnOnce(&mut Locked<'_>) -> R) -> Result<R, Error> {
         let mut shard = self.shard(i);
         let now = secs(self.now());
@@ -446,35 +445,20 @@ impl Cache {
     }
 
     fn stripe(&self, i: usize) -> &ReadStripe {
-        assert!(i < READ_STRIPES as usize);
-        // SAFETY: the stripes lie inside the mapping (Geometry::new places
-        // them before the regions), 64-aligned; they are only ever used
-        // through atomic operations, by every process.
-        unsafe {
-            &*self
-                .segment
-                .base()
-                .add(self.geo.stripes_offset as usize)
-                .cast::<ReadStripe>()
-                .add(i)
-        }
+        // SAFETY: the segment is mapped for self's lifetime and laid out by
+        // geo; the stripes are only ever used through atomic operations, by
+        // every process.
+        unsafe { &*self.geo.stripe(self.segment.base(), i) }
     }
 
     /// The words kept for the tier behind this cache ([`TierWords`]): zeroed
     /// when the segment is made, shared by every process that maps it, never
     /// read by the engine.
     pub fn tier_words(&self) -> &[AtomicU64; TIER_WORDS] {
-        // SAFETY: the words lie inside the mapping (Geometry::new places
-        // them between the stripes and the regions), 64-aligned; they are
-        // only ever used through atomic operations, by every process.
-        unsafe {
-            &(*self
-                .segment
-                .base()
-                .add(self.geo.tier_offset as usize)
-                .cast::<TierWords>())
-            .0
-        }
+        // SAFETY: the segment is mapped for self's lifetime and laid out by
+        // geo; the words are only ever used through atomic operations, by
+        // every process.
+        unsafe { &(*self.geo.tier_words(self.segment.base())).0 }
     }
 
     /// This CPU's stripe, for counting an unlocked read.
@@ -503,11 +487,13 @@ impl Cache {
             .collect()
     }
 
-    /// Walk every shard's arena and index and verify they agree.
+    /// Walk every shard's arena and index and verify they agree
+    /// (`Locked::check`, whose doc says when it can panic).
     pub fn check(&self) -> Result<(), String> {
         for i in 0..self.geo.shard_count {
-            // A corrupt shard may trip a bounds check: that is a finding, not
-            // a crash (and the shard is marked for a wipe on its next use).
+            // A panic there (a process writing the shard without its lock
+            // while it is walked) is a finding, not a crash; the shard is
+            // marked for a wipe on its next use (`Drop for Locked`).
             let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.with_shard(i, |s| s.check())
             }))
@@ -524,6 +510,16 @@ impl Cache {
     #[doc(hidden)]
     pub fn shard_for(key: [u64; 2], shards: usize, id: &[u8]) -> usize {
         ((hash_id(key, id) >> 32) as usize) & (shards - 1)
+    }
+
+    /// Index groups a lookup of `id` scans, to find it or to conclude it
+    /// is absent (a probe-length figure, for flooding tests: it does not
+    /// depend on the machine's speed or load).
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn probe_groups(&self, id: &[u8]) -> Result<u32, Error> {
+        let hash = self.hash(id);
+        self.with_shard(self.shard_of(hash), |s| s.probe_groups(hash, id))
     }
 
     /// Largest id + value this cache accepts, in bytes.
@@ -696,17 +692,21 @@ mod tests {
     // miri's stand-in (lock.rs) does not model.
     #[cfg_attr(miri, ignore)]
     fn a_garbage_lock_word_takes_its_shard_out_of_service_then_back() {
-        use super::super::shard::REINIT_AFTER_SECS;
+        use crate::lock::REINIT_AFTER_SECS;
         let (c, clock) = cache(65_536);
         let exp = clock.now().plus_secs(100);
         c.store(b"k", b"v", exp).unwrap();
         let i = c.shard_of(c.hash(b"k"));
         let geo = c.geo;
-        let word = geo.shard_headers_offset as usize
-            + i as usize * std::mem::size_of::<crate::layout::ShardHeader>();
-        // SAFETY: the lock's first word, inside the mapping; a raw write of
-        // garbage is exactly what a hostile process would do.
-        unsafe { ptr::write_volatile(c.segment.base().add(word).cast::<u32>(), 0x1234_5678) };
+        // SAFETY: the lock's first word (the shard header's first field),
+        // inside the mapping laid out by geo; a raw write of garbage is
+        // exactly what a hostile process would do.
+        unsafe {
+            ptr::write_volatile(
+                geo.shard_header(c.segment.base(), i).cast::<u32>(),
+                0x1234_5678,
+            )
+        };
         let t = std::time::Instant::now();
         match c.store(b"k", b"w", exp) {
             Err(Error::Unavailable { shard, first: true }) => assert_eq!(shard, i),

@@ -4,6 +4,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::lock::OutOfService;
+
 #[derive(Debug)]
 pub enum Error {
     /// The byte budget cannot hold the segment header, one shard and one entry.
@@ -33,9 +35,10 @@ pub enum Error {
     /// The path cannot be used safely (an untrusted directory, a file that
     /// is not ours to replace): `why` says what is wrong and what to do.
     Refused { path: PathBuf, why: String },
-    /// The shard holding this id is out of service: its lock could not be
-    /// taken within the bound (see `shard.rs`). `first`: this call is the
-    /// one that found it (log it once).
+    /// The shard holding this id is out of service ([`OutOfService`]): its
+    /// lock could not be taken within the bound (lock protocol rule 6, in
+    /// `shard.rs`). `first`: this call is the one that found it (log it
+    /// once). The API name predates the state's name and is kept.
     Unavailable { shard: u32, first: bool },
 }
 
@@ -96,12 +99,20 @@ impl fmt::Display for Error {
             }
             Error::Corrupt { path: None, what } => write!(f, "corrupt segment: {what}"),
             Error::Refused { path, why } => write!(f, "{}: {why}", path.display()),
-            Error::Unavailable { shard, .. } => write!(
-                f,
-                "shard {shard} is out of service: its lock was not obtained within {} ms (a garbage lock word or a stopped holder); it is reinitialised {} s after it was found",
-                super::lock::LOCK_BOUND.as_millis(),
-                super::shard::REINIT_AFTER_SECS
-            ),
+            Error::Unavailable { shard, first } => OutOfService {
+                shard: *shard,
+                first: *first,
+            }
+            .fmt(f),
+        }
+    }
+}
+
+impl From<OutOfService> for Error {
+    fn from(o: OutOfService) -> Error {
+        Error::Unavailable {
+            shard: o.shard,
+            first: o.first,
         }
     }
 }

@@ -19,7 +19,9 @@ fn pct(part: u64, whole: u64) -> String {
     }
 }
 
-/// The figures for a whole cache, or (with `shard`) one shard's.
+/// The figures of `s`: a whole cache's (`Cache::stats`) or one shard's (an
+/// element of `Cache::shard_stats`); the sizes that are the cache's own
+/// (segment bytes, shard count, largest entry) come from `cache` either way.
 pub fn figures(cache: &Cache, s: &Stats) -> Vec<Figure> {
     let f = |key, label, value: String| Figure { key, label, value };
     let mut all = vec![

@@ -1,6 +1,11 @@
 //! The segment layout: every `#[repr(C)]` type that lives in shared memory and
-//! the [`Geometry`] that places them. Address arithmetic happens here and in
-//! the views built from it (`Shard`), nowhere else.
+//! the [`Geometry`] that places them. Where each part of the segment lies
+//! (the header, a shard's header and region, its index and arena, the read
+//! stripes, the tier words) is computed here, by `Geometry`'s pointer
+//! methods, and nowhere else. Inside a shard's region, the index
+//! (`index.rs`) places its lines and slots, the arena (`arena.rs`) its
+//! blocks, and `entry.rs` the fields of one entry, each from the base
+//! pointer it is given here.
 //!
 //! ```text
 //! offset 0                                                              total_bytes
@@ -22,7 +27,7 @@
 //! | [ctrl u8 x 12][pad x 4][slot u32 x 12]    | blocks holding entries:        |
 //! | (SwissTable control bytes, then each      | [hdr u32][expiry u32][id_len   |
 //! | slot's arena offset | read marks in its   |  :16|check:16][uses:2|0:1|     |
-//! | 3 low bits; see table.rs)                 |  value_len:29][id][value]      |
+//! | 3 low bits; see index.rs)                 |  value_len:29][id][value]      |
 //! +-------------------------------------------+--------------------------------+
 //! ```
 //!
@@ -59,7 +64,7 @@ pub const INDEX_LINE: u32 = 64;
 pub const LANES: u32 = 12;
 /// Bytes of entry header after the block header: expiry; a word holding the
 /// id length (low 16 bits) and the entry's checksum (high 16 bits; see
-/// `shard::checksum`: its value, keyed by the hash of its id and by its
+/// `entry::checksum`: its value, keyed by the hash of its id and by its
 /// expiry, so a flipped bit in any of them is found on read); and a word
 /// holding the value length (low 29 bits) and the CLOCK use count (top 2
 /// bits; bit 29 is unused and written 0).
@@ -187,18 +192,19 @@ pub struct ShardState {
 /// write of a mutation to its last (it moves with the `dirty` mark).
 ///
 /// The words beside it are also touched without the lock, by atomics only:
-/// `poisoned` (0: in service; else the second the shard's lock was found
-/// unobtainable, or `POISON_REINIT` while one process reinitialises it) and
-/// `lock_timeouts` (how many operations gave up on the lock).
+/// `out_of_service` (0: in service; else the second the shard's lock was
+/// found unobtainable, or `REINIT_CLAIMED` while one process reinitialises
+/// it; see `lock::OutOfService`) and `lock_timeouts` (how many operations
+/// gave up on the lock).
 #[repr(C, align(64))]
 pub struct SeqLine {
     pub seq: AtomicU32,
-    pub poisoned: AtomicU32,
+    pub out_of_service: AtomicU32,
     pub lock_timeouts: AtomicU64,
 }
 
-/// `SeqLine::poisoned` while a process reinitialises the shard.
-pub const POISON_REINIT: u32 = u32::MAX;
+/// `SeqLine::out_of_service` while a process reinitialises the shard.
+pub const REINIT_CLAIMED: u32 = u32::MAX;
 
 /// Hit and miss counts of the retrieves answered without a lock. Kept per
 /// CPU (`sched_getcpu() % READ_STRIPES`), each on its own cache line, so two
@@ -376,6 +382,86 @@ impl Geometry {
     /// Index slots a shard may fill (full + tombstones) before it must make room.
     pub fn growth_limit(&self) -> u32 {
         (self.slots as u64 * LOAD_NUM as u64 / LOAD_DEN as u64) as u32
+    }
+
+    // Where each part lies in a mapping at `base`. Every method has the
+    // same contract:
+    //
+    // # Safety
+    // `base` is the start of a mapping of at least `self.total_bytes`
+    // bytes, page-aligned (`Geometry::new` proves every part below ends
+    // within `total_bytes`, and 64-aligned parts stay so).
+
+    /// The segment header, at offset 0 (`base` need only hold a header:
+    /// the caller checked the mapping's length before reading it).
+    #[inline]
+    pub fn header_at(base: *mut u8) -> *mut SegmentHeader {
+        base.cast()
+    }
+
+    /// Shard `i`'s header (64-aligned); `i < shard_count` (asserted).
+    ///
+    /// # Safety
+    /// As above.
+    #[inline]
+    pub unsafe fn shard_header(&self, base: *mut u8, i: u32) -> *mut ShardHeader {
+        assert!(i < self.shard_count);
+        // SAFETY: the caller's contract; the headers end at stripes_offset.
+        unsafe {
+            base.add(self.shard_headers_offset as usize)
+                .cast::<ShardHeader>()
+                .add(i as usize)
+        }
+    }
+
+    /// Shard `i`'s region, where its index lines start (64-aligned:
+    /// regions_offset and the stride are multiples of 64); its arena is at
+    /// [`arena_at`](Self::arena_at). `i < shard_count` (asserted).
+    ///
+    /// # Safety
+    /// As above.
+    #[inline]
+    pub unsafe fn region(&self, base: *mut u8, i: u32) -> *mut u8 {
+        assert!(i < self.shard_count);
+        // SAFETY: the caller's contract; regions end within total_bytes.
+        unsafe { base.add((self.regions_offset + i as u64 * self.shard_stride) as usize) }
+    }
+
+    /// The arena of the shard whose region starts at `region`
+    /// (`arena_bytes` long, 8-aligned).
+    ///
+    /// # Safety
+    /// `region` is [`region`](Self::region)'s answer for a mapping that
+    /// satisfies the contract above.
+    #[inline]
+    pub unsafe fn arena_at(&self, region: *mut u8) -> *mut u8 {
+        // SAFETY: arena_offset + arena_bytes <= shard_stride (Geometry::new).
+        unsafe { region.add(self.arena_offset as usize) }
+    }
+
+    /// Read stripe `i` (64-aligned); `i < READ_STRIPES` (asserted).
+    ///
+    /// # Safety
+    /// As above.
+    #[inline]
+    pub unsafe fn stripe(&self, base: *mut u8, i: usize) -> *mut ReadStripe {
+        assert!(i < READ_STRIPES as usize);
+        // SAFETY: the caller's contract; the stripes end at tier_offset.
+        unsafe {
+            base.add(self.stripes_offset as usize)
+                .cast::<ReadStripe>()
+                .add(i)
+        }
+    }
+
+    /// The tier words (64-aligned).
+    ///
+    /// # Safety
+    /// As above.
+    #[inline]
+    pub unsafe fn tier_words(&self, base: *mut u8) -> *mut TierWords {
+        // SAFETY: the caller's contract; they end at regions_offset.
+        unsafe { base.add(self.tier_offset as usize).cast() }
     }
 }
 

@@ -8,6 +8,12 @@
 //!
 //! Both threads and processes may use it: glibc's robust list is per thread
 //! and is re-registered in a child after `fork`.
+//!
+//! A lock that cannot be taken within [`LOCK_BOUND`] takes its shard *out of
+//! service* ([`OutOfService`], lock protocol rule 6 in `shard.rs`) for
+//! [`REINIT_AFTER_SECS`]. "Out of service" is the state's one name; the
+//! public answers that report it keep their API names, `Error::Unavailable`
+//! and `Miss::Unavailable`.
 
 use std::cell::UnsafeCell;
 use std::io;
@@ -20,6 +26,30 @@ const WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
 /// microseconds; a lock busy for this long is held by a stopped process or
 /// is garbage, and the shard is taken out of service (see `shard.rs`).
 pub const LOCK_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+/// Seconds a shard stays out of service before the first operation to come
+/// reinitialises its lock (lock protocol, rule 6).
+pub const REINIT_AFTER_SECS: u32 = 5;
+
+/// A shard out of service: its lock was not obtained within [`LOCK_BOUND`].
+/// `first`: the operation that found it (log it once). Its `Display` is the
+/// sentence operators read (`Error::Unavailable` shows it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfService {
+    pub shard: u32,
+    pub first: bool,
+}
+
+impl std::fmt::Display for OutOfService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "shard {} is out of service: its lock was not obtained within {} ms (a garbage lock word or a stopped holder); it is reinitialised {} s after it was found",
+            self.shard,
+            LOCK_BOUND.as_millis(),
+            REINIT_AFTER_SECS
+        )
+    }
+}
 
 /// `CLOCK_REALTIME` now plus `d`, as `pthread_mutex_timedlock` wants it.
 fn deadline_after(d: std::time::Duration) -> libc::timespec {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use socache_shm_engine::testkit::Rng;
 use socache_shm_engine::{
     Cache, CacheConfig, Clock, Error, ManualClock, Miss, Opened, Replacement, Stats, Stored,
     Timestamp,
@@ -19,20 +20,12 @@ use socache_shm_engine::{
 
 const START_US: i64 = 1_700_000_000_250_000;
 
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// `len` random-looking bytes, unique per `seed`.
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xB0B0_CAFE;
+    let mut s = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xB0B0_CAFE);
     let mut v = Vec::with_capacity(len + 8);
     while v.len() < len {
-        v.extend_from_slice(&splitmix(&mut s).to_le_bytes());
+        v.extend_from_slice(&s.next().to_le_bytes());
     }
     v.truncate(len);
     v

@@ -177,12 +177,8 @@ fn shard0_mutex(fd: i32, geo: &Geometry) -> *mut libc::pthread_mutex_t {
     assert!(base != libc::MAP_FAILED, "mmap");
     // The lock is the first field of shard 0's header, an initialised
     // robust process-shared mutex.
-    // SAFETY: shard_headers_offset lies inside the mapping.
-    unsafe {
-        base.cast::<u8>()
-            .add(geo.shard_headers_offset as usize)
-            .cast()
-    }
+    // SAFETY: the mapping covers the whole segment laid out by geo.
+    unsafe { geo.shard_header(base.cast(), 0).cast() }
 }
 
 /// Ids whose entries live in shard 0 (probed: store, see which shard's

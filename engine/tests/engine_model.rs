@@ -21,12 +21,11 @@
 //! `PROPTEST_RNG_SEED`, case counts with `PROPTEST_CASES`) and no failure
 //! persistence files.
 
-use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, RngSeed};
+use socache_shm_engine::testkit::{self, expired, value_for, Entry, LiveSet, Model, Rng};
 use socache_shm_engine::{Cache, CacheConfig, Clock, Error, ManualClock, Miss, Stored, Timestamp};
 
 /// 2023-11-14T22:13:20.5Z: half a second into a second, so that sub-second
@@ -53,28 +52,6 @@ fn config(cases: u32, seed: u64) -> Config {
 // ---------------------------------------------------------------------------
 // Ids and values
 
-/// SplitMix64: a tiny deterministic generator for value bytes.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A value unique to `seq` (for `len >= 8`), so a stale or foreign value can
-/// never pass for the expected one.
-fn value_for(seq: u64, len: usize) -> Vec<u8> {
-    let mut s = seq ^ 0x5EED_0F7A_1E00;
-    let mut v = Vec::with_capacity(len + 8);
-    v.extend_from_slice(&seq.to_le_bytes());
-    while v.len() < len {
-        v.extend_from_slice(&splitmix(&mut s).to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 /// The id pool of the exact regime: empty, one-byte, prefixes of each other,
 /// binary, TLS-sized and long ids.
 fn exact_ids() -> Vec<Vec<u8>> {
@@ -89,10 +66,8 @@ fn exact_ids() -> Vec<Vec<u8>> {
         vec![0xff; 7],
     ];
     for i in 0..12u64 {
-        let mut s = i + 1000;
-        let id: Vec<u8> = (0..4)
-            .flat_map(|_| splitmix(&mut s).to_le_bytes())
-            .collect();
+        let mut s = Rng(i + 1000);
+        let id: Vec<u8> = (0..4).flat_map(|_| s.next().to_le_bytes()).collect();
         ids.push(id); // 32 bytes, like a TLS session id
     }
     ids.push(vec![b'x'; 300]);
@@ -108,12 +83,8 @@ fn exact_ids() -> Vec<Vec<u8>> {
 fn pressure_ids(n: usize) -> Vec<Vec<u8>> {
     let mut ids: Vec<Vec<u8>> = vec![b"".to_vec(), b"k".to_vec(), vec![0u8; 200]];
     for i in 0..n as u64 {
-        let mut s = i ^ 0xABCD_EF01;
-        ids.push(
-            (0..4)
-                .flat_map(|_| splitmix(&mut s).to_le_bytes())
-                .collect(),
-        );
+        let mut s = Rng(i ^ 0xABCD_EF01);
+        ids.push((0..4).flat_map(|_| s.next().to_le_bytes()).collect());
     }
     ids
 }
@@ -189,65 +160,12 @@ fn op_strategy(pressure: bool) -> impl Strategy<Value = Op> {
 // ---------------------------------------------------------------------------
 // The model
 
-#[derive(Clone, Debug)]
-struct Entry {
-    value: Vec<u8>,
-    expiry: Timestamp,
-}
-
-/// id -> (value, expiry second): what iterate should yield.
-type LiveSet = BTreeMap<Vec<u8>, (Vec<u8>, i64)>;
-
-#[derive(Default)]
-struct Model {
-    /// The last value stored under each id; expired ones stay until the
-    /// cache has certainly reclaimed them (a lookup of that id).
-    map: BTreeMap<Vec<u8>, Entry>,
-}
-
-fn expired(expiry: Timestamp, now: Timestamp) -> bool {
-    now.as_secs() >= expiry.as_secs()
-}
-
-impl Model {
-    fn live(&self, id: &[u8], now: Timestamp) -> Option<&Entry> {
-        self.map.get(id).filter(|e| !expired(e.expiry, now))
-    }
-
-    fn live_set(&self, now: Timestamp) -> LiveSet {
-        self.map
-            .iter()
-            .filter(|(_, e)| !expired(e.expiry, now))
-            .map(|(k, e)| (k.clone(), (e.value.clone(), e.expiry.as_secs())))
-            .collect()
-    }
-
-    fn live_count(&self, now: Timestamp) -> u64 {
-        self.map
-            .values()
-            .filter(|e| !expired(e.expiry, now))
-            .count() as u64
-    }
-}
+// The model (`Model`, `Entry`, `expired`, `LiveSet`) is the test kit's,
+// shared with the ops fuzzer (fuzz/fuzz_targets/ops.rs).
 
 fn snapshot(cache: &Cache) -> Result<LiveSet, TestCaseError> {
-    let mut out = BTreeMap::new();
-    let mut dup = None;
-    cache.iterate(&mut |id, value, expiry| {
-        if out
-            .insert(id.to_vec(), (value.to_vec(), expiry.as_secs()))
-            .is_some()
-        {
-            dup = Some(id.to_vec());
-        }
-        ControlFlow::Continue(())
-    });
-    if let Some(id) = dup {
-        return Err(TestCaseError::fail(format!(
-            "iterate yielded id {id:02x?} twice"
-        )));
-    }
-    Ok(out)
+    testkit::snapshot(cache)
+        .map_err(|id| TestCaseError::fail(format!("iterate yielded id {id:02x?} twice")))
 }
 
 fn new_cache(bytes: u64) -> (Cache, ManualClock) {
@@ -725,11 +643,11 @@ fn new_entries_outlive_the_next_pass_of_the_hand() {
         let (cache, clock) = new_cache(bytes);
         let far = clock.now().plus_secs(3600);
         let ids = pressure_ids(60_000);
-        let mut rng = 0x0123_4567_89AB_CDEFu64 ^ bytes;
+        let mut rng = Rng(0x0123_4567_89AB_CDEFu64 ^ bytes);
         let mut held_at_start = 0u64;
         let mut values = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate().skip(3) {
-            let len = 60 + (splitmix(&mut rng) % 400) as usize;
+            let len = 60 + (rng.next() % 400) as usize;
             let v = value_for(i as u64, len);
             cache.store(id, &v, far).expect("store");
             values.push((i, v));
@@ -774,10 +692,8 @@ fn tls13_pattern_resumes_every_live_session() {
         let mut n = 0u64;
         let fresh = |n: &mut u64| {
             *n += 1;
-            let mut s = *n;
-            let id: Vec<u8> = (0..4)
-                .flat_map(|_| splitmix(&mut s).to_le_bytes())
-                .collect();
+            let mut s = Rng(*n);
+            let id: Vec<u8> = (0..4).flat_map(|_| s.next().to_le_bytes()).collect();
             (id, value_for(*n, 140 + (*n % 64) as usize))
         };
         let mut misses = 0;

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use socache_shm_engine::testkit::{Rng, SharedPage};
 use socache_shm_engine::{Cache, CacheConfig, Clock, Miss, SystemClock, Timestamp};
 
 /// The tests of this file run one at a time. Several fork, and a child
@@ -30,25 +31,6 @@ use socache_shm_engine::{Cache, CacheConfig, Clock, Miss, SystemClock, Timestamp
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-// ---------------------------------------------------------------------------
-// Deterministic randomness
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -381,49 +363,6 @@ fn audit_all(cache: &Cache, writers: u32) -> Result<(u64, u64), String> {
 // ---------------------------------------------------------------------------
 // Processes
 
-/// A MAP_SHARED anonymous page holding one flag, visible to forked children.
-struct SharedFlag(*mut AtomicU32);
-
-impl SharedFlag {
-    fn new() -> SharedFlag {
-        // SAFETY: a fresh anonymous mapping; no pointer is passed in.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(
-            p,
-            libc::MAP_FAILED,
-            "mmap: {}",
-            std::io::Error::last_os_error()
-        );
-        SharedFlag(p.cast())
-    }
-
-    fn get(&self) -> &AtomicU32 {
-        // SAFETY: the page is mapped (zeroed, so a valid AtomicU32 of 0) until
-        // drop, and is only ever accessed atomically.
-        unsafe { &*self.0 }
-    }
-}
-
-// SAFETY: the pointee is an AtomicU32 in a mapping that lives as long as the
-// SharedFlag; atomics may be shared between threads.
-unsafe impl Sync for SharedFlag {}
-
-impl Drop for SharedFlag {
-    fn drop(&mut self) {
-        // SAFETY: mapped in new() with this length; no reference outlives self.
-        unsafe { libc::munmap(self.0.cast(), 4096) };
-    }
-}
-
 struct Child {
     pid: libc::pid_t,
     /// Read end of the child's report pipe (non-blocking).
@@ -639,7 +578,7 @@ const WORKERS: u32 = 6;
 fn forked_processes_hammer_one_segment() {
     let _serial = one_at_a_time();
     let cache = Cache::create(&CacheConfig::new(256 * 1024)).expect("create");
-    let stop = SharedFlag::new();
+    let stop = SharedPage::new();
     let mut children = Vec::new();
     for w in 0..WORKERS {
         let (cache, stop) = (&cache, &stop);
@@ -654,7 +593,7 @@ fn forked_processes_hammer_one_segment() {
                             run_for: Duration::from_millis(2500),
                             max_ops: 400_000,
                         };
-                        s.spawn(move || run_workload(cache, &wl, stop.get()))
+                        s.spawn(move || run_workload(cache, &wl, stop.word(0)))
                     })
                     .collect();
                 hs.into_iter()
@@ -763,7 +702,7 @@ fn killed_workers_neither_hang_nor_corrupt_the_others() {
         ..CacheConfig::new(1 << 20)
     };
     let cache = Cache::create(&cfg).expect("create");
-    let stop = SharedFlag::new();
+    let stop = SharedPage::new();
     let mut sched = Rng(0x5EED_0FC0_FFEE);
 
     let start_worker = |writer: u32, storm: bool| {
@@ -771,7 +710,7 @@ fn killed_workers_neither_hang_nor_corrupt_the_others() {
         if storm {
             let writer = STORM_WRITERS + writer;
             return spawn(format!("storm {writer}"), move || {
-                run_storm(cache, writer, stop.get()).map(|r| report_line(&r))
+                run_storm(cache, writer, stop.word(0)).map(|r| report_line(&r))
             });
         }
         spawn(format!("worker {writer}"), move || {
@@ -781,7 +720,7 @@ fn killed_workers_neither_hang_nor_corrupt_the_others() {
                 run_for: Duration::from_secs(30),
                 max_ops: u64::MAX,
             };
-            run_workload(cache, &wl, stop.get()).map(|r| report_line(&r))
+            run_workload(cache, &wl, stop.word(0)).map(|r| report_line(&r))
         })
     };
 
@@ -821,13 +760,13 @@ fn killed_workers_neither_hang_nor_corrupt_the_others() {
         }
     }
     // The survivors stop when told, in bounded time, all without error.
-    stop.get().store(1, Ordering::SeqCst);
+    stop.word(0).store(1, Ordering::SeqCst);
     let survivors = workers.len();
     wait_all(workers, Instant::now() + Duration::from_secs(15));
 
     // A fresh process uses every shard (a full audit plus a new workload)
     // within a deadline: no lock was left held by a dead owner.
-    stop.get().store(0, Ordering::SeqCst);
+    stop.word(0).store(0, Ordering::SeqCst);
     let writers = next_writer;
     let auditor = {
         let (cache, stop) = (&cache, &stop);
@@ -839,7 +778,7 @@ fn killed_workers_neither_hang_nor_corrupt_the_others() {
                 run_for: Duration::from_millis(500),
                 max_ops: 20_000,
             };
-            run_workload(cache, &wl, stop.get())?;
+            run_workload(cache, &wl, stop.word(0))?;
             audit_all(cache, writers)?;
             Ok(format!("ok {hits} {n}"))
         })

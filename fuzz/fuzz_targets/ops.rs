@@ -1,9 +1,11 @@
 //! Coverage-guided operation sequences against a model.
 //!
-//! The input bytes decode into operations (store, get, retrieve into a
-//! buffer of chosen size, remove, clock moves, iterate, flush, oversize
-//! stores) on a small cache driven by a `ManualClock`, checked against a
-//! `BTreeMap` model:
+//! The input decodes (`arbitrary`) into a budget and a list of operations
+//! (store, get, retrieve into a buffer of chosen size, remove, clock moves,
+//! iterate, flush, oversize stores) on a small cache driven by a
+//! `ManualClock`, checked against the test kit's `Model` (the one the
+//! property tests of engine/tests/engine_model.rs use, with the engine's
+//! expiry rule):
 //! - while nothing has been evicted (since creation or the last flush), the
 //!   cache must agree with the model exactly;
 //! - always: no value the model does not hold for that id (stale, foreign or
@@ -15,28 +17,53 @@
 //! ```
 #![no_main]
 
-use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
+use socache_shm_engine::testkit::{expired, snapshot, value_for, Model};
 use socache_shm_engine::{Cache, CacheConfig, Error, ManualClock, Miss, Stored, Timestamp};
 
 const START_US: i64 = 1_700_000_000_500_000;
 const BUDGETS: [u64; 3] = [8192, 16_384, 65_536];
 
-struct Input<'a>(&'a [u8]);
+#[derive(Arbitrary, Debug)]
+struct Input {
+    /// Index into `BUDGETS`.
+    budget: u8,
+    ops: Vec<Op>,
+}
 
-impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes([self.byte()?, self.byte()?]))
-    }
+#[derive(Arbitrary, Debug)]
+enum Op {
+    /// Store the next unique value of `len % (max + 64)` bytes (oversize
+    /// past the maximum) under `id(id)`, expiring `ttl - 16` seconds and a
+    /// sub-second part `sub` from now.
+    Store {
+        id: u8,
+        len: u16,
+        ttl: u8,
+        sub: u8,
+    },
+    Get {
+        id: u8,
+    },
+    /// Retrieve into a buffer of `cap % 512` bytes.
+    Retrieve {
+        id: u8,
+        cap: u16,
+    },
+    Remove {
+        id: u8,
+    },
+    /// Move the clock forward `us * 100` microseconds.
+    Advance {
+        us: u16,
+    },
+    /// Flush when `what % 4 == 0`, else compare `iterate` with the model.
+    Whole {
+        what: u8,
+    },
 }
 
 /// 48 ids: empty, one-byte, prefixes of each other, 32-byte, long.
@@ -57,74 +84,41 @@ fn id(i: u8) -> Vec<u8> {
     }
 }
 
-/// A value unique to `seq` when 8 bytes or longer.
-fn value(seq: u64, len: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(len + 8);
-    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    v.extend_from_slice(&seq.to_le_bytes());
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
+fn whole_snapshot(cache: &Cache) -> socache_shm_engine::testkit::LiveSet {
+    snapshot(cache).unwrap_or_else(|id| panic!("iterate: id {id:02x?} twice"))
 }
 
-fn expired(expiry: Timestamp, now: Timestamp) -> bool {
-    now.as_secs() >= expiry.as_secs()
-}
-
-fn snapshot(cache: &Cache) -> BTreeMap<Vec<u8>, (Vec<u8>, i64)> {
-    let mut out = BTreeMap::new();
-    cache.iterate(&mut |id, v, exp| {
-        assert!(
-            out.insert(id.to_vec(), (v.to_vec(), exp.as_secs()))
-                .is_none(),
-            "iterate: an id twice"
-        );
-        ControlFlow::Continue(())
-    });
-    out
-}
-
-fuzz_target!(|data: &[u8]| {
-    let mut input = Input(data);
-    let Some(b) = input.byte() else { return };
+fuzz_target!(|input: Input| {
     let clock = ManualClock::new(Timestamp(START_US));
-    let cache = Cache::create(&CacheConfig::new(BUDGETS[b as usize % BUDGETS.len()]))
-        .expect("create")
-        .with_clock(Arc::new(clock.clone()));
+    let cache = Cache::create(&CacheConfig::new(
+        BUDGETS[input.budget as usize % BUDGETS.len()],
+    ))
+    .expect("create")
+    .with_clock(Arc::new(clock.clone()));
     let max = cache.max_entry_size() as usize;
-    // id -> (value, expiry): the last store of each id.
-    let mut model: BTreeMap<Vec<u8>, (Vec<u8>, Timestamp)> = BTreeMap::new();
+    let mut model = Model::default();
     let mut seq = 0u64;
     // Evictions counted when the model was last exact (creation or flush).
     let mut evictions_base = 0u64;
 
-    while let Some(op) = input.byte() {
+    for op in input.ops {
         let now = cache.now();
         let exact = cache.stats().evictions == evictions_base;
-        let live = |m: &BTreeMap<Vec<u8>, (Vec<u8>, Timestamp)>, id: &[u8]| {
-            m.get(id)
-                .filter(|(_, e)| !expired(*e, now))
-                .map(|(v, _)| v.clone())
-        };
-        match op % 8 {
-            0..=2 => {
-                let (Some(i), Some(len), Some(ttl)) = (input.byte(), input.u16(), input.byte())
-                else {
-                    break;
-                };
+        match op {
+            Op::Store {
+                id: i,
+                len,
+                ttl,
+                sub,
+            } => {
                 let id = id(i);
                 let len = len as usize % (max + 64);
                 seq += 1;
-                let v = value(seq, len);
-                // -16..=111 seconds, with a sub-second part from the op byte.
-                let expiry = Timestamp(now.0 + (ttl as i64 - 16) * 1_000_000 + op as i64 * 3_000);
+                let v = value_for(seq, len);
+                // -16..=239 seconds, with a sub-second part.
+                let expiry = Timestamp(now.0 + (ttl as i64 - 16) * 1_000_000 + sub as i64 * 3_000);
                 if id.len() + len > max {
-                    let before = snapshot(&cache);
+                    let before = whole_snapshot(&cache);
                     let st = cache.stats();
                     let r = cache.store(&id, &v, expiry);
                     assert!(
@@ -132,7 +126,7 @@ fuzz_target!(|data: &[u8]| {
                         "oversize: {r:?}"
                     );
                     assert_eq!(
-                        snapshot(&cache),
+                        whole_snapshot(&cache),
                         before,
                         "a refused store changed the cache"
                     );
@@ -140,18 +134,18 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!((st2.entries, st2.evictions), (st.entries, st.evictions));
                     continue;
                 }
-                let was_live = live(&model, &id).is_some();
+                let was_live = model.live(&id, now).is_some();
+                let was_held = model.map.contains_key(&id);
                 let r = cache
                     .store(&id, &v, expiry)
                     .expect("a normal-size store is refused");
                 if exact && was_live {
                     assert_eq!(r, Stored::Replaced);
                 }
-                if exact && !model.contains_key(&id) {
+                if exact && !was_held {
                     assert_eq!(r, Stored::Inserted);
                 }
                 if expired(expiry, now) {
-                    model.remove(&id);
                     assert_eq!(cache.get(&id), None, "an expired store is returned");
                 } else {
                     assert_eq!(
@@ -159,47 +153,42 @@ fuzz_target!(|data: &[u8]| {
                         Some(&v),
                         "not retrievable right after store"
                     );
-                    model.insert(id, (v, expiry));
                 }
+                model.store(&id, v, expiry, now);
             }
-            3 | 4 => {
-                let (Some(i), Some(cap)) = (input.byte(), input.u16()) else {
-                    break;
-                };
+            Op::Get { id: i } | Op::Retrieve { id: i, .. } => {
                 let id = id(i);
-                let want = live(&model, &id);
-                let got = if op % 8 == 3 {
-                    cache.get(&id)
-                } else {
-                    let mut buf = vec![0u8; cap as usize % 512];
-                    match cache.retrieve(&id, &mut buf) {
-                        Ok(n) => Some(buf[..n].to_vec()),
-                        Err(Miss::NotFound) => None,
-                        Err(Miss::BufferTooSmall { needed }) => {
-                            let w = want
-                                .as_ref()
-                                .expect("BufferTooSmall for an entry the model lacks");
-                            assert_eq!(needed, w.len());
-                            assert!(buf.len() < needed);
-                            Some(w.clone()) // checked: the size is right
+                let want = model.live(&id, now).map(|e| e.value.clone());
+                let got = match op {
+                    Op::Retrieve { cap, .. } => {
+                        let mut buf = vec![0u8; cap as usize % 512];
+                        match cache.retrieve(&id, &mut buf) {
+                            Ok(n) => Some(buf[..n].to_vec()),
+                            Err(Miss::NotFound) => None,
+                            Err(Miss::BufferTooSmall { needed }) => {
+                                let w = want
+                                    .as_ref()
+                                    .expect("BufferTooSmall for an entry the model lacks");
+                                assert_eq!(needed, w.len());
+                                assert!(buf.len() < needed);
+                                Some(w.clone()) // checked: the size is right
+                            }
+                            Err(other) => panic!("{other:?}: nothing corrupts or locks up here"),
                         }
-                        Err(other) => panic!("{other:?}: nothing corrupts or locks up here"),
                     }
+                    _ => cache.get(&id),
                 };
                 if exact {
                     assert_eq!(got, want, "exact: lookup disagrees with the model");
                 } else if let Some(g) = &got {
                     assert_eq!(Some(g), want.as_ref(), "a value the model does not hold");
                 }
-                if want.is_none() {
-                    model.remove(&id);
-                }
+                model.looked_up(&id, now);
             }
-            5 => {
-                let Some(i) = input.byte() else { break };
+            Op::Remove { id: i } => {
                 let id = id(i);
                 let removed = cache.remove(&id);
-                let was_live = live(&model, &id).is_some();
+                let was_live = model.live(&id, now).is_some();
                 if exact {
                     assert_eq!(removed, was_live);
                 } else {
@@ -208,24 +197,16 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(cache.get(&id), None);
                 model.remove(&id);
             }
-            6 => {
-                let Some(us) = input.u16() else { break };
-                clock.set(Timestamp(now.0 + us as i64 * 100));
-            }
-            _ => {
-                let Some(what) = input.byte() else { break };
+            Op::Advance { us } => clock.set(Timestamp(now.0 + us as i64 * 100)),
+            Op::Whole { what } => {
                 if what % 4 == 0 {
                     cache.flush();
                     model.clear();
                     evictions_base = cache.stats().evictions;
                     assert_eq!(cache.stats().entries, 0);
                 } else {
-                    let snap = snapshot(&cache);
-                    let want: BTreeMap<Vec<u8>, (Vec<u8>, i64)> = model
-                        .iter()
-                        .filter(|(_, (_, e))| !expired(*e, now))
-                        .map(|(k, (v, e))| (k.clone(), (v.clone(), e.as_secs())))
-                        .collect();
+                    let snap = whole_snapshot(&cache);
+                    let want = model.live_set(now);
                     if exact {
                         assert_eq!(snap, want, "exact: iterate disagrees with the model");
                     } else {

@@ -3,31 +3,45 @@
 //! uses, checked over every interleaving loom explores (its C11 model:
 //! a relaxed load may return any store coherence and happens-before allow).
 //!
-//! # What each step mirrors (src/engine/shard.rs and lock.rs at 8e8c50b)
+//! # What runs the engine's code, and what mirrors it
+//! The sequence word's four halves are the engine's own functions
+//! (`engine/src/seqlock.rs`, compiled into this crate with `cfg(loom)` so
+//! they use loom's atomics; see `src/lib.rs`): the model calls
+//! `seqlock::write_begin` and `write_end` where the engine's
+//! `Locked::begin` and `Locked::end` (engine/src/shard.rs) do, and
+//! `read_begin` / `read_end` where `Shard::get_unlocked` does. A change to
+//! an ordering there is checked here without touching this file.
+//!
+//! The rest is mirrored, by name (the engine file each lives in, then the
+//! item):
 //! | model                  | engine                                                   |
 //! |------------------------|----------------------------------------------------------|
-//! | `Lock::lock`           | `ShardLock::lock_within` (lock.rs 105-150): trylock/timed |
-//! |                        | waits until 0 or EOWNERDEAD; glibc takes the word with an |
+//! | `Shard::lock`          | lock.rs `ShardLock::lock_within`: trylock/timed waits     |
+//! |                        | until 0 or EOWNERDEAD; glibc takes the word with an       |
 //! |                        | acquiring CAS (here `compare_exchange(.., Acquire, ..)`)  |
-//! | `Lock::unlock`         | `ShardLock::unlock`: glibc releases the word (`Release`)  |
-//! | `Lock::owner_dies`     | the kernel's robust-list walk at the owner's death: it    |
+//! | `Shard::unlock`        | lock.rs `ShardLock::unlock`: glibc releases the word      |
+//! |                        | (`Release`)                                               |
+//! | `Shard::owner_dies`    | the kernel's robust-list walk at the owner's death: it    |
 //! |                        | sets FUTEX_OWNER_DIED in the word with a locked cmpxchg   |
 //! |                        | (ordered after every store the dead thread made: Release) |
-//! | `begin`                | `Locked::begin` (shard.rs 462-471): `dirty = 1`; seq load |
-//! |                        | Relaxed; if even, store s+1 Relaxed; then, always,        |
-//! |                        | `fence(Release)` (since branch `checks`: see below)       |
-//! | `write_value`          | the mutation's stores (`put`'s entry writes, `depart`'s   |
-//! |                        | zeroing, index `fill`/`erase`: shard.rs 851-866)          |
-//! | `wipe`                 | `Locked::wipe` (shard.rs 572-584): every byte to zero     |
-//! | `end`                  | `Locked::end` (shard.rs 478-485): seq load Relaxed; if odd |
-//! |                        | store s+1 `Release`; then `dirty = 0`                     |
-//! | `recover_if_dirty`     | `Shard::lock` (shard.rs 417-422): dirty set -> begin,     |
-//! |                        | wipe, `recoveries += 1`, end                              |
-//! | `panic_unwind`         | `Drop for Locked` while panicking (shard.rs 436-446):     |
-//! |                        | `begin()` again, then unlock                              |
-//! | `get_unlocked`         | `Shard::get_unlocked` (shard.rs 197-272): seq load        |
-//! |                        | `Acquire`, odd -> None; the reads; `fence(Acquire)`; seq   |
-//! |                        | load `Relaxed`, moved -> None                             |
+//! | `begin_step(0)`, `(1)` | shard.rs `Locked::begin`: `dirty = 1`, then               |
+//! |                        | `seqlock::write_begin` (the engine's, called)             |
+//! | `end_step(0)`, `(1)`   | shard.rs `Locked::end`: `seqlock::write_end` (called),    |
+//! |                        | then `dirty = 0`                                          |
+//! | `write_byte`           | a mutation's stores: entry.rs `write`, the arena's zeroing |
+//! |                        | in `Locked::depart`, index.rs `Index::fill`/`erase`       |
+//! | `wipe`                 | shard.rs `Locked::wipe` (`Shard::reset`): every byte to 0 |
+//! | `recover_if_dirty`     | shard.rs `Shard::lock`: dirty set -> begin, wipe,         |
+//! |                        | `recoveries += 1`, end                                    |
+//! | `panic_unwind`         | shard.rs `Drop for Locked` while panicking: `begin()`     |
+//! |                        | again, then unlock                                        |
+//! | `get_unlocked`         | shard.rs `Shard::get_unlocked`: `seqlock::read_begin`     |
+//! |                        | (called), the reads (entry.rs's unlocked reader),         |
+//! |                        | `seqlock::read_end` (called)                              |
+//!
+//! The lock, the `dirty` mark and the bytes stay mirrored: the engine's are
+//! a pthread mutex, plain memory under it and raw racy copies, none of
+//! which loom can run.
 //!
 //! `Value` stands for every byte an unlocked reader reads (index control
 //! bytes and slots, entry header, id and value): two bytes are enough to
@@ -61,7 +75,7 @@
 //! # Not covered
 //! - More than one writer killed, or a killed locker mid-recovery (a second
 //!   recovery runs the same steps; not modelled).
-//! - The bounded wait, poisoning and reinitialisation (rule 6): the model's
+//! - The bounded wait, out of service and reinitialisation (rule 6): the model's
 //!   lock waits forever; `ShardLock::init` over a live lock is not modelled.
 //! - The lost-wakeup path (a woken waiter killed before it locks): the
 //!   kernel's futex queue is not modelled (issue 9, item 5: no test yet).
@@ -85,7 +99,7 @@
 //! already, so its wipe had no release fence before it: a reader could
 //! read a wiped byte beside an old one and still load the old even
 //! sequence (C11 allows it; x86's TSO hides it). `broken_begin_as_it_was`
-//! shows the failure; shard.rs now fences unconditionally.
+//! shows the failure; `seqlock::write_begin` now fences unconditionally.
 //!
 //! Each `broken_*` test changes one ordering or step the engine relies on
 //! and must make the model fail: they show the checks can fail.
@@ -94,6 +108,7 @@ use loom::cell::UnsafeCell;
 use loom::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
 use loom::sync::Arc;
 use loom::thread;
+use socache_shm_loom_model::seqlock;
 
 type Value = [u8; 2];
 const OLD: Value = [1, 1];
@@ -105,7 +120,8 @@ const FREE: u32 = 0;
 const HELD: u32 = 1;
 const OWNER_DEAD: u32 = 2;
 
-/// Protocol variants: `Engine` is the code; the others break one thing.
+/// Protocol variants: `Engine` is the code (the engine's own `seqlock`
+/// functions); the others break one thing, with model code in their place.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Variant {
     Engine,
@@ -186,22 +202,18 @@ impl Shard {
     fn begin_step(&self, step: u32) {
         match step {
             0 => self.set_dirty(1),
-            1 => {
-                let s = self.seq.load(Ordering::Relaxed);
-                if s & 1 == 0 {
-                    self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
-                    if self.variant == Variant::FenceOnlyWhenItMadeOdd {
-                        fence(Ordering::Release);
+            1 => match self.variant {
+                Variant::BeginWithoutFence | Variant::FenceOnlyWhenItMadeOdd => {
+                    let s = self.seq.load(Ordering::Relaxed);
+                    if s & 1 == 0 {
+                        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+                        if self.variant == Variant::FenceOnlyWhenItMadeOdd {
+                            fence(Ordering::Release);
+                        }
                     }
                 }
-                if self.variant == Variant::Engine
-                    || self.variant == Variant::EndClearsDirtyFirst
-                    || self.variant == Variant::ReaderWithoutFence
-                    || self.variant == Variant::RecoverOnOwnerDeathOnly
-                {
-                    fence(Ordering::Release);
-                }
-            }
+                _ => seqlock::write_begin(&self.seq),
+            },
             _ => unreachable!(),
         }
     }
@@ -214,12 +226,7 @@ impl Shard {
     fn end_step(&self, step: u32) {
         let clear_first = self.variant == Variant::EndClearsDirtyFirst;
         match (step, clear_first) {
-            (0, false) | (1, true) => {
-                let s = self.seq.load(Ordering::Relaxed);
-                if s & 1 != 0 {
-                    self.seq.store(s.wrapping_add(1), Ordering::Release);
-                }
-            }
+            (0, false) | (1, true) => seqlock::write_end(&self.seq),
             (1, false) | (0, true) => self.set_dirty(0),
             _ => unreachable!(),
         }
@@ -264,21 +271,23 @@ impl Shard {
     }
 
     fn get_unlocked(&self) -> Option<Value> {
-        let before = self.seq.load(Ordering::Acquire);
-        if before & 1 != 0 {
-            return None;
+        let read = || {
+            [
+                self.bytes[0].load(Ordering::Relaxed),
+                self.bytes[1].load(Ordering::Relaxed),
+            ]
+        };
+        if self.variant == Variant::ReaderWithoutFence {
+            let before = self.seq.load(Ordering::Acquire);
+            if before & 1 != 0 {
+                return None;
+            }
+            let v = read();
+            return (self.seq.load(Ordering::Relaxed) == before).then_some(v);
         }
-        let v = [
-            self.bytes[0].load(Ordering::Relaxed),
-            self.bytes[1].load(Ordering::Relaxed),
-        ];
-        if self.variant != Variant::ReaderWithoutFence {
-            fence(Ordering::Acquire);
-        }
-        if self.seq.load(Ordering::Relaxed) != before {
-            return None;
-        }
-        Some(v)
+        let before = seqlock::read_begin(&self.seq)?;
+        let v = read();
+        seqlock::read_end(&self.seq, before).then_some(v)
     }
 }
 

@@ -32,8 +32,8 @@
 //! an `EMPTY`, once gone from a group, comes back only by a clear), else a
 //! tombstone. When full slots plus tombstones reach the load limit and
 //! tombstones exist, the shard rebuilds its index in place from the arena
-//! (`Shard::rebuild_index`), which is bounded by the shard's size, not the
-//! cache's.
+//! (`Locked::rebuild_index`, in `shard/evict.rs`), which is bounded by the
+//! shard's size, not the cache's.
 
 use std::ptr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -125,8 +125,11 @@ impl Index {
     fn group(&self, g: u32) -> u128 {
         // SAFETY: the line's first 16 bytes are in bounds (`line`); an
         // unaligned raw read, no alignment needed. Unlocked readers race
-        // with the lock holder's control-byte stores here: any bit pattern
-        // is a valid u128 and the seqlock discards what a writer changed.
+        // with the lock holder's control-byte stores here: a data race
+        // accepted by design (a raw read, no reference; the lanes it picks
+        // only lead to slot words whose offsets are bounds-checked by the
+        // unlocked reader of `entry.rs`), and whatever a writer changed
+        // meanwhile is discarded by the sequence check (`seqlock::read_end`).
         u128::from_le(unsafe { ptr::read_unaligned(self.line(g) as *const u128) })
     }
 
@@ -247,6 +250,26 @@ impl Index {
             g = self.next_group(g);
         }
         None
+    }
+
+    /// Groups `find` scans for `h` until `is_it` accepts a slot or an
+    /// `EMPTY` ends the probe (a probe-length figure, for tests).
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn probe_groups(&self, h: Hash, mut is_it: impl FnMut(u32) -> bool) -> u32 {
+        let mut g = h.h1;
+        for n in 1..=self.groups {
+            let ctrl = self.group(g);
+            for lane in Self::match_tag(ctrl, h.tag) {
+                if is_it(self.lane_word(g, lane).load(Ordering::Relaxed)) {
+                    return n;
+                }
+            }
+            if Self::match_empty(ctrl) != 0 {
+                return n;
+            }
+            g = self.next_group(g);
+        }
+        self.groups
     }
 
     /// Groups a lookup for `h` that finds nothing scans (a probe-length figure).
