@@ -248,3 +248,178 @@ fn a_local_replica_answers_lookups_while_the_primary_is_stopped() {
     let _ = std::fs::remove_dir_all(_dir_a);
     let _ = std::fs::remove_dir_all(_dir_b);
 }
+
+/// A memcached on a free loopback port, killed on drop.
+struct Memcached {
+    child: Child,
+    port: u16,
+}
+
+impl Memcached {
+    fn start() -> Memcached {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("memcached")
+            .args([
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "0",
+                "-m",
+                "16",
+            ])
+            .args(["-u", "nobody"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("memcached (Debian's memcached package)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < common::WAIT, "memcached did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Memcached { child, port }
+    }
+
+    /// One text command's whole answer (up to `END`).
+    fn ask(&self, command: &str) -> Vec<u8> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(format!("{command}\r\n").as_bytes())
+            .expect("write");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        while !out.ends_with(b"END\r\n") {
+            let n = s.read(&mut buf).expect("read");
+            assert!(n > 0, "memcached closed");
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        String::from_utf8_lossy(&self.ask("stats"))
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn memcache_arg(servers: &[&Memcached]) -> FarmArg {
+    let list = servers
+        .iter()
+        .map(|m| format!("127.0.0.1:{}", m.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    FarmArg::redis("unused")
+        .without("redis")
+        .set("memcache", &list)
+        .set("timeout", "200ms")
+}
+
+#[test]
+fn two_hosts_share_sessions_through_memcached() {
+    let one = Memcached::start();
+    let two = Memcached::start();
+    let arg = memcache_arg(&[&one, &two]);
+    let key = new_farm_key();
+    let mut a = start_farm_host(options(), &arg, Some(&key));
+    let mut b = start_farm_host(options(), &arg, Some(&key));
+    for tls in [Tls::V12, Tls::V13] {
+        let client = Client::new(tls);
+        let sessions = full_handshakes(&mut a, &client, 100);
+        let (resumed, slowest) = resumed_on(&mut b, &client, &sessions);
+        println!(
+            "memcached, {}: {resumed}/100 made on A resumed on B, slowest {slowest:?}",
+            tls.log_name()
+        );
+        assert!(resumed >= 99, "{}: {resumed}/100", tls.log_name());
+    }
+    // A local hit sends nothing: B resumes what it now holds locally.
+    let client = Client::new(Tls::V12);
+    let sessions = full_handshakes(&mut b, &client, 20);
+    let gets = one.stat("cmd_get") + two.stat("cmd_get");
+    let (resumed, _) = resumed_on(&mut b, &client, &sessions);
+    let after = one.stat("cmd_get") + two.stat("cmd_get");
+    assert_eq!(resumed, 20);
+    assert_eq!(
+        after,
+        gets,
+        "local hits sent {} GETs to memcached",
+        after - gets
+    );
+}
+
+#[test]
+fn memcached_holds_no_master_key_unless_told_to() {
+    for (seal, expect_clear) in [(true, false), (false, true)] {
+        let m = Memcached::start();
+        let mut arg = memcache_arg(&[&m]);
+        if !seal {
+            arg = arg.set("seal", "off");
+        }
+        let key = new_farm_key();
+        let mut a = start_farm_host(options(), &arg, Some(&key));
+        let client = Client::new(Tls::V12);
+        let sessions = full_handshakes(&mut a, &client, 5);
+        // Every key the farm wrote, and its value.
+        let dump = String::from_utf8_lossy(&m.ask("lru_crawler metadump all")).into_owned();
+        let keys: Vec<String> = dump
+            .lines()
+            .filter_map(|l| l.strip_prefix("key="))
+            .map(|l| percent_decoded(l.split(' ').next().unwrap_or("")))
+            .collect();
+        assert!(keys.len() >= 5, "keys in memcached: {keys:?}");
+        let values: Vec<Vec<u8>> = keys.iter().map(|k| m.ask(&format!("get {k}"))).collect();
+        let clear = sessions.iter().any(|s| {
+            let mk = s.master_key();
+            values
+                .iter()
+                .any(|v| v.windows(mk.len()).any(|w| w == mk.as_slice()))
+        });
+        assert_eq!(
+            clear,
+            expect_clear,
+            "seal={}: a master key in clear in memcached: {clear}",
+            if seal { "FILE" } else { "off" }
+        );
+    }
+}
+
+/// metadump's keys are URL-encoded (`%3A` for `:`).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -25,7 +25,16 @@ impl Memcached {
     fn start() -> Memcached {
         let port = free_port();
         let child = Command::new("memcached")
-            .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-m", "16"])
+            .args([
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "0",
+                "-m",
+                "16",
+            ])
             .args(["-u", "nobody"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -43,7 +52,8 @@ impl Memcached {
     /// A `stats` figure.
     fn stat(&self, name: &str) -> u64 {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         s.write_all(b"stats\r\n").expect("write");
         let mut text = String::new();
         let mut buf = [0u8; 4096];
@@ -139,5 +149,8 @@ fn keys_spread_over_two_servers_and_a_dead_one_costs_only_its_keys() {
     );
     assert_eq!(hits as u64, on_one, "the survivor's keys, all of them");
     assert_eq!(events.opened(), 0, "a dead server costs only its keys");
-    assert!(slowest < timeout + Duration::from_millis(400), "{slowest:?}");
+    assert!(
+        slowest < timeout + Duration::from_millis(400),
+        "{slowest:?}"
+    );
 }
