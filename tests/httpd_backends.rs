@@ -423,3 +423,64 @@ fn percent_decoded(text: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[test]
+fn a_hung_or_dead_memcached_costs_no_handshake_and_sharing_returns() {
+    let mut m = Memcached::start();
+    let port = m.port;
+    let arg = memcache_arg(&[&m]);
+    let key = new_farm_key();
+    let mut a = start_farm_host(options(), &arg, Some(&key));
+    let mut b = start_farm_host(options(), &arg, Some(&key));
+    let client = Client::new(Tls::V12);
+    let signal = |sig: libc::c_int| {
+        let pid = libc::pid_t::try_from(m.child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child process, which is alive.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill");
+    };
+    // Hung: sessions B never saw, offered while memcached is stopped.
+    let sessions = full_handshakes(&mut a, &client, 10);
+    signal(libc::SIGSTOP);
+    let (_, slowest_hung) = resumed_on(&mut b, &client, &sessions);
+    signal(libc::SIGCONT);
+    // Down.
+    m.child.kill().expect("kill");
+    let _ = m.child.wait();
+    let sessions = full_handshakes(&mut a, &client, 10);
+    let (_, slowest_down) = resumed_on(&mut b, &client, &sessions);
+    println!("memcached hung: slowest handshake {slowest_hung:?}; down: {slowest_down:?}");
+    assert!(slowest_hung < FAULT_BOUND, "{slowest_hung:?}");
+    assert!(slowest_down < FAULT_BOUND, "{slowest_down:?}");
+    // Back on the same port: sharing returns.
+    let back = Command::new("memcached")
+        .args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-m",
+            "16",
+        ])
+        .args(["-u", "nobody"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("memcached again");
+    let restarted = Memcached { child: back, port };
+    let started = Instant::now();
+    let mut returned = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        let s = full_handshakes(&mut a, &client, 1);
+        if b.connect(&client, Some(&s[0])).both_resumed() {
+            returned = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("memcached restarted: sharing back after {returned:?}");
+    assert!(returned.is_some(), "sharing never returned");
+    drop(restarted);
+}
