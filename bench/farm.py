@@ -14,6 +14,9 @@ ports, no persistence. Configurations:
   shm+redis   "shm:DIR/scache(1M) redis=redis://127.0.0.1:R/0 seal=KEY timeout=20ms"
   shm+rediss  the same over TLS: rediss://127.0.0.1:R3/0 redis-ca=CERT (Redis's
               tls-port, its certificate for IP 127.0.0.1)
+  shm+unix    the same over a Unix socket: redis=unix://DIR/redis.sock
+              (the redis of shm+redis, which also listens there)
+  shm+memcache "shm:DIR/scache(1M) memcache=127.0.0.1:M2 seal=KEY timeout=20ms"
   redis       redis:127.0.0.1:R2     (mod_socache_redis)
   memcache    memcache:127.0.0.1:M   (mod_socache_memcache)
 
@@ -70,9 +73,12 @@ HOST_A, HOST_B = "127.0.0.1", "127.0.0.2"
 CHILDREN, THREADS = 4, 8
 TIMEOUT_MS = 20           # the farm tier's timeout=
 SLACK_MS = 5              # "a few ms" over it
-CONFIGS = ["shm", "shm+redis", "shm+rediss", "redis", "memcache"]
-REDIS_CONFIGS = ["shm+redis", "shm+rediss", "redis"]
-FARM_CONFIGS = ["shm+redis", "shm+rediss"]
+CONFIGS = ["shm", "shm+redis", "shm+rediss", "shm+unix", "shm+memcache", "redis", "memcache"]
+REDIS_CONFIGS = ["shm+redis", "shm+rediss", "shm+unix", "redis"]
+FARM_CONFIGS = ["shm+redis", "shm+rediss", "shm+unix", "shm+memcache"]
+# Each farm configuration's anchor: httpd's own provider for its engine.
+ANCHOR = {"shm+redis": "redis", "shm+rediss": "redis", "shm+unix": "redis",
+          "shm+memcache": "memcache"}
 # Configurations whose faults are measured (the TLS one behaves as the
 # plain one there; its figures of interest are speed and visibility).
 FAULT_CONFIGS = ["shm+redis", "redis"]
@@ -145,13 +151,18 @@ class Daemon:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def redis_server(label):
+def redis_server(label, unix=False):
     def argv(d):
+        extra = ["--unixsocket", os.path.join(d.dir, "redis.sock"),
+                 "--unixsocketperm", "777"] if unix else []
         return [REDIS, "--port", str(d.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", d.dir, "--daemonize", "no",
                 "--maxmemory", "256mb", "--maxmemory-policy", "volatile-ttl",
-                "--protected-mode", "no"]
+                "--protected-mode", "no"] + extra
     d = Daemon(label, argv, run.free_port(), lambda d: redis_cmd(d.port, "PING", timeout=1))
+    # The socket's directory (/dev/shm/socache-farm-*) is root's, mode 0700:
+    # let httpd's User through (the farm refuses a world-writable one).
+    os.chmod(d.dir, 0o755)
     d.start()
     return d
 
@@ -277,6 +288,12 @@ def cache_arg(cfg, backends, key):
         return ('"shm:{dir}/scache(1M) redis=rediss://127.0.0.1:%d/0 redis-ca=%s seal=%s '
                 'timeout=%dms"' % (backends["shm+rediss"].port, backends["shm+rediss"].ca,
                                    key, TIMEOUT_MS))
+    if cfg == "shm+unix":
+        return '"shm:{dir}/scache(1M) redis=unix://%s seal=%s timeout=%dms"' % (
+            os.path.join(backends["shm+unix"].dir, "redis.sock"), key, TIMEOUT_MS)
+    if cfg == "shm+memcache":
+        return '"shm:{dir}/scache(1M) memcache=127.0.0.1:%d seal=%s timeout=%dms"' % (
+            backends["shm+memcache"].port, key, TIMEOUT_MS)
     if cfg == "redis":
         return "redis:127.0.0.1:%d" % backends["redis"].port
     if cfg == "memcache":
@@ -425,7 +442,10 @@ def main():
             f.write(os.urandom(48))
         os.chmod(key, 0o600)
         run.make_cert(keydir)
-        backends = {"shm+redis": redis_server("redis for shm"),
+        shm_redis = redis_server("redis for shm", unix=True)
+        backends = {"shm+redis": shm_redis,
+                    "shm+unix": shm_redis,
+                    "shm+memcache": memcached("memcached for shm"),
                     "shm+rediss": rediss_server("TLS redis for shm", keydir),
                     "redis": redis_server("redis for redis:"),
                     "memcache": memcached("memcached")}
@@ -718,16 +738,17 @@ def report(res, args):
             if cfg in FARM_CONFIGS:
                 floors.append(("%s: cross-host resumption >= 99%% (TLS %s)" % (cfg, ver),
                                "%d/%d" % (got, n), verdict(share is not None and share >= 0.99)))
-                red = [r for r in cross.get("redis/%s" % ver, []) if "failed" not in r]
+                anchor = ANCHOR[cfg]
+                red = [r for r in cross.get("%s/%s" % (anchor, ver), []) if "failed" not in r]
                 x, y = med(ok, "first_resumed_s"), med(red, "first_resumed_s")
-                floors.append(("%s: cross-host resumed/s >= 1.1x httpd's redis: (TLS %s)"
-                               % (cfg, ver),
+                floors.append(("%s: cross-host resumed/s >= 1.1x httpd's %s: (TLS %s)"
+                               % (cfg, anchor, ver),
                                "%s vs %s (medians, %s)" % (
                                    fmt(x, "%.0f"), fmt(y, "%.0f"),
                                    fmt(x / y if x and y else None, "%.2fx")),
                                verdict(x is not None and y is not None and x >= 1.1 * y)))
                 y50 = med(red, "first_resumed_p50_ms")
-                floors.append(("%s: remote-hit p50 <= httpd's redis: (TLS %s)" % (cfg, ver),
+                floors.append(("%s: remote-hit p50 <= httpd's %s: (TLS %s)" % (cfg, anchor, ver),
                                "%s vs %s ms" % (fmt(r50), fmt(y50)),
                                verdict(r50 is not None and y50 is not None and r50 <= y50)))
     md.append("")
