@@ -83,6 +83,9 @@ thread_local! {
     static TIMED_OUT_AT: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
 
+/// The least a new process waits for its first connection (`warm_up`).
+const WARM_UP: Duration = Duration::from_millis(250);
+
 /// How long after a timeout this thread's writes are skipped.
 const QUIET_AFTER_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -430,6 +433,17 @@ impl Farm {
             key.push(HEX[usize::from(byte & 0x0f)]);
         }
         key
+    }
+
+    /// In a new process that will serve (httpd's `child_init`, before any
+    /// request): connect ahead of need, waiting at most the larger of
+    /// `timeout` and [`WARM_UP`], so that the first handshakes do not pay a
+    /// connect (over TLS: a full TLS handshake with Redis) within their own
+    /// `timeout`. Nothing in the home process; nothing counted or logged.
+    pub fn warm_up(&self) {
+        if let Some(link) = self.link_here() {
+            link.warm_up(Instant::now() + self.timeout.max(WARM_UP));
+        }
     }
 
     /// Whether this thread waited out a timeout just now (see

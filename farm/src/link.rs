@@ -197,6 +197,32 @@ impl Link {
         }
     }
 
+    /// Opens one connection ahead of need (to the server, the sentinels'
+    /// master, a cluster's slot map; a memcached list's first server), so
+    /// that the process's first handshakes find it made and, over TLS, a
+    /// session to resume for the next ones. Failures are ignored: the ops
+    /// that follow meet them under their own deadlines.
+    pub fn warm_up(&self, deadline: Instant) {
+        let key = b"warm-up";
+        let address = match self.route(key, deadline) {
+            Ok(address) => address,
+            Err(_) => return,
+        };
+        let address = self.shared.replica.clone().unwrap_or(address);
+        if let Ok(Some((mut conn, _))) = self.take(&address, deadline) {
+            // One round trip, so that TLS 1.3's tickets arrive and the
+            // connection is known to work.
+            let ping = match self.protocol() {
+                Protocol::Resp => redis::cmd("PING").get_packed_command(),
+                Protocol::Meta => b"mn\r\n".to_vec(),
+            };
+            match conn.call("PING", &ping, deadline, crate::conn::SLACK) {
+                Ok(_) => self.put(conn),
+                Err(failure) => self.discard(conn, &failure),
+            }
+        }
+    }
+
     /// The process that made this link.
     pub fn pid(&self) -> u32 {
         self.pid

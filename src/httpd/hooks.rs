@@ -16,7 +16,8 @@ const SWEEP_PATIENCE: std::time::Duration = std::time::Duration::from_millis(2);
 const DECLINED: c_int = -1;
 
 /// `child_init` hook: in a new child, drop every segment descriptor this
-/// process inherited (the mapping stays). The child runs as the server's
+/// process inherited (the mapping stays), and connect each farm tier ahead
+/// of need (at most 250 ms or `timeout=` each, before the child serves). The child runs as the server's
 /// `User`; with a descriptor of a file segment it could truncate the file
 /// under everyone else (SIGBUS), whatever the file's owner and mode.
 ///
@@ -27,7 +28,12 @@ pub unsafe extern "C" fn socache_shm_child_init(pchild: *mut apr_pool_t, s: *mut
     let _ = pchild;
     guard(s, (), || {
         // SAFETY: a new child, before it starts threads (caller).
-        unsafe { LIVE.for_each(|inst| inst.close_descriptors()) }
+        unsafe {
+            LIVE.for_each(|inst| {
+                inst.close_descriptors();
+                inst.warm_up_farm();
+            })
+        }
     })
 }
 

@@ -85,6 +85,14 @@ impl Instance {
         self.home_pid == pid()
     }
 
+    /// In a new child, before it serves: connect the farm tier ahead of
+    /// need (bounded; see `Farm::warm_up`).
+    pub(crate) fn warm_up_farm(&self) {
+        if let Some(farm) = self.farm.get() {
+            farm.warm_up();
+        }
+    }
+
     /// In a new child: drop the segment's descriptors (the mapping stays).
     pub(crate) fn close_descriptors(&self) {
         if let Some(cache) = self.cache.get() {
