@@ -182,7 +182,8 @@ impl fmt::Display for SpecError {
             SpecError::SealMissing => f.write_str(
                 "redis= without seal=: the cached TLS sessions' master secrets would cross the network \
                  and sit in Redis in clear; give seal=FILE (48-byte records, made with \
-                 `openssl rand 48 > FILE`, mode 0600, owned by root) or, knowingly, seal=off",
+                 `openssl rand 48 > FILE`, mode 0600, owned by root or by the user httpd starts as) or, \
+                 knowingly, seal=off",
             ),
         }
     }

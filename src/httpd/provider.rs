@@ -292,7 +292,8 @@ unsafe fn create(arg: Option<&CStr>, p: *mut apr_pool_t) -> Result<*mut Instance
         spec.path = Some(resolve(&path)?);
     }
     spec::validate(&spec).map_err(|e| e.to_string())?;
-    // The farm tier's URL, TLS files and key file (read here, as root).
+    // The farm tier's URL, TLS files and key file (read here, by the parent
+    // as the user httpd starts as: root on an ordinary host).
     let farm_plan = spec
         .farm
         .as_ref()
