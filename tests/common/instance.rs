@@ -65,10 +65,11 @@ pub(crate) fn pick_port() -> u16 {
     panic!("no free loopback port found in 20000..32000");
 }
 
-/// The uid/gid httpd's children run as when we are root.
-pub(crate) fn run_as() -> Option<(String, String)> {
+/// The uid/gid httpd's children run as when httpd starts as root (we are
+/// root and no [`Options::start_as`]).
+pub(crate) fn run_as(opts: &Options) -> Option<(String, String)> {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if unsafe { libc::geteuid() } != 0 || opts.start_as.is_some() {
         return None;
     }
     if user_ids("www-data").is_some() {
@@ -149,7 +150,25 @@ impl Prepared {
         };
         prepared.conf = prepared.dir.join("httpd.conf");
         prepared.write_conf();
+        if let Some((uid, gid)) = prepared.opts.start_as {
+            chown_tree(&prepared.dir, uid, gid);
+        }
         prepared
+    }
+
+    /// The (uid, gid) httpd starts as, when not ourselves.
+    pub fn start_as(&self) -> Option<(u32, u32)> {
+        self.opts.start_as
+    }
+
+    /// Give `path` (made by us, inside the instance) to the user httpd
+    /// starts as, if that is not us: what an unprivileged server's owner
+    /// would have made. No-op otherwise.
+    pub fn give(&self, path: &Path) {
+        if let Some((uid, gid)) = self.opts.start_as {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+        }
     }
 
     /// (Re)write httpd.conf from the options (e.g. after changing them).
@@ -211,7 +230,7 @@ impl Prepared {
             );
         }
         let _ = writeln!(c, "LoadModule ssl_module \"{m}/mod_ssl.so\"");
-        if let Some((user, group)) = run_as() {
+        if let Some((user, group)) = run_as(o) {
             let _ = writeln!(c, "User {user}\nGroup {group}");
         }
         c.push_str(&o.mpm.directives());
@@ -244,9 +263,10 @@ impl Prepared {
         c
     }
 
-    /// `apache2 -t` on this configuration: (exit status success, stderr+stdout).
+    /// `apache2 -t` on this configuration, as the user httpd starts as:
+    /// (exit status success, stderr+stdout).
     pub fn config_test(&self) -> (bool, String) {
-        self.config_test_as(None)
+        self.config_test_as(self.opts.start_as)
     }
 
     /// [`Prepared::config_test`] as another user (uid, gid); we must be root.
@@ -358,6 +378,18 @@ pub(crate) fn quoted(arg: &str) -> String {
         format!("\"{}\"", arg.replace('"', "\\\""))
     } else {
         arg.to_string()
+    }
+}
+
+/// `chown -R uid:gid` of a tree we made (symbolic links not followed).
+pub(crate) fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    if is_dir {
+        for e in fs::read_dir(path).expect("read_dir").flatten() {
+            chown_tree(&e.path(), uid, gid);
+        }
     }
 }
 

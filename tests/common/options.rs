@@ -148,6 +148,11 @@ pub struct Options {
     pub log_level: String,
     /// Appended to the configuration.
     pub extra: String,
+    /// Start httpd (and run `-t`, `-k graceful`) as this (uid, gid)
+    /// instead of as ourselves: an unprivileged server, which ignores
+    /// `User` (none is written). The instance directory is then that
+    /// user's. We must be root.
+    pub start_as: Option<(u32, u32)>,
 }
 
 impl Options {
@@ -161,7 +166,14 @@ impl Options {
             cache_timeout: 300,
             log_level: "info".into(),
             extra: String::new(),
+            start_as: None,
         }
+    }
+
+    /// See [`Options::start_as`].
+    pub fn start_as(mut self, user: Option<(u32, u32)>) -> Options {
+        self.start_as = user;
+        self
     }
 
     pub fn cache(mut self, cache: SessionCache) -> Options {
