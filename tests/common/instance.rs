@@ -109,6 +109,8 @@ pub struct Prepared {
     pub port: u16,
     pub conf: PathBuf,
     pub(crate) keep: bool,
+    /// Our module's path in `LoadModule` (see [`module_for`]).
+    pub(crate) module: PathBuf,
 }
 
 impl Prepared {
@@ -141,12 +143,18 @@ impl Prepared {
             .expect("write key.pem");
         fs::write(dir.join("htdocs/index.html"), "socache test\n").expect("write index.html");
 
+        let module = if opts.provider == Provider::Shm {
+            module_for(&opts, &dir)
+        } else {
+            PathBuf::new()
+        };
         let mut prepared = Prepared {
             opts,
             dir,
             port: pick_port(),
             conf: PathBuf::new(),
             keep: std::env::var_os("HTTPD_TEST_KEEP").is_some(),
+            module,
         };
         prepared.conf = prepared.dir.join("httpd.conf");
         prepared.write_conf();
@@ -226,7 +234,7 @@ impl Prepared {
             let _ = writeln!(
                 c,
                 "LoadModule socache_shm_module \"{}\"",
-                shm_module().display()
+                self.module.display()
             );
         }
         let _ = writeln!(c, "LoadModule ssl_module \"{m}/mod_ssl.so\"");
@@ -379,6 +387,34 @@ pub(crate) fn quoted(arg: &str) -> String {
     } else {
         arg.to_string()
     }
+}
+
+/// The module file httpd loads: [`shm_module`], unless httpd starts as
+/// another user who cannot reach it (a checkout under a private home
+/// directory, say): then a copy in the instance directory `dir`.
+pub(crate) fn module_for(opts: &Options, dir: &Path) -> PathBuf {
+    let module = shm_module();
+    if opts.start_as.is_none() || world_readable(&module) {
+        return module;
+    }
+    // A copy, not a hard link: the instance directory is chowned to that
+    // user, and a link would hand over the build's own file.
+    let here = dir.join("mod_socache_shm.so");
+    fs::copy(&module, &here)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", module.display(), here.display()));
+    fs::set_permissions(&here, fs::Permissions::from_mode(0o755)).expect("chmod module");
+    here
+}
+
+/// Whether any user can read `path`: every directory above it searchable
+/// by others and the file readable by others.
+fn world_readable(path: &Path) -> bool {
+    let file_ok = fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0);
+    file_ok
+        && path.ancestors().skip(1).all(|d| {
+            d.as_os_str().is_empty()
+                || fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+        })
 }
 
 /// `chown -R uid:gid` of a tree we made (symbolic links not followed).
