@@ -30,9 +30,10 @@
 //! 1. owned by root or by the effective user of the process reading it
 //!    (the user httpd starts as: root on an ordinary host, the user itself
 //!    for a per-user server, a test framework or a non-root container).
-//!    That user is the reader: a file it owns holds nothing it could not
-//!    already read, and only it or root can change the file's mode. Any
-//!    other owner could swap the key for one it knows.
+//!    Only the owner and root can change a file, so a file the reader owns
+//!    can be changed by nobody who could not already change the reader
+//!    itself (kill it, rewrite its configuration); any other owner could
+//!    swap the key for one it knows, or read it.
 //! 2. with no group or other permission bits (mode 0600 or 0400).
 //!
 //! One exception to 2, for container platforms that mount secrets owned by
