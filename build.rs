@@ -192,6 +192,7 @@ mod httpd {
             .allowlist_function("ap_mpm_query")
             .allowlist_var("AP_MPMQ_IS_THREADED")
             .allowlist_var("AP_MPMQ_NOT_SUPPORTED")
+            .allowlist_var("AP_MPMQ_MAX_THREADS")
             .allowlist_function("apr_pool_userdata_get")
             .allowlist_function("apr_pool_userdata_setn")
             .allowlist_function("apr_pool_cleanup_register")

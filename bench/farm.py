@@ -10,10 +10,12 @@ for both. Its own redis-server (one per Redis configuration, so the
 command counts and the faults stay apart) and memcached on free loopback
 ports, no persistence. Configurations:
 
-  shm        shm:DIR/scache(1M)                         (no farm)
-  shm+redis  "shm:DIR/scache(1M) redis=redis://127.0.0.1:R/0 seal=KEY timeout=20ms"
-  redis      redis:127.0.0.1:R2     (mod_socache_redis)
-  memcache   memcache:127.0.0.1:M   (mod_socache_memcache)
+  shm         shm:DIR/scache(1M)                         (no farm)
+  shm+redis   "shm:DIR/scache(1M) redis=redis://127.0.0.1:R/0 seal=KEY timeout=20ms"
+  shm+rediss  the same over TLS: rediss://127.0.0.1:R3/0 redis-ca=CERT (Redis's
+              tls-port, its certificate for IP 127.0.0.1)
+  redis       redis:127.0.0.1:R2     (mod_socache_redis)
+  memcache    memcache:127.0.0.1:M   (mod_socache_memcache)
 
 Measured, every configuration in turn inside each repeat (interleaved):
   same-host   bench/tls-load against A only, TLS 1.2 and 1.3: resumed/s,
@@ -28,6 +30,12 @@ Measured, every configuration in turn inside each repeat (interleaved):
               A); every client operation bounded by --io-timeout; then
               Redis restarted and the time until B resumes A's sessions
               again (the breaker closing)
+  visible     tls-load --immediate: each session made on A offered to B
+              at once after A's connection ended (1 client; 1000 sessions
+              at idle, 300 under a same-host load on A and B): resumed
+              share and the time B took (an upper bound of store-to-visible)
+  idle        cross-host with 1 client at idle: a remote hit against a
+              local hit, p50
 
 Writes bench/farm-results.md and .json (--quick: farm-results-quick.*).
 Reuses bench/run.py's httpd instances and cleanup: every process it starts
@@ -62,8 +70,13 @@ HOST_A, HOST_B = "127.0.0.1", "127.0.0.2"
 CHILDREN, THREADS = 4, 8
 TIMEOUT_MS = 20           # the farm tier's timeout=
 SLACK_MS = 5              # "a few ms" over it
-CONFIGS = ["shm", "shm+redis", "redis", "memcache"]
-REDIS_CONFIGS = ["shm+redis", "redis"]
+CONFIGS = ["shm", "shm+redis", "shm+rediss", "redis", "memcache"]
+REDIS_CONFIGS = ["shm+redis", "shm+rediss", "redis"]
+FARM_CONFIGS = ["shm+redis", "shm+rediss"]
+# Configurations whose faults are measured (the TLS one behaves as the
+# plain one there; its figures of interest are speed and visibility).
+FAULT_CONFIGS = ["shm+redis", "redis"]
+VISIBLE_IDLE, VISIBLE_LOADED, IDLE_SESSIONS = 1000, 300, 200
 
 
 # ---------------------------------------------------------------------------
@@ -143,6 +156,30 @@ def redis_server(label):
     return d
 
 
+def rediss_server(label, certdir):
+    """redis-server on a TLS port only, its certificate (for IP 127.0.0.1)
+    self-signed: the farm verifies it with redis-ca=."""
+    cert, key = os.path.join(certdir, "redis-cert.pem"), os.path.join(certdir, "redis-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=WAIT)
+
+    def argv(d):
+        return [REDIS, "--port", "0", "--tls-port", str(d.port), "--bind", "127.0.0.1",
+                "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert,
+                "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
+                "--dir", d.dir, "--daemonize", "no", "--maxmemory", "256mb",
+                "--maxmemory-policy", "volatile-ttl", "--protected-mode", "no"]
+    d = Daemon(label, argv, run.free_port(),
+               lambda d: redis_cmd(d.port, "PING", timeout=1, ca=cert))
+    d.ca = cert
+    d.start()
+    return d
+
+
 def memcached(label):
     def argv(d):
         return [MEMCACHED, "-l", "127.0.0.1", "-p", str(d.port), "-U", "0", "-m", "64",
@@ -158,12 +195,17 @@ def memcached(label):
     return d
 
 
-def redis_cmd(port, *words, timeout=3.0):
-    """One RESP command, bounded; returns the reply (bulk string as str,
-    integer, list, or an error string starting with '-')."""
+def redis_cmd(port, *words, timeout=3.0, ca=None):
+    """One RESP command, bounded (over TLS verified with `ca` if given);
+    returns the reply (bulk string as str, integer, list, or an error
+    string starting with '-')."""
     req = b"*%d\r\n" % len(words) + b"".join(
         b"$%d\r\n%s\r\n" % (len(w.encode()), w.encode()) for w in words)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        s = raw
+        if ca is not None:
+            ctx = ssl.create_default_context(cafile=ca)
+            s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
         s.sendall(req)
         f = s.makefile("rb")
         return _resp(f)
@@ -191,10 +233,11 @@ def _resp(f):
     raise OSError("redis: bad reply %r" % line)
 
 
-def commandstats(port):
+def commandstats(backend):
     """{command: calls} from INFO commandstats (bounded)."""
     out = {}
-    for line in redis_cmd(port, "INFO", "commandstats").splitlines():
+    info = redis_cmd(backend.port, "INFO", "commandstats", ca=getattr(backend, "ca", None))
+    for line in info.splitlines():
         if line.startswith("cmdstat_"):
             name, rest = line[len("cmdstat_"):].split(":", 1)
             fields = dict(kv.split("=", 1) for kv in rest.split(","))
@@ -230,6 +273,10 @@ def cache_arg(cfg, backends, key):
     if cfg == "shm+redis":
         return '"shm:{dir}/scache(1M) redis=redis://127.0.0.1:%d/0 seal=%s timeout=%dms"' % (
             backends["shm+redis"].port, key, TIMEOUT_MS)
+    if cfg == "shm+rediss":
+        return ('"shm:{dir}/scache(1M) redis=rediss://127.0.0.1:%d/0 redis-ca=%s seal=%s '
+                'timeout=%dms"' % (backends["shm+rediss"].port, backends["shm+rediss"].ca,
+                                   key, TIMEOUT_MS))
     if cfg == "redis":
         return "redis:127.0.0.1:%d" % backends["redis"].port
     if cfg == "memcache":
@@ -314,6 +361,15 @@ def tls_cross(a, b, ver, args, n=None, io_timeout=None, pause_ms=300):
     return _tls_load(cmd, rounds * io + pause_ms / 1000 + 30)
 
 
+def tls_immediate(a, b, ver, args, n, clients=1):
+    """Each of n sessions made on a, offered to b at once; never raises."""
+    io = args.io_timeout
+    cmd = [TLS_LOAD, "--host", a.host, "--port", str(a.port), "--resume-host", b.host,
+           "--resume-port", str(b.port), "--tls", ver, "--clients", str(clients),
+           "--sessions", str(n), "--immediate", "--io-timeout", str(io), "--json"]
+    return _tls_load(cmd, 2 * (n // clients + 1) * io + 30)
+
+
 def _tls_load(cmd, bound):
     t = time.time()
     try:
@@ -370,6 +426,7 @@ def main():
         os.chmod(key, 0o600)
         run.make_cert(keydir)
         backends = {"shm+redis": redis_server("redis for shm"),
+                    "shm+rediss": rediss_server("TLS redis for shm", keydir),
                     "redis": redis_server("redis for redis:"),
                     "memcache": memcached("memcached")}
         hosts = {}
@@ -405,10 +462,10 @@ def measure(args, res, hosts, backends):
         for ver in ("1.2", "1.3"):
             for cfg in CONFIGS:
                 a, _ = hosts[cfg]
-                before = commandstats(backends[cfg].port) if cfg in REDIS_CONFIGS else None
+                before = commandstats(backends[cfg]) if cfg in REDIS_CONFIGS else None
                 r = tls_load(a, ver, args)
                 if before is not None and "failed" not in r:
-                    r["redis_cmds"] = stats_delta(before, commandstats(backends[cfg].port))
+                    r["redis_cmds"] = stats_delta(before, commandstats(backends[cfg]))
                 res["same"].setdefault("%s/%s" % (cfg, ver), []).append(r)
                 log("same-host %s TLS %s rep %d: %s resumed/s, share %s, errors %s, load %.2f%s"
                     % (cfg, ver, rep + 1, r.get("resumed_s"), r.get("resumption_share"),
@@ -420,10 +477,10 @@ def measure(args, res, hosts, backends):
         for ver in ("1.2", "1.3"):
             for cfg in CONFIGS:
                 a, b = hosts[cfg]
-                before = commandstats(backends[cfg].port) if cfg in REDIS_CONFIGS else None
+                before = commandstats(backends[cfg]) if cfg in REDIS_CONFIGS else None
                 r = tls_cross(a, b, ver, args)
                 if before is not None and "failed" not in r:
-                    r["redis_cmds"] = stats_delta(before, commandstats(backends[cfg].port))
+                    r["redis_cmds"] = stats_delta(before, commandstats(backends[cfg]))
                 res["cross"].setdefault("%s/%s" % (cfg, ver), []).append(r)
                 log("cross-host %s TLS %s rep %d: made %s, resumed on B %s then %s of %d, "
                     "%s resumed/s, remote p50/p99 %s/%s ms, local %s/%s ms, load %.2f" % (
@@ -436,10 +493,55 @@ def measure(args, res, hosts, backends):
     for cfg in CONFIGS:
         res["status"]["%s/A after load" % cfg] = cache_status(hosts[cfg][0])
         res["status"]["%s/B after load" % cfg] = cache_status(hosts[cfg][1])
+    # Visible at once: idle, then under a same-host load on A and B.
+    res["visible"] = {}
+    res["idle"] = {}
+    for ver in ("1.2", "1.3"):
+        for cfg in FARM_CONFIGS + ["redis"]:
+            a, b = hosts[cfg]
+            r = tls_immediate(a, b, ver, args, VISIBLE_IDLE)
+            res["visible"]["%s/%s/idle" % (cfg, ver)] = r
+            log("visible %s TLS %s idle: %s of %d resumed, B p50/p99 %s/%s ms, load %.2f" % (
+                cfg, ver, r.get("immediate_resumed"), VISIBLE_IDLE, r.get("resumed_p50_ms"),
+                r.get("resumed_p99_ms"), os.getloadavg()[0]))
+            loads = [subprocess.Popen(
+                [TLS_LOAD, "--host", h.host, "--port", str(h.port), "--tls", ver,
+                 "--clients", str(args.clients // 2), "--seconds", "600",
+                 "--io-timeout", str(args.io_timeout)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True) for h in (a, b)]
+            try:
+                time.sleep(0.5)
+                r = tls_immediate(a, b, ver, args, VISIBLE_LOADED)
+            finally:
+                for p in loads:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+            r["load"] = os.getloadavg()[0]
+            res["visible"]["%s/%s/loaded" % (cfg, ver)] = r
+            log("visible %s TLS %s loaded: %s of %d resumed, B p50/p99 %s/%s ms, load %.2f" % (
+                cfg, ver, r.get("immediate_resumed"), VISIBLE_LOADED, r.get("resumed_p50_ms"),
+                r.get("resumed_p99_ms"), os.getloadavg()[0]))
+        note_load(res, "visible TLS %s" % ver)
+        # A remote hit against a local hit, one client, at idle.
+        for cfg in ["shm"] + FARM_CONFIGS + ["redis"]:
+            a, b = hosts[cfg]
+            r = tls_cross(a, b, ver, dict_args(args, clients=1), n=IDLE_SESSIONS, pause_ms=100)
+            res["idle"]["%s/%s" % (cfg, ver)] = r
+            log("idle %s TLS %s: remote p50 %s ms, local p50 %s ms" % (
+                cfg, ver, r.get("first_resumed_p50_ms"), r.get("second_resumed_p50_ms")))
     # 5: faults (TLS 1.2).
-    for cfg in REDIS_CONFIGS:
+    for cfg in FAULT_CONFIGS:
         res["faults"][cfg] = faults(args, hosts[cfg], backends[cfg], cfg, res)
         note_load(res, "faults %s" % cfg)
+
+
+def dict_args(args, **changes):
+    """A copy of the parsed arguments with some changed."""
+    copy = argparse.Namespace(**vars(args))
+    for k, v in changes.items():
+        setattr(copy, k, v)
+    return copy
 
 
 def faults(args, ab, redis, cfg, res):
@@ -575,9 +677,9 @@ def report(res, args):
                 fmt(med(rs, "resumed_p50_ms")), fmt(med(rs, "resumed_p99_ms")),
                 sum(r.get("errors", 0) for r in rs) + sum(1 for r in rs if "failed" in r),
                 per_handshake(rs) if cfg in REDIS_CONFIGS else ""))
-            if cfg == "shm+redis":
-                floors.append(("same-host resumed/s with Redis >= 0.95x shm alone (TLS %s)"
-                               % ver, fmt(ratio, "%.2fx") + " (median of paired repeats)",
+            if cfg in FARM_CONFIGS:
+                floors.append(("same-host resumed/s with %s >= 0.95x shm alone (TLS %s)"
+                               % (cfg, ver), fmt(ratio, "%.2fx") + " (median of paired repeats)",
                                verdict(ratio is not None and ratio >= 0.95)))
     md.append("")
 
@@ -613,14 +715,63 @@ def report(res, args):
                 fmt(r50 - l50 if r50 is not None and l50 is not None else None),
                 fmt(r99 - l99 if r99 is not None and l99 is not None else None),
                 cyc if cfg in REDIS_CONFIGS else ""))
-            if cfg == "shm+redis":
-                floors.append(("cross-host resumption >= 99%% (TLS %s)" % ver,
+            if cfg in FARM_CONFIGS:
+                floors.append(("%s: cross-host resumption >= 99%% (TLS %s)" % (cfg, ver),
                                "%d/%d" % (got, n), verdict(share is not None and share >= 0.99)))
                 red = [r for r in cross.get("redis/%s" % ver, []) if "failed" not in r]
                 x, y = med(ok, "first_resumed_s"), med(red, "first_resumed_s")
-                floors.append(("cross-host resumed/s >= httpd's redis: (TLS %s)" % ver,
-                               "%s vs %s (medians)" % (fmt(x, "%.0f"), fmt(y, "%.0f")),
-                               verdict(x is not None and y is not None and x >= y)))
+                floors.append(("%s: cross-host resumed/s >= 1.1x httpd's redis: (TLS %s)"
+                               % (cfg, ver),
+                               "%s vs %s (medians, %s)" % (
+                                   fmt(x, "%.0f"), fmt(y, "%.0f"),
+                                   fmt(x / y if x and y else None, "%.2fx")),
+                               verdict(x is not None and y is not None and x >= 1.1 * y)))
+                y50 = med(red, "first_resumed_p50_ms")
+                floors.append(("%s: remote-hit p50 <= httpd's redis: (TLS %s)" % (cfg, ver),
+                               "%s vs %s ms" % (fmt(r50), fmt(y50)),
+                               verdict(r50 is not None and y50 is not None and r50 <= y50)))
+    md.append("")
+
+    md += ["### Visible at once (made on A, offered to B right after)\n",
+           "tls-load --immediate, 1 client: each session made on A is offered to B as "
+           "soon as A's connection ended (%d at idle; %d while tls-load with %d clients "
+           "runs against A and against B). B's handshake time bounds the time from "
+           "A's end to B's lookup.\n" % (VISIBLE_IDLE, VISIBLE_LOADED, args.clients // 2),
+           "| configuration | TLS | load | resumed on B | B handshake p50 / p99 / max ms "
+           "| errors |", "|---|---|---|---:|---:|---:|"]
+    vis = res.get("visible", {})
+    for ver in ("1.2", "1.3"):
+        for cfg in FARM_CONFIGS + ["redis"]:
+            for state, n in (("idle", VISIBLE_IDLE), ("loaded", VISIBLE_LOADED)):
+                r = vis.get("%s/%s/%s" % (cfg, ver, state), {})
+                got = r.get("immediate_resumed")
+                md.append("| %s | %s | %s | %s/%d | %s / %s / %s | %s |" % (
+                    cfg, ver, state, got, n, fmt(r.get("resumed_p50_ms")),
+                    fmt(r.get("resumed_p99_ms")), fmt(r.get("resumed_max_ms")),
+                    r.get("immediate_errors", r.get("failed"))))
+                if cfg == "shm+redis" and state == "idle":
+                    floors.append(("visible at once: >= 999 of 1000 offered to B right "
+                                   "after A (TLS %s, idle)" % ver, "%s/%d" % (got, n),
+                                   verdict(got is not None and got >= 999)))
+    md.append("")
+
+    md += ["### A remote hit against a local hit, at idle\n",
+           "tls-load --resume-port with 1 client, %d sessions: B's first resumption of "
+           "each is a remote hit (a local miss on B), its second a local hit.\n"
+           % IDLE_SESSIONS,
+           "| configuration | TLS | remote hit p50 ms | local hit p50 ms | added ms |",
+           "|---|---|---:|---:|---:|"]
+    for ver in ("1.2", "1.3"):
+        for cfg in ["shm"] + FARM_CONFIGS + ["redis"]:
+            r = res.get("idle", {}).get("%s/%s" % (cfg, ver), {})
+            r50, l50 = r.get("first_resumed_p50_ms"), r.get("second_resumed_p50_ms")
+            added = r50 - l50 if r50 is not None and l50 is not None else None
+            md.append("| %s | %s | %s | %s | %s |" % (cfg, ver, fmt(r50), fmt(l50),
+                                                      fmt(added, "%.3f")))
+            if cfg == "shm+redis":
+                floors.append(("a remote hit adds <= 0.15 ms over a local hit at idle "
+                               "(TLS %s)" % ver, fmt(added, "%.3f ms"),
+                               verdict(added is not None and added <= 0.15)))
     md.append("")
 
     md += ["### Redis hung (SIGSTOP) and down (SIGKILL), TLS 1.2, on A\n",
@@ -633,7 +784,7 @@ def report(res, args):
            "| configuration | Redis | same-host handshakes/s | same-host p50 / p99 / max ms "
            "| A-miss p50 / p99 / max ms | A-miss resumed | errors |",
            "|---|---|---:|---:|---:|---:|---:|"]
-    for cfg in REDIS_CONFIGS:
+    for cfg in FAULT_CONFIGS:
         f = res["faults"].get(cfg, {})
         for state in ("healthy", "hung", "down"):
             s = f.get(state + "/same", {})

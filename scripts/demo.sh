@@ -281,12 +281,28 @@ for h in a b; do
     done
 done
 farm_status=0
+# farm_get HOST TAG VERSION SESSION_OPTION SESSION_FILE: GET /?TAG on host
+# HOST, s_client's output in $DIR/logs/TAG.out. As handshake() above: a real
+# request, and -ign_eof so that s_client reads until the server closes. With
+# TLS 1.3 the server sends its NewSessionTicket after the handshake; a client
+# that hung up at once (echo | s_client) never read it, and -sess_out wrote
+# no session to offer to B.
+farm_get() {
+    local host=$1 tag=$2 version=$3 sess_opt=$4 sess_file=$5
+    printf 'GET /?%s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' "$tag" |
+        timeout "$WAIT" openssl s_client -connect "127.0.0.1:$(host_port "$host")" "-$version" \
+            -ign_eof -servername localhost "$sess_opt" "$sess_file" >"$DIR/logs/$tag.out" 2>&1 || true
+}
 for v in tls1_2 tls1_3; do
-    echo | openssl s_client -connect "127.0.0.1:$PORT_A" "-$v" -sess_out "$DIR/farm-$v.sess" \
-        -servername localhost >/dev/null 2>&1 || true
-    sleep 0.3 # the store reaches Redis asynchronously
-    out=$(echo | openssl s_client -connect "127.0.0.1:$PORT_B" "-$v" -sess_in "$DIR/farm-$v.sess" \
-        -servername localhost 2>/dev/null | grep -E '^(Reused|New),' || true)
+    farm_get a "farm-$v-a" "$v" -sess_out "$DIR/farm-$v.sess"
+    if [ ! -s "$DIR/farm-$v.sess" ]; then
+        echo "    $v: host A gave s_client no session to save (see below)" >&2
+        sed 's/^/        /' "$DIR/logs/farm-$v-a.out" >&2 || true
+    fi
+    # No wait: A wrote the session's SET to Redis before its handshake
+    # ended, so B finds it at once.
+    farm_get b "farm-$v-b" "$v" -sess_in "$DIR/farm-$v.sess"
+    out=$(grep -E '^(Reused|New),' "$DIR/logs/farm-$v-b.out" | head -n1 || true)
     echo "    $v: session made on A, offered to B: ${out:-no answer}"
     case "$out" in Reused*) ;; *) farm_status=1 ;; esac
 done

@@ -8,14 +8,17 @@
 # openssl (s_client) and iproute2 (ss); llvm (llvm-symbolizer, which
 # ThreadSanitizer needs to name the frames its suppressions match, in
 # scripts/concurrency-checks.sh); redis-server and redis-tools (the farm
-# tier's tests start their own servers and a Redis Cluster on loopback) and
-# memcached (the farm benchmark's mod_socache_memcache side); and a Rust toolchain with
+# tier's tests start their own servers and a Redis Cluster on loopback),
+# memcached (the farm benchmark's mod_socache_memcache side),
+# python3-prometheus-client (its text parser reads `shmcache stat
+# --prometheus` in shmcache/tests/shmcache_prometheus.rs); and a Rust toolchain with
 # rustfmt and clippy (rustup, when cargo is missing or older than the
 # crate's rust-version). Idempotent: does nothing when everything is there.
 set -euo pipefail
 
 PACKAGES=(apache2 apache2-dev libssl-dev libclang-dev pkg-config build-essential curl
-    debhelper dpkg-dev lintian ssl-cert openssl iproute2 llvm redis-server redis-tools memcached)
+    debhelper dpkg-dev lintian ssl-cert openssl iproute2 llvm redis-server redis-tools memcached
+    python3-prometheus-client)
 RUST_MIN=1.88 # the module's rust-version in Cargo.toml (the redis crate's floor)
 
 as_root() {

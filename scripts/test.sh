@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every check of mod_socache_shm: installs missing packages (scripts/deps.sh),
 # builds the module (make), then rustfmt, clippy and all tests, including
-# the ones that run the real apache2 on loopback, then bounded fuzzing of
-# the argument parser, operation sequences and corrupted segments, then the
+# the ones that run the real apache2 on loopback, then the README's demo
+# (scripts/demo.sh), then bounded fuzzing of the argument parser, operation
+# sequences and corrupted segments, then the
 # Debian package against the stock apache2 layout (scripts/package-test.sh:
 # needs ports 80/443 free and no system apache2 running). Prints a summary;
 # exits non-zero if any step failed. Usage, as root: bash scripts/test.sh
@@ -61,6 +62,8 @@ run_tests() {
     cargo test --release --workspace --no-fail-fast 2>&1 | tee "$test_log"
 }
 step "tests"         run_tests
+# The README's first command: both parts (one host; two hosts and Redis).
+step "demo"          bash scripts/demo.sh
 # miri, the loom model and ThreadSanitizer over the concurrency core.
 step "concurrency"   bash scripts/concurrency-checks.sh
 # Bounded coverage-guided fuzzing (about 60 s a target, FUZZ_SECONDS to change).

@@ -57,8 +57,11 @@ use std::time::Duration;
 
 /// The first backoff after Redis fails.
 pub const MIN_BACKOFF_MS: u64 = 100;
-/// The longest backoff.
-pub const MAX_BACKOFF_MS: u64 = 5_000;
+/// The longest backoff. Short, so that sharing is back within a second of
+/// Redis answering again, at any traffic (one handshake a second is enough
+/// to probe): a probe against a Redis still hung costs one caller one
+/// timeout, at most twice a second per host.
+pub const MAX_BACKOFF_MS: u64 = 500;
 /// Failures in a row (of ops admitted while closed) that open the breaker.
 pub const OPEN_AFTER: u64 = 3;
 /// Words of shared memory the breaker uses.

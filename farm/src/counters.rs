@@ -17,15 +17,17 @@ macro_rules! counter_table {
         $then! {
             RemoteHits, remote_hits: "FarmRemoteHits", "farm retrieve hits";
             RemoteMisses, remote_misses: "FarmRemoteMisses", "farm retrieve misses";
-            StoresSent, stores_sent: "FarmStoresSent", "stores handed to a farm link";
-            StoresDropped, stores_dropped: "FarmStoresDropped", "stores dropped (link queue full)";
-            RemovesSent, removes_sent: "FarmRemovesSent", "removes handed to a farm link";
-            RemovesDropped, removes_dropped: "FarmRemovesDropped", "removes dropped (link queue full)";
-            Errors, errors: "FarmErrors", "farm errors (refused, error replies, I/O)";
+            StoresSent, stores_sent: "FarmStoresSent", "stores sent to the farm";
+            StoresDropped, stores_dropped: "FarmStoresDropped", "stores not sent (every connection busy)";
+            RemovesSent, removes_sent: "FarmRemovesSent", "removes sent to the farm";
+            RemovesDropped, removes_dropped: "FarmRemovesDropped", "removes not sent (every connection busy)";
+            Errors, errors: "FarmErrors", "farm connection failures (refused, reset, TLS, AUTH)";
             Timeouts, timeouts: "FarmTimeouts", "farm timeouts";
             SealFailures, seal_failures: "FarmSealFailures", "farm values that did not open (or seal)";
-            Skipped, skipped: "FarmSkipped", "ops skipped (breaker open, link queue full)";
+            Skipped, skipped: "FarmSkipped", "ops skipped (breaker open, every connection busy)";
             BreakerOpenings, breaker_openings: "FarmBreakerOpenings", "breaker openings";
+            ErrorReplies, error_replies: "FarmErrorReplies", "commands Redis refused (NOPERM, OOM, READONLY, MOVED, ...)";
+            BadReplies, bad_replies: "FarmBadReplies", "replies too large or unreadable (connection dropped)";
         }
     };
 }

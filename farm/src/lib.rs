@@ -38,31 +38,55 @@
 //! forked child abandons its parent's link and starts its own.
 
 pub mod breaker;
+pub mod conn;
 pub mod counters;
 pub mod endpoint;
 pub mod keys;
 pub mod link;
+pub mod problems;
 pub mod seal;
+pub mod transport;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use redis::cluster::ClusterClientBuilder;
-use redis::{Client, ClientTlsConfig, TlsCertificates};
+use redis::ConnectionAddr;
 
 pub use breaker::{Admission, Breaker, BreakerState, Transition};
 pub use counters::{Counter, FarmStats};
 pub use endpoint::{Endpoint, EndpointError, TlsFiles, Topology};
 pub use keys::{FarmKeys, KeyFileError, KeyName};
+pub use problems::Problem;
 pub use seal::{SealError, Sealer};
 
 use breaker::BREAKER_WORDS;
+use conn::{Drained, Failure, FailureKind, Login, Sent};
 use counters::COUNTER_WORDS;
-use link::{FailureKind, GetReply, Link, Op, Target};
+use link::{Answer, Link, Route};
+use problems::{Episodes, PROBLEM_WORDS};
+use transport::{Address, Connector};
+
+thread_local! {
+    /// When this thread's latest op timed out. A handshake does at most one
+    /// lookup and then stores (one or two new sessions): after a lookup
+    /// that waited out `timeout`, the same thread's writes within
+    /// [`QUIET_AFTER_TIMEOUT`] are skipped rather than waiting again, so a
+    /// handshake waits at most one `timeout` whatever Redis does. (A
+    /// `Cell` of a `Copy` value: no destructor, so no TLS-destructor
+    /// registration that would pin the DSO.)
+    static TIMED_OUT_AT: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// How long after a timeout this thread's writes are skipped.
+const QUIET_AFTER_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Whether this thread's latest op timed out less than `window` ago.
+fn thread_timed_out_within(window: Duration) -> bool {
+    TIMED_OUT_AT.with(|t| t.get().is_some_and(|at| at.elapsed() < window))
+}
 
 /// Number of u64 words the caller gives the farm tier in shared memory (all
 /// processes of one host see the same words; they start zeroed). The caller
@@ -71,7 +95,9 @@ pub const TIER_WORDS: usize = 32;
 
 /// The first counter word.
 const COUNTERS_AT: usize = BREAKER_WORDS;
-const _: () = assert!(COUNTERS_AT + COUNTER_WORDS <= TIER_WORDS);
+/// The first word of the problems' episodes (the last words of the tier).
+const PROBLEMS_AT: usize = TIER_WORDS - PROBLEM_WORDS;
+const _: () = assert!(COUNTERS_AT + COUNTER_WORDS <= PROBLEMS_AT);
 
 /// Everything the farm needs, from the provider's configuration.
 pub struct FarmConfig {
@@ -79,7 +105,8 @@ pub struct FarmConfig {
     pub endpoint: Endpoint,
     /// CA file, client certificate, client key (`rediss://` only).
     pub tls: TlsFiles,
-    /// The most a caller ever waits, connect included (at least 1 ms).
+    /// The most a caller ever waits, connect and TLS included (at least
+    /// 1 ms).
     pub timeout: Duration,
     /// Keys, or the explicit opt-out.
     pub sealer: Sealer,
@@ -87,10 +114,12 @@ pub struct FarmConfig {
     pub prefix: String,
     /// The cache instance's consumer name, e.g. "mod_ssl-session".
     pub namespace: String,
-    /// I/O worker threads per process (1 for prefork, 2 for threaded MPMs).
-    pub workers: usize,
-    /// Bounded queue length (e.g. 1024).
-    pub queue: usize,
+    /// The most connections one process keeps (one per thread that may be
+    /// in an op at once: 1 for prefork, ThreadsPerChild otherwise).
+    pub connections: usize,
+    /// The largest value the local cache accepts: a reply larger than that
+    /// (sealed) is refused without being read whole.
+    pub max_value: usize,
     /// The process that must never open a socket or start a thread (httpd's
     /// parent): every op there is skipped.
     pub home_pid: Option<libc::pid_t>,
@@ -103,6 +132,11 @@ pub trait Events: Send + Sync {
     fn breaker_opened(&self, why: &str);
     /// A probe succeeded and closed the breaker.
     fn breaker_closed(&self, was_open_for: Duration);
+    /// A persistent failure began (module `problems`): `why` names the
+    /// server and the reason.
+    fn problem_started(&self, problem: Problem, why: &str);
+    /// It ended (nothing failed for [`problems::QUIET_MS`], then a success).
+    fn problem_ended(&self, problem: Problem, lasted: Duration);
 }
 
 /// The answer of [`Farm::retrieve`].
@@ -117,22 +151,39 @@ pub enum Lookup {
     },
     /// Redis has no such value (or it expired).
     Miss,
-    /// Not asked: breaker open, home process, or queue full.
+    /// Not asked: breaker open, home process, or every connection busy.
     Skipped,
     /// Timeout, error, or a value that did not open (counted).
     Failed,
 }
 
+/// The answer of [`Farm::agree`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Agreement {
+    /// Our proposal was stored: every host that asks later gets it.
+    Ours,
+    /// Another host's value was there first (opened): use it instead.
+    Theirs {
+        /// The value as that host proposed it.
+        value: Vec<u8>,
+    },
+    /// The farm could not be asked (breaker open, home process, timeout,
+    /// error, or a value there that does not open): decide alone.
+    Unreachable,
+}
+
 /// The farm tier of one cache instance. `Send + Sync`: shared by all
 /// threads of a process.
 pub struct Farm {
-    target: Arc<Target>,
+    connector: Connector,
+    login: Login,
+    route: Route,
     sealer: Sealer,
     prefix: String,
     namespace: String,
     timeout: Duration,
-    workers: usize,
-    queue: usize,
+    connections: usize,
+    reply_budget: usize,
     home_pid: Option<libc::pid_t>,
     events: Box<dyn Events>,
     endpoint: Endpoint,
@@ -147,8 +198,8 @@ const _: () = {
 };
 
 impl Farm {
-    /// Builds the redis client(s) and reads the TLS files: no socket, no
-    /// thread.
+    /// Builds the TLS context (CA store and client certificate read once,
+    /// here) and resolves the addresses: no socket, no thread.
     pub fn new(config: FarmConfig, events: Box<dyn Events>) -> Result<Farm, FarmError> {
         let FarmConfig {
             endpoint,
@@ -157,69 +208,54 @@ impl Farm {
             sealer,
             prefix,
             namespace,
-            workers,
-            queue,
+            connections,
+            max_value,
             home_pid,
         } = config;
-        if workers == 0 {
-            return Err(FarmError::NoWorkers);
-        }
-        if queue == 0 {
-            return Err(FarmError::NoQueue);
+        if connections == 0 {
+            return Err(FarmError::NoConnections);
         }
         if timeout < Duration::from_millis(1) {
             return Err(FarmError::TimeoutTooShort(timeout));
         }
-        let certificates = read_tls_files(&endpoint, &tls)?;
-        let client_error = |e: redis::RedisError| FarmError::Client {
-            endpoint: endpoint.to_string(),
-            why: e.to_string(),
-        };
-        let target = match endpoint.topology() {
-            Topology::Single => {
-                let info = endpoint
-                    .nodes()
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| FarmError::Client {
-                        endpoint: endpoint.to_string(),
-                        why: "no node".to_string(),
-                    })?;
-                let client = match certificates {
-                    Some(certs) => Client::build_with_tls(info, certs),
-                    None => Client::open(info),
+        let connector = connector(&endpoint, &tls)?;
+        let mut addresses = Vec::with_capacity(endpoint.nodes().len());
+        for info in endpoint.nodes() {
+            addresses.push(address_of(info).map_err(|why| FarmError::Client {
+                endpoint: endpoint.to_string(),
+                why,
+            })?);
+        }
+        let login = endpoint
+            .nodes()
+            .first()
+            .map(|info| {
+                let r = info.redis_settings();
+                Login {
+                    user: r.username().map(str::to_string),
+                    password: r.password().map(str::to_string),
+                    db: r.db(),
                 }
-                .map_err(client_error)?;
-                Target::Single(client)
-            }
-            Topology::Cluster => {
-                // redis-rs's sync cluster client takes custom certificates
-                // only with rustls; with native-tls (the system OpenSSL)
-                // it verifies against the system trust store.
-                if certificates.is_some() {
-                    return Err(FarmError::ClusterTlsFiles {
-                        endpoint: endpoint.to_string(),
-                    });
-                }
-                let builder = ClusterClientBuilder::new(endpoint.nodes().to_vec())
-                    // One retry: follows one MOVED/ASK; the sync client's
-                    // retries sleep, and a caller never waits past `timeout`.
-                    .retries(1)
-                    .min_retry_wait(1)
-                    .max_retry_wait(10)
-                    .connection_timeout(timeout)
-                    .response_timeout(timeout);
-                Target::Cluster(builder.build().map_err(client_error)?)
-            }
+            })
+            .unwrap_or_default();
+        let route = match endpoint.topology() {
+            Topology::Single => Route::Single(addresses.swap_remove(0)),
+            Topology::Cluster => Route::Cluster(addresses),
         };
+        // A GET's reply: the sealed value in its bulk-string frame.
+        let reply_budget = max_value
+            .saturating_add(seal::SEALED_OVERHEAD)
+            .saturating_add(conn::SLACK);
         Ok(Farm {
-            target: Arc::new(target),
+            connector,
+            login,
+            route,
             sealer,
             prefix,
             namespace,
             timeout,
-            workers,
-            queue,
+            connections,
+            reply_budget,
             home_pid,
             events,
             endpoint,
@@ -232,8 +268,11 @@ impl Farm {
         &self.endpoint
     }
 
-    /// Forward a store: never blocks on the network (try_send on the bounded
-    /// queue; full = dropped and counted).
+    /// Shares a store: the SET is written before this returns (so another
+    /// host finds it at once) and its reply is read later, so the caller
+    /// waits for nothing but a socket write (and, on a process's first op,
+    /// the connect), never longer than `timeout`. The breaker's probe reads
+    /// its reply now.
     pub fn store(
         &self,
         words: &[AtomicU64; TIER_WORDS],
@@ -242,20 +281,19 @@ impl Farm {
         expiry_us: i64,
         now_us: i64,
     ) {
-        let Some(link) = self.link_here() else {
-            return;
-        };
-        let now_ms = ms(now_us);
-        self.absorb(words, &link, now_ms);
         let remaining_us = expiry_us.saturating_sub(now_us);
         if remaining_us <= 0 {
             return; // already expired: nothing to share
         }
+        let Some(link) = self.link_here() else {
+            return;
+        };
+        let now_ms = ms(now_us);
         let px_ms = u64::try_from(remaining_us.saturating_add(999) / 1000)
             .unwrap_or(1)
             .max(1);
         let admission = breaker_of(words).admit(now_ms);
-        if admission == Admission::Open {
+        if admission == Admission::Open || self.thread_just_timed_out() {
             counters::bump(counter_words(words), Counter::Skipped);
             return;
         }
@@ -266,138 +304,181 @@ impl Farm {
                 return;
             }
         };
-        let op = Op::Set {
-            key: self.redis_key(id),
-            sealed,
+        let started = Instant::now();
+        let probe = admission == Admission::Probe;
+        let out = link.set(
+            &self.redis_key(id),
+            &sealed,
             px_ms,
-            probe: admission == Admission::Probe,
+            started + self.timeout,
+            probe,
+        );
+        self.settle(words, &out.drained, now_ms);
+        let counter = match out.answer {
+            Answer::Busy => Counter::StoresDropped,
+            _ => Counter::StoresSent,
         };
-        match link.try_send(op) {
-            Ok(()) => counters::bump(counter_words(words), Counter::StoresSent),
-            Err(TrySendError::Full(_)) => {
-                counters::bump(counter_words(words), Counter::StoresDropped)
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                counters::bump(counter_words(words), Counter::Errors)
-            }
-        }
+        counters::bump(counter_words(words), counter);
+        self.conclude(
+            words,
+            Sent::Set,
+            out.answer,
+            admission,
+            now_ms,
+            started,
+            probe,
+        );
     }
 
-    /// One GET, the caller waits at most `timeout` (recv_timeout on a reply
-    /// channel); opens the sealed value.
+    /// One GET; the caller waits at most `timeout`, connect and TLS
+    /// included; opens the sealed value.
     pub fn retrieve(&self, words: &[AtomicU64; TIER_WORDS], id: &[u8], now_us: i64) -> Lookup {
         let Some(link) = self.link_here() else {
             return Lookup::Skipped;
         };
         let now_ms = ms(now_us);
-        self.absorb(words, &link, now_ms);
-        let breaker = breaker_of(words);
         let counters = counter_words(words);
-        let admission = breaker.admit(now_ms);
+        let admission = breaker_of(words).admit(now_ms);
         if admission == Admission::Open {
             counters::bump(counters, Counter::Skipped);
             return Lookup::Skipped;
         }
-        let key = self.redis_key(id);
         let started = Instant::now();
-        let deadline = started + self.timeout;
-        // A failure is known when the wait ends: the backoff counts from then.
-        let ended_ms = || now_ms.saturating_add(started.elapsed().as_millis() as u64);
-        // On this thread when a lookup connection is free; else by a worker.
-        let reply = match link.get(&key, deadline) {
-            Some(reply) => Ok(reply),
-            None => match Self::get_by_worker(&link, key, deadline, counters) {
-                Ok(waited) => waited,
-                Err(lookup) => return lookup,
-            },
-        };
-        match reply {
-            Ok(GetReply::Found(sealed)) => {
-                self.report_success(words, admission, now_ms);
+        let out = link.get(
+            &self.redis_key(id),
+            started + self.timeout,
+            self.reply_budget,
+        );
+        self.settle(words, &out.drained, now_ms);
+        let episodes = episodes_of(words);
+        match out.answer {
+            Answer::Done(Some(sealed)) => {
                 match self.sealer.open(&self.namespace, id, now_us, &sealed) {
                     Ok((value, expiry_us)) => {
+                        self.report_success(words, admission, now_ms);
+                        self.problem_over(words, Problem::Lookups, now_ms);
+                        self.problem_over(words, Problem::Values, now_ms);
                         counters::bump(counters, Counter::RemoteHits);
                         Lookup::Hit { value, expiry_us }
                     }
                     Err(SealError::Expired) => {
+                        self.report_success(words, admission, now_ms);
                         counters::bump(counters, Counter::RemoteMisses);
                         Lookup::Miss
                     }
-                    Err(_) => {
+                    Err(e) => {
+                        // Redis answered, but not with a value of ours: that
+                        // says nothing good about Redis (no breaker success),
+                        // nor that it is gone.
                         counters::bump(counters, Counter::SealFailures);
+                        if episodes.failed(Problem::Values, now_ms) {
+                            self.events.problem_started(
+                                Problem::Values,
+                                &format!("{}: {e} (another farm key, or tampering)", self.endpoint),
+                            );
+                        }
                         Lookup::Failed
                     }
                 }
             }
-            Ok(GetReply::Absent) => {
+            Answer::Done(None) => {
                 self.report_success(words, admission, now_ms);
+                self.problem_over(words, Problem::Lookups, now_ms);
                 counters::bump(counters, Counter::RemoteMisses);
                 Lookup::Miss
             }
-            Ok(GetReply::Failed(failure)) => {
-                let counter = match failure.kind {
-                    FailureKind::Timeout => Counter::Timeouts,
-                    FailureKind::Error | FailureKind::NodeError => Counter::Errors,
-                };
-                counters::bump(counters, counter);
-                // One cluster node's failure leaves the breaker alone,
-                // unless this GET was the probe (whose outcome decides).
-                if failure.concerns_the_breaker() || admission == Admission::Probe {
-                    self.report_failure(words, admission, ended_ms(), &failure.why);
-                }
-                Lookup::Failed
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                counters::bump(counters, Counter::Timeouts);
-                let why = format!(
-                    "GET: no answer from {} within {} ms",
-                    self.endpoint,
-                    self.timeout.as_millis()
-                );
-                self.report_failure(words, admission, ended_ms(), &why);
-                Lookup::Failed
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                // The worker dropped the reply unanswered (it found the
-                // deadline passed): as good as a timeout.
-                counters::bump(counters, Counter::Timeouts);
-                let why = format!("GET: {} did not answer in time", self.endpoint);
-                self.report_failure(words, admission, ended_ms(), &why);
-                Lookup::Failed
-            }
-        }
-    }
-
-    /// A GET handed to a worker (every lookup connection of this process is
-    /// busy): the worker's reply, or how waiting for it ended; `Err` with
-    /// the answer when it could not even be queued.
-    fn get_by_worker(
-        link: &Link,
-        key: Vec<u8>,
-        deadline: Instant,
-        counters: &[AtomicU64],
-    ) -> Result<Result<GetReply, RecvTimeoutError>, Lookup> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        let op = Op::Get {
-            key,
-            reply,
-            deadline,
-        };
-        match link.try_send(op) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Answer::Busy => {
                 counters::bump(counters, Counter::Skipped);
-                return Err(Lookup::Skipped);
+                Lookup::Skipped
             }
-            Err(TrySendError::Disconnected(_)) => {
-                counters::bump(counters, Counter::Errors);
-                return Err(Lookup::Failed);
+            Answer::Failed(failure) => {
+                self.failed(
+                    words,
+                    Problem::Lookups,
+                    &failure,
+                    admission,
+                    now_ms,
+                    started,
+                );
+                Lookup::Failed
             }
         }
-        Ok(answer.recv_timeout(deadline.saturating_duration_since(Instant::now())))
     }
 
-    /// Forward a DEL (queued like a store).
+    /// Agrees with the other hosts on one value for `id` (a ticket key for
+    /// a period, say): stores `proposal`, sealed like every value, unless a
+    /// value is there already, in which case that one (opened) is the
+    /// answer (`SET NX GET`: one round trip, the first writer wins, every
+    /// later reader gets the winner). Waits at most `timeout`. `expiry_us`
+    /// must be the same on every host for the same `id` (it is bound into
+    /// the seal).
+    pub fn agree(
+        &self,
+        words: &[AtomicU64; TIER_WORDS],
+        id: &[u8],
+        proposal: &[u8],
+        expiry_us: i64,
+        now_us: i64,
+    ) -> Agreement {
+        let remaining_us = expiry_us.saturating_sub(now_us);
+        let Some(link) = self.link_here().filter(|_| remaining_us > 0) else {
+            return Agreement::Unreachable;
+        };
+        let now_ms = ms(now_us);
+        let admission = breaker_of(words).admit(now_ms);
+        if admission == Admission::Open {
+            counters::bump(counter_words(words), Counter::Skipped);
+            return Agreement::Unreachable;
+        }
+        let Ok(sealed) = self.sealer.seal(&self.namespace, id, expiry_us, proposal) else {
+            counters::bump(counter_words(words), Counter::SealFailures);
+            return Agreement::Unreachable;
+        };
+        let px_ms = u64::try_from(remaining_us.saturating_add(999) / 1000)
+            .unwrap_or(1)
+            .max(1);
+        let started = Instant::now();
+        let out = link.set_nx_get(
+            &self.redis_key(id),
+            &sealed,
+            px_ms,
+            started + self.timeout,
+            self.reply_budget,
+        );
+        self.settle(words, &out.drained, now_ms);
+        match out.answer {
+            Answer::Done(None) => {
+                self.report_success(words, admission, now_ms);
+                Agreement::Ours
+            }
+            Answer::Done(Some(theirs)) => {
+                self.report_success(words, admission, now_ms);
+                match self.sealer.open(&self.namespace, id, now_us, &theirs) {
+                    Ok((value, _)) => Agreement::Theirs { value },
+                    Err(e) => {
+                        counters::bump(counter_words(words), Counter::SealFailures);
+                        if episodes_of(words).failed(Problem::Values, now_ms) {
+                            self.events.problem_started(
+                                Problem::Values,
+                                &format!("{}: {e} (another farm key, or tampering)", self.endpoint),
+                            );
+                        }
+                        Agreement::Unreachable
+                    }
+                }
+            }
+            Answer::Busy => {
+                counters::bump(counter_words(words), Counter::Skipped);
+                Agreement::Unreachable
+            }
+            Answer::Failed(failure) => {
+                self.failed(words, Problem::Stores, &failure, admission, now_ms, started);
+                Agreement::Unreachable
+            }
+        }
+    }
+
+    /// Shares a remove (written now, its reply read later, like a store).
     pub fn remove(&self, words: &[AtomicU64; TIER_WORDS], id: &[u8]) {
         self.remove_at(words, id, now_us());
     }
@@ -408,28 +489,32 @@ impl Farm {
             return;
         };
         let now_ms = ms(now_us);
-        self.absorb(words, &link, now_ms);
         let admission = breaker_of(words).admit(now_ms);
-        if admission == Admission::Open {
+        if admission == Admission::Open || self.thread_just_timed_out() {
             counters::bump(counter_words(words), Counter::Skipped);
             return;
         }
-        let op = Op::Del {
-            key: self.redis_key(id),
-            probe: admission == Admission::Probe,
+        let started = Instant::now();
+        let probe = admission == Admission::Probe;
+        let out = link.del(&self.redis_key(id), started + self.timeout, probe);
+        self.settle(words, &out.drained, now_ms);
+        let counter = match out.answer {
+            Answer::Busy => Counter::RemovesDropped,
+            _ => Counter::RemovesSent,
         };
-        match link.try_send(op) {
-            Ok(()) => counters::bump(counter_words(words), Counter::RemovesSent),
-            Err(TrySendError::Full(_)) => {
-                counters::bump(counter_words(words), Counter::RemovesDropped)
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                counters::bump(counter_words(words), Counter::Errors)
-            }
-        }
+        counters::bump(counter_words(words), counter);
+        self.conclude(
+            words,
+            Sent::Del,
+            out.answer,
+            admission,
+            now_ms,
+            started,
+            probe,
+        );
     }
 
-    /// The Redis key of `id`: `{prefix}{namespace}:{hex(id)}`.
+    /// The redis key of `id`: `{prefix}{namespace}:{hex(id)}`.
     pub fn redis_key(&self, id: &[u8]) -> Vec<u8> {
         let mut key =
             Vec::with_capacity(self.prefix.len() + self.namespace.len() + 1 + 2 * id.len());
@@ -444,8 +529,13 @@ impl Farm {
         key
     }
 
-    /// This process's link, started if needed; `None` in the home process
-    /// or if no thread could be started.
+    /// Whether this thread waited out a timeout just now (see
+    /// `TIMED_OUT_AT`): its writes are skipped for a moment.
+    fn thread_just_timed_out(&self) -> bool {
+        thread_timed_out_within(QUIET_AFTER_TIMEOUT.max(self.timeout))
+    }
+
+    /// This process's link, made if needed; `None` in the home process.
     fn link_here(&self) -> Option<Link> {
         let pid = std::process::id();
         if let Some(home) = self.home_pid {
@@ -463,27 +553,97 @@ impl Farm {
                 std::mem::forget(inherited);
             }
         }
-        let link = Link::start(self.target.clone(), self.workers, self.queue, self.timeout).ok()?;
+        let link = Link::new(
+            self.connector.clone(),
+            self.login.clone(),
+            self.route.clone(),
+            self.connections,
+        );
         *slot = Some(link.clone());
         Some(link)
     }
 
-    /// Folds the workers' outcomes into the shared counters and breaker.
-    fn absorb(&self, words: &[AtomicU64; TIER_WORDS], link: &Link, now_ms: u64) {
-        let counters = counter_words(words);
-        let (errors, timeouts) = link.outcomes().take_counts();
-        counters::add(counters, Counter::Errors, errors);
-        counters::add(counters, Counter::Timeouts, timeouts);
-        for report in link.outcomes().take_reports() {
-            let admission = if report.probe {
-                Admission::Probe
-            } else {
-                Admission::Closed
-            };
-            match report.failure {
-                None => self.report_success(words, admission, now_ms),
-                Some(failure) => self.report_failure(words, admission, now_ms, &failure.why),
+    /// How a store or remove ended: a failure is counted (and moves the
+    /// breaker or starts an episode); a probe's success closes the breaker.
+    #[allow(clippy::too_many_arguments)]
+    fn conclude(
+        &self,
+        words: &[AtomicU64; TIER_WORDS],
+        sent: Sent,
+        answer: Answer<()>,
+        admission: Admission,
+        now_ms: u64,
+        started: Instant,
+        probe: bool,
+    ) {
+        let problem = problem_of(sent);
+        match answer {
+            Answer::Done(()) if probe => {
+                self.report_success(words, admission, now_ms);
+                self.problem_over(words, problem, now_ms);
             }
+            Answer::Done(()) | Answer::Busy => {}
+            Answer::Failed(failure) => {
+                self.failed(words, problem, &failure, admission, now_ms, started)
+            }
+        }
+    }
+
+    /// The late replies of earlier stores and removes: counted, and their
+    /// error replies make (or their successes end) an episode.
+    fn settle(&self, words: &[AtomicU64; TIER_WORDS], drained: &Drained, now_ms: u64) {
+        for (sent, outcome) in drained {
+            let problem = problem_of(*sent);
+            match outcome {
+                Ok(()) => self.problem_over(words, problem, now_ms),
+                Err(failure) => {
+                    count_failure(words, failure);
+                    self.problem(words, problem, failure, now_ms);
+                }
+            }
+        }
+    }
+
+    /// A failed op: counted by kind; a failure that says Redis is gone or
+    /// hung moves the breaker, any other starts (or continues) an episode.
+    fn failed(
+        &self,
+        words: &[AtomicU64; TIER_WORDS],
+        problem: Problem,
+        failure: &Failure,
+        admission: Admission,
+        now_ms: u64,
+        started: Instant,
+    ) {
+        count_failure(words, failure);
+        if failure.kind == FailureKind::Timeout {
+            TIMED_OUT_AT.with(|t| t.set(Some(Instant::now())));
+        }
+        if failure.moves_breaker() || admission == Admission::Probe {
+            // The backoff counts from when the wait ended.
+            let ended_ms = now_ms.saturating_add(started.elapsed().as_millis() as u64);
+            self.report_failure(words, admission, ended_ms, &failure.why);
+        }
+        if !failure.moves_breaker() {
+            self.problem(words, problem, failure, now_ms);
+        }
+    }
+
+    fn problem(
+        &self,
+        words: &[AtomicU64; TIER_WORDS],
+        problem: Problem,
+        failure: &Failure,
+        now_ms: u64,
+    ) {
+        if episodes_of(words).failed(problem, now_ms) {
+            self.events.problem_started(problem, &failure.why);
+        }
+    }
+
+    fn problem_over(&self, words: &[AtomicU64; TIER_WORDS], problem: Problem, now_ms: u64) {
+        if let Some(lasted) = episodes_of(words).succeeded(problem, now_ms) {
+            self.events.problem_ended(problem, lasted);
         }
     }
 
@@ -509,11 +669,28 @@ impl Farm {
     }
 }
 
+/// Counts a failure by its kind.
+fn count_failure(words: &[AtomicU64; TIER_WORDS], failure: &Failure) {
+    let counter = match failure.kind {
+        FailureKind::Timeout => Counter::Timeouts,
+        FailureKind::Connection => Counter::Errors,
+        FailureKind::Refused => Counter::ErrorReplies,
+        FailureKind::BadReply => Counter::BadReplies,
+    };
+    counters::bump(counter_words(words), counter);
+}
+
+fn problem_of(sent: Sent) -> Problem {
+    match sent {
+        Sent::Set => Problem::Stores,
+        Sent::Del => Problem::Removes,
+    }
+}
+
 impl Drop for Farm {
-    /// A link this process started is dropped (its workers see the queue
-    /// close and end); one inherited across `fork` is abandoned instead,
-    /// like in `link_here`: its channel may have been locked by a thread
-    /// that does not exist here.
+    /// A link made by another process (inherited across `fork`) is
+    /// abandoned, like in `link_here`: its mutex may have been held by a
+    /// thread that does not exist here.
     fn drop(&mut self) {
         let slot = self.link.get_mut().unwrap_or_else(PoisonError::into_inner);
         if let Some(link) = slot.take() {
@@ -571,13 +748,12 @@ pub fn figures(
 /// configuration time, as root): unreadable files, a certificate without
 /// its key, files for a `redis://` endpoint, files for a cluster.
 pub fn check(endpoint: &Endpoint, tls: &TlsFiles) -> Result<(), FarmError> {
-    let certificates = read_tls_files(endpoint, tls)?;
-    if certificates.is_some() && endpoint.topology() == Topology::Cluster {
+    if !tls.is_empty() && endpoint.topology() == Topology::Cluster {
         return Err(FarmError::ClusterTlsFiles {
             endpoint: endpoint.to_string(),
         });
     }
-    Ok(())
+    connector(endpoint, tls).map(|_| ())
 }
 
 /// A snapshot of the tier's counters.
@@ -595,6 +771,13 @@ fn counter_words(words: &[AtomicU64; TIER_WORDS]) -> &[AtomicU64] {
     &words[COUNTERS_AT..COUNTERS_AT + COUNTER_WORDS]
 }
 
+fn episodes_of(words: &[AtomicU64; TIER_WORDS]) -> Episodes<'_> {
+    let tail: &[AtomicU64; PROBLEM_WORDS] = words[PROBLEMS_AT..]
+        .try_into()
+        .expect("PROBLEMS_AT is TIER_WORDS - PROBLEM_WORDS");
+    Episodes::new(tail)
+}
+
 /// µs since the epoch → ms since the epoch (0 before it).
 fn ms(us: i64) -> u64 {
     u64::try_from(us / 1000).unwrap_or(0)
@@ -607,49 +790,53 @@ pub fn now_us() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-/// Reads the TLS files named for a `rediss://` endpoint.
-fn read_tls_files(
-    endpoint: &Endpoint,
-    tls: &TlsFiles,
-) -> Result<Option<TlsCertificates>, FarmError> {
-    if tls.is_empty() {
-        return Ok(None);
-    }
+/// The connector for `endpoint`: TLS (the files read now) for `rediss://`.
+fn connector(endpoint: &Endpoint, tls: &TlsFiles) -> Result<Connector, FarmError> {
     if !endpoint.is_tls() {
-        return Err(FarmError::TlsWithoutRediss {
-            endpoint: endpoint.to_string(),
-        });
+        if !tls.is_empty() {
+            return Err(FarmError::TlsWithoutRediss {
+                endpoint: endpoint.to_string(),
+            });
+        }
+        return Ok(Connector::plain());
     }
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| FarmError::TlsFile {
-            path: path.clone(),
-            source,
-        })
-    };
-    let client_tls = match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => Some(ClientTlsConfig {
-            client_cert: read(cert)?,
-            client_key: read(key)?,
-        }),
+    match (&tls.cert, &tls.key) {
         (Some(_), None) => return Err(FarmError::CertWithoutKey),
         (None, Some(_)) => return Err(FarmError::KeyWithoutCert),
-        (None, None) => None,
-    };
-    let root_cert = tls.ca.as_ref().map(read).transpose()?;
-    Ok(Some(TlsCertificates {
-        client_tls,
-        root_cert,
-    }))
+        _ => {}
+    }
+    // Name the file that cannot be read (OpenSSL's own message does not).
+    for path in [&tls.ca, &tls.cert, &tls.key].into_iter().flatten() {
+        if let Err(source) = std::fs::File::open(path) {
+            return Err(FarmError::TlsFile {
+                path: path.clone(),
+                source,
+            });
+        }
+    }
+    Connector::tls(tls).map_err(|e| FarmError::Client {
+        endpoint: endpoint.to_string(),
+        why: format!("TLS files: {e}"),
+    })
+}
+
+/// Where one node is, resolved now.
+fn address_of(info: &redis::ConnectionInfo) -> Result<Address, String> {
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            Address::resolve(host, *port).map_err(|e| format!("cannot resolve {host}: {e}"))
+        }
+        ConnectionAddr::Unix(path) => Ok(Address::Unix(path.clone())),
+        other => Err(format!("unsupported address {other:?}")),
+    }
 }
 
 /// Why a farm could not be made.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum FarmError {
-    /// `workers` was 0.
-    NoWorkers,
-    /// `queue` was 0.
-    NoQueue,
+    /// `connections` was 0.
+    NoConnections,
     /// `timeout` under 1 ms.
     TimeoutTooShort(Duration),
     /// TLS files named for a `redis://` address.
@@ -663,18 +850,19 @@ pub enum FarmError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// TLS files for a cluster: the cluster client verifies against the
-    /// system trust store only.
+    /// TLS files for a cluster (not supported yet: its nodes' addresses
+    /// come from the cluster, and their certificates are checked against
+    /// the system trust store).
     ClusterTlsFiles { endpoint: String },
-    /// The redis client refused the configuration (a bad certificate, …).
+    /// The configuration was refused (a bad certificate, a name that does
+    /// not resolve, …).
     Client { endpoint: String, why: String },
 }
 
 impl fmt::Display for FarmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NoWorkers => f.write_str("farm: at least one worker thread is needed"),
-            Self::NoQueue => f.write_str("farm: the queue needs room for at least one op"),
+            Self::NoConnections => f.write_str("farm: at least one connection is needed"),
             Self::TimeoutTooShort(t) => write!(f, "farm: timeout {t:?} is under 1 ms"),
             Self::TlsWithoutRediss { endpoint } => write!(
                 f,
@@ -691,7 +879,7 @@ impl fmt::Display for FarmError {
                  install its CA in the system trust store (update-ca-certificates)"
             ),
             Self::Client { endpoint, why } => {
-                write!(f, "farm: Redis client for '{endpoint}': {why}")
+                write!(f, "farm: Redis at '{endpoint}': {why}")
             }
         }
     }
@@ -714,6 +902,8 @@ mod tests {
     impl Events for Quiet {
         fn breaker_opened(&self, _: &str) {}
         fn breaker_closed(&self, _: Duration) {}
+        fn problem_started(&self, _: Problem, _: &str) {}
+        fn problem_ended(&self, _: Problem, _: Duration) {}
     }
 
     fn config(endpoint: &str) -> FarmConfig {
@@ -724,8 +914,8 @@ mod tests {
             sealer: Sealer::off(),
             prefix: "socache-shm:".into(),
             namespace: "ns".into(),
-            workers: 1,
-            queue: 4,
+            connections: 1,
+            max_value: 1024,
             home_pid: None,
         }
     }
@@ -766,16 +956,10 @@ mod tests {
             Err(FarmError::TlsFile { .. })
         ));
         let mut c = config("redis://127.0.0.1:1");
-        c.workers = 0;
+        c.connections = 0;
         assert!(matches!(
             Farm::new(c, Box::new(Quiet)),
-            Err(FarmError::NoWorkers)
-        ));
-        let mut c = config("redis://127.0.0.1:1");
-        c.queue = 0;
-        assert!(matches!(
-            Farm::new(c, Box::new(Quiet)),
-            Err(FarmError::NoQueue)
+            Err(FarmError::NoConnections)
         ));
         let mut c = config("redis://127.0.0.1:1");
         c.timeout = Duration::ZERO;

@@ -1,591 +1,717 @@
-//! The per-process link to Redis: worker threads that own the connections,
-//! fed through one bounded queue, so that no caller (an httpd worker thread
-//! in the middle of a TLS handshake) ever blocks on the network for longer
-//! than the farm's timeout, and a store never blocks at all.
+//! A process's link to Redis: the connections its threads use, and where
+//! each key goes (one server, or the node of a Redis Cluster that serves the
+//! key's slot). Every operation runs on the calling thread under the
+//! caller's deadline; there are no threads of our own.
 //!
 //! # Shape
 //!
 //! ```text
-//!  callers ──try_send──▶ sync_channel(queue) ──▶ worker "socache-farm" ×N ──▶ Redis
-//!     │  (SET, DEL)       (one receiver,            owns its Connection or
-//!     │                    behind a Mutex)          ClusterConnection
-//!     └── GET on the caller's thread, over one of the lookup connections ──▶ Redis
-//!         (Lookups: up to 4 per worker; all busy → queued as an Op::Get,
-//!          answered on a reply channel the caller waits on with a deadline)
+//!  caller (an httpd thread in a handshake)
+//!    │ get / set / del (key, deadline)
+//!    ▼
+//!  Link ── route(key) ──▶ Address (single: the server; cluster: slot map)
+//!    │ take an idle Conn for that address, or open one (within the deadline)
+//!    ▼
+//!  Conn (module conn): GET waits for its reply; SET/DEL are written and
+//!    their replies read later (at the next call, or when 16 wait)
 //! ```
 //!
-//! - [`Op::Set`] and [`Op::Del`] are fire-and-forget: the caller's `try_send`
-//!   never waits (a full queue drops the op; the caller counts it).
-//! - [`Op::Get`] carries a reply channel of capacity 1 and a deadline: the
-//!   caller waits with `recv_timeout`; a reply that comes after is dropped
-//!   (`try_send` into a channel whose receiver is gone), and a worker that
-//!   takes a Get whose deadline has passed skips it (its caller left).
-//! - A worker connects lazily, with `get_connection_with_timeout(timeout)`,
-//!   and sets the read and write timeouts itself (redis-rs clears them after
-//!   connecting). On any error it drops the connection; the next op
-//!   reconnects (ops reach the worker only while the breaker admits them).
-//! - Sets already queued behind a Set go out in one pipeline (single server;
-//!   up to 32), so a burst of new sessions costs one round trip.
+//! - At most `max` connections per process (a prefork child uses one); a
+//!   caller that finds every one busy gets [`Answer::Busy`] and skips Redis.
+//! - A connection that failed (timeout, reset, a bad reply) is dropped,
+//!   never reused: its stream may hold half a reply. A connection-level
+//!   failure also ends the current *generation*: every idle connection made
+//!   before it is dropped when next taken (after Redis restarts, the pooled
+//!   connections are all dead; the first op after the restart must not
+//!   fail on them one by one). A connection that was idle and fails at once
+//!   is tried again once on a new one, within the same deadline.
 //!
-//! # Reporting without shared memory
+//! # Cluster
 //!
-//! Workers cannot see the caller's shared words (they get a borrow per call).
-//! What workers learn from Sets and Dels (failures; a probe's outcome) goes
-//! into this process's [`Outcomes`], and the next caller of the process
-//! folds it into the shared counters and the breaker (`Farm::absorb`). A
-//! Get's outcome the caller sees itself.
+//! The slot map comes from `CLUSTER SLOTS`, asked at the first op and again
+//! after a redirection or a node's failure, at most once every
+//! [`REFRESH_EVERY`] (a misdirecting node must not turn every op into a
+//! refresh). A `MOVED` reply updates its slot at once and the op follows it
+//! once, within its deadline; `ASK` (a slot being migrated) is not
+//! followed: the op fails and is counted. A node's key slot is CRC16 of the
+//! key (its hash tag if it has one) modulo 16384, as every cluster client
+//! computes it.
 //!
 //! # Processes
 //!
-//! A link belongs to the process that started it (its pid is recorded). The
-//! farm starts none in its home process (httpd's parent) and none in
-//! `Farm::new`. After a `fork` the child finds a link whose pid is not its
-//! own: that link's threads do not exist in the child and its channel's
-//! locks may have been held mid-operation by them at the fork, so the child
-//! abandons it with `mem::forget` (never dropped, never joined, no socket
-//! shut down: a shutdown would cut the parent's connection) and starts its
-//! own.
+//! A link belongs to the process that made it (its pid is recorded). After
+//! a `fork` the child finds a link whose pid is not its own: its mutex may
+//! have been held by a thread that does not exist in the child, so the
+//! child abandons it with `mem::forget` (no socket is shut down: that would
+//! cut the parent's connection) and makes its own (`Farm::link_here`).
 
-use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use redis::cluster::{ClusterClient, ClusterConnection};
-use redis::{Client, Connection, ConnectionLike, RedisError};
+use redis::{ErrorKind, ServerErrorKind, Value};
 
-/// The most worker reports kept between two folds (a flood of failures needs
-/// only the first to open the breaker; the counters count them all).
-const MAX_REPORTS: usize = 64;
+use crate::conn::{Conn, Drained, Failure, FailureKind, Login, Sent};
+use crate::transport::{Address, Connector};
 
-/// The most Sets one pipeline carries.
-const MAX_BATCH: usize = 32;
+/// The least time between two slot-map refreshes of one process.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
-/// Lookup connections per worker thread (see `Lookups`): a threaded child
-/// (2 workers) keeps up to 8 for its callers' GETs, a prefork child uses 1.
-const LOOKUPS_PER_WORKER: usize = 4;
+/// The bytes a `CLUSTER SLOTS` reply may take.
+const SLOTS_BUDGET: usize = 1 << 20;
 
-/// The name of every worker thread.
-pub const THREAD_NAME: &str = "socache-farm";
+/// The number of hash slots of a Redis Cluster.
+const SLOTS: usize = 16384;
 
-/// Where the workers connect: built once by `Farm::new`, shared by workers.
-pub enum Target {
+/// "No node known" in the slot map.
+const UNKNOWN: u16 = u16::MAX;
+
+/// Where the link sends keys.
+#[derive(Clone, Debug)]
+pub enum Route {
     /// One server.
-    Single(Client),
-    /// A Redis Cluster.
-    Cluster(ClusterClient),
+    Single(Address),
+    /// A Redis Cluster, found through these seeds.
+    Cluster(Vec<Address>),
 }
 
-/// One queued operation.
-pub enum Op {
-    /// `SET key sealed PX px_ms`.
-    Set {
-        key: Vec<u8>,
-        sealed: Vec<u8>,
-        px_ms: u64,
-        probe: bool,
-    },
-    /// `GET key`, answered on `reply` unless `deadline` has passed.
-    Get {
-        key: Vec<u8>,
-        reply: SyncSender<GetReply>,
-        deadline: Instant,
-    },
-    /// `DEL key`.
-    Del { key: Vec<u8>, probe: bool },
-}
-
-/// A worker's answer to a Get.
+/// How an op ended.
 #[derive(Debug)]
-pub enum GetReply {
-    /// The stored (sealed) bytes.
-    Found(Vec<u8>),
-    /// No such key.
-    Absent,
+pub enum Answer<T> {
+    /// Done.
+    Done(T),
     /// It failed.
     Failed(Failure),
+    /// Every connection of this process was busy: not sent.
+    Busy,
 }
 
-/// Whether a failure was a timeout or anything else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureKind {
-    /// A socket timeout (connect, read or write).
-    Timeout,
-    /// Refused, reset, an error reply (LOADING, OOM, NOAUTH, READONLY, MOVED
-    /// loops, …), a protocol error.
-    Error,
-    /// Like `Error`, but from one node of a Redis Cluster whose connection
-    /// still stands: the other nodes' slots still answer, so it is counted
-    /// and does not open the host's breaker (a dead node costs only its
-    /// slots; a refused connection costs no wait). A node that hangs still
-    /// times out, and timeouts open the breaker.
-    NodeError,
+/// What the caller gets: the answer, and the late replies read on the way.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    /// The op's answer.
+    pub answer: Answer<T>,
+    /// Earlier stores' and removes' replies read on the way.
+    pub drained: Drained,
 }
 
-/// Why an op failed.
-#[derive(Clone, Debug)]
-pub struct Failure {
-    /// Timeout or error.
-    pub kind: FailureKind,
-    /// Redis answered, with an error reply (OOM, READONLY, LOADING,
-    /// NOAUTH, ...), rather than the connection failing.
-    pub answered: bool,
-    /// For the log ("SET: Connection refused (os error 111)").
-    pub why: String,
-}
-
-impl Failure {
-    /// `one_node`: the error came from an op on an established cluster
-    /// connection (so from the node serving that key's slot).
-    fn from_redis(what: &str, error: &RedisError, one_node: bool) -> Failure {
-        Failure {
-            kind: if error.is_timeout() {
-                FailureKind::Timeout
-            } else if one_node {
-                FailureKind::NodeError
-            } else {
-                FailureKind::Error
-            },
-            answered: !(error.is_io_error()
-                || error.is_timeout()
-                || error.is_connection_refusal()
-                || error.is_connection_dropped()),
-            why: format!("{what}: {error}"),
-        }
-    }
-
-    /// Whether this failure says something about Redis as a whole (and
-    /// so moves the breaker), rather than about one cluster node.
-    pub fn concerns_the_breaker(&self) -> bool {
-        self.kind != FailureKind::NodeError
-    }
-}
-
-/// What a worker learned from a Set or Del, for the next fold.
-#[derive(Clone, Debug)]
-pub struct Report {
-    /// The op was the breaker's probe.
-    pub probe: bool,
-    /// `None`: it succeeded.
-    pub failure: Option<Failure>,
-}
-
-/// Outcomes of this process's fire-and-forget ops, waiting to be folded.
-#[derive(Default)]
-pub struct Outcomes {
-    errors: AtomicU64,
-    timeouts: AtomicU64,
-    reports: Mutex<Vec<Report>>,
-}
-
-impl Outcomes {
-    /// Takes the counts so far: (errors, timeouts).
-    pub fn take_counts(&self) -> (u64, u64) {
-        (
-            self.errors.swap(0, Ordering::Relaxed),
-            self.timeouts.swap(0, Ordering::Relaxed),
-        )
-    }
-
-    /// Takes the reports so far, oldest first.
-    pub fn take_reports(&self) -> Vec<Report> {
-        let mut reports = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
-        std::mem::take(&mut *reports)
-    }
-
-    fn record(&self, probe: bool, failure: Option<Failure>) {
-        if let Some(f) = &failure {
-            let counter = match f.kind {
-                FailureKind::Timeout => &self.timeouts,
-                FailureKind::Error | FailureKind::NodeError => &self.errors,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        // A store or remove that Redis refused with an error reply (OOM,
-        // READONLY: it will not take writes) cost no caller any wait and
-        // says nothing of lookups, which may well still work: it is
-        // counted, and moves the breaker only as a probe's outcome. A
-        // connection that failed does move it.
-        let moves_breaker = failure
-            .as_ref()
-            .is_some_and(|f| f.concerns_the_breaker() && !f.answered);
-        if !probe && !moves_breaker {
-            return; // nothing for the breaker (a probe's outcome always is)
-        }
-        let mut reports = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
-        if reports.len() < MAX_REPORTS || probe {
-            reports.push(Report { probe, failure });
-        }
-    }
-}
-
-/// A process's link: the queue's sending end, the workers' outcomes, and
-/// the connections its callers' lookups use themselves.
+/// A process's link (cheap to clone: one shared state).
 #[derive(Clone)]
 pub struct Link {
     pid: u32,
-    queue: SyncSender<Op>,
-    outcomes: Arc<Outcomes>,
-    lookups: Arc<Lookups>,
+    shared: Arc<Shared>,
 }
 
-/// Connections for GETs, used by the calling threads themselves: a lookup
-/// is a round trip its caller waits for anyway, and handing it to a worker
-/// and back cost two thread switches on every local miss (bench/farm.py:
-/// remote-hit handshakes at p50 6.9 ms through a worker, against httpd's
-/// `redis:` provider's 5.0 ms doing its GET in the calling thread). At most
-/// `max` connections (a prefork child makes one); a caller that finds none
-/// idle when `max` are in use hands its GET to the workers' queue instead.
-/// The caller's wait stays bounded: connect within the timeout, then reads
-/// and writes bounded by what is left of its deadline.
-struct Lookups {
-    target: Arc<Target>,
-    timeout: Duration,
-    idle: Mutex<Vec<Session>>,
-    made: AtomicUsize,
+struct Shared {
+    connector: Connector,
+    login: Login,
+    route: Route,
+    idle: Mutex<Vec<Conn>>,
+    open: AtomicUsize,
     max: usize,
+    generation: AtomicU64,
+    slots: Mutex<SlotMap>,
 }
 
-impl Lookups {
-    /// `GET key` on this thread, within `deadline`; `None` when every
-    /// connection is busy (the caller queues it instead).
-    fn get(&self, key: &[u8], deadline: Instant) -> Option<GetReply> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let mut session = match idle {
-            Some(session) => session,
-            None => {
-                let made = self.made.fetch_add(1, Ordering::Relaxed);
-                if made >= self.max {
-                    self.made.fetch_sub(1, Ordering::Relaxed);
-                    return None;
-                }
-                Session::new(self.target.clone(), self.timeout)
-            }
-        };
-        session.bound_by(deadline);
-        let reply = session.get(key);
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(session);
-        Some(reply)
-    }
+/// The cluster's slot map, as this process knows it.
+struct SlotMap {
+    nodes: Vec<Address>,
+    owner: Vec<u16>,
+    refreshed: Option<Instant>,
+    stale: bool,
 }
 
 impl Link {
-    /// Starts `workers` threads over a queue of `queue` ops. Fails only if
-    /// not even one thread could be started.
-    pub fn start(
-        target: Arc<Target>,
-        workers: usize,
-        queue: usize,
-        timeout: Duration,
-    ) -> io::Result<Link> {
-        let (sender, receiver) = mpsc::sync_channel(queue);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let outcomes = Arc::new(Outcomes::default());
-        let mut started = 0;
-        let mut last_error = None;
-        for _ in 0..workers.max(1) {
-            let worker = Worker {
-                session: Session::new(target.clone(), timeout),
-                outcomes: outcomes.clone(),
-            };
-            let receiver = receiver.clone();
-            match std::thread::Builder::new()
-                .name(THREAD_NAME.to_string())
-                .spawn(move || worker.run(&receiver))
-            {
-                Ok(_) => started += 1,
-                Err(e) => last_error = Some(e),
-            }
-        }
-        if started == 0 {
-            return Err(last_error.unwrap_or_else(|| io::Error::other("no worker started")));
-        }
-        Ok(Link {
+    /// A link for this process: no connection yet.
+    pub fn new(connector: Connector, login: Login, route: Route, max: usize) -> Link {
+        Link {
             pid: std::process::id(),
-            queue: sender,
-            outcomes,
-            lookups: Arc::new(Lookups {
-                target,
-                timeout,
+            shared: Arc::new(Shared {
+                connector,
+                login,
+                route,
                 idle: Mutex::new(Vec::new()),
-                made: AtomicUsize::new(0),
-                max: workers.max(1) * LOOKUPS_PER_WORKER,
+                open: AtomicUsize::new(0),
+                max: max.max(1),
+                generation: AtomicU64::new(0),
+                slots: Mutex::new(SlotMap {
+                    nodes: Vec::new(),
+                    owner: Vec::new(),
+                    refreshed: None,
+                    stale: true,
+                }),
             }),
-        })
+        }
     }
 
-    /// `GET key` on the calling thread, within `deadline`; `None` when all
-    /// of this process's lookup connections are busy.
-    pub fn get(&self, key: &[u8], deadline: Instant) -> Option<GetReply> {
-        self.lookups.get(key, deadline)
-    }
-
-    /// The process that started this link.
+    /// The process that made this link.
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
-    /// Queues `op` without waiting.
-    pub fn try_send(&self, op: Op) -> Result<(), TrySendError<Op>> {
-        self.queue.try_send(op)
+    /// `GET key`, its reply read before `deadline` and at most `budget`
+    /// bytes long.
+    pub fn get(&self, key: &[u8], deadline: Instant, budget: usize) -> Outcome<Option<Vec<u8>>> {
+        let command = redis::cmd("GET").arg(key).get_packed_command();
+        self.run(key, deadline, |conn| {
+            let (drained, value) = conn.call("GET", &command, deadline, budget)?;
+            let found = match value {
+                Value::BulkString(bytes) => Ok(Some(bytes)),
+                Value::Nil => Ok(None),
+                Value::ServerError(e) => Err(refused(conn, "GET", e)),
+                other => Err(conn.unexpected("GET", &other)),
+            };
+            Ok((drained, found))
+        })
     }
 
-    /// The workers' outcomes, to fold.
-    pub fn outcomes(&self) -> &Outcomes {
-        &self.outcomes
-    }
-}
-
-/// A worker's connection.
-enum Connected {
-    Single(Connection),
-    Cluster(Box<ClusterConnection>),
-}
-
-impl Connected {
-    fn as_connection(&mut self) -> &mut dyn ConnectionLike {
-        match self {
-            Connected::Single(c) => c,
-            Connected::Cluster(c) => c.as_mut(),
-        }
-    }
-}
-
-/// One connection to Redis, made when first needed and again after an
-/// error: a worker's, or one of the lookups' (`Lookups`).
-struct Session {
-    target: Arc<Target>,
-    timeout: Duration,
-    connection: Option<Connected>,
-    /// When the current caller stops waiting (lookups only): a connection
-    /// made for it is bounded by what is left, not by a whole timeout.
-    deadline: Option<Instant>,
-}
-
-struct Worker {
-    session: Session,
-    outcomes: Arc<Outcomes>,
-}
-
-impl Worker {
-    fn query<T>(
-        &mut self,
-        what: &str,
-        f: impl FnOnce(&mut dyn ConnectionLike) -> redis::RedisResult<T>,
-    ) -> Result<T, Failure> {
-        self.session.query(what, f)
+    /// `SET key value PX px_ms`. With `wait`, its reply is read now (a
+    /// breaker's probe needs it); without, later (module `conn`).
+    pub fn set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        px_ms: u64,
+        deadline: Instant,
+        wait: bool,
+    ) -> Outcome<()> {
+        let command = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(px_ms)
+            .get_packed_command();
+        self.write(Sent::Set, key, &command, deadline, wait)
     }
 
-    fn run(mut self, receiver: &Mutex<Receiver<Op>>) {
+    /// `SET key value NX GET PX px_ms`: stores `value` unless the key
+    /// exists, and answers the value that was there (`None`: ours was
+    /// stored). One round trip (Redis >= 7.0).
+    pub fn set_nx_get(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        px_ms: u64,
+        deadline: Instant,
+        budget: usize,
+    ) -> Outcome<Option<Vec<u8>>> {
+        let command = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(px_ms)
+            .get_packed_command();
+        self.run(key, deadline, |conn| {
+            let (drained, reply) = conn.call("SET NX GET", &command, deadline, budget)?;
+            let found = match reply {
+                Value::BulkString(bytes) => Ok(Some(bytes)),
+                Value::Nil => Ok(None),
+                Value::ServerError(e) => Err(refused(conn, "SET NX GET", e)),
+                other => Err(conn.unexpected("SET NX GET", &other)),
+            };
+            Ok((drained, found))
+        })
+    }
+
+    /// `DEL key`, like [`set`](Self::set).
+    pub fn del(&self, key: &[u8], deadline: Instant, wait: bool) -> Outcome<()> {
+        let command = redis::cmd("DEL").arg(key).get_packed_command();
+        self.write(Sent::Del, key, &command, deadline, wait)
+    }
+
+    fn write(
+        &self,
+        sent: Sent,
+        key: &[u8],
+        command: &[u8],
+        deadline: Instant,
+        wait: bool,
+    ) -> Outcome<()> {
+        let what = match sent {
+            Sent::Set => "SET",
+            Sent::Del => "DEL",
+        };
+        self.run(key, deadline, |conn| {
+            if !wait {
+                return conn.send(sent, command, deadline).map(|d| (d, Ok(())));
+            }
+            let (drained, value) = conn.call(what, command, deadline, crate::conn::SLACK)?;
+            let done = match value {
+                Value::Okay | Value::Int(_) | Value::SimpleString(_) => Ok(()),
+                Value::ServerError(e) => Err(refused(conn, what, e)),
+                other => Err(conn.unexpected(what, &other)),
+            };
+            Ok((drained, done))
+        })
+    }
+
+    /// Runs `op` on a connection to the node of `key`. `op` returns the late
+    /// replies and the op's own result; `Err` from `op` itself means the
+    /// connection failed (it is dropped).
+    fn run<T>(
+        &self,
+        key: &[u8],
+        deadline: Instant,
+        mut op: impl FnMut(&mut Conn) -> Result<(Drained, Result<T, Failure>), Failure>,
+    ) -> Outcome<T> {
+        let mut drained = Drained::new();
+        let mut address = self.route(key, deadline);
+        let mut retried = false;
         loop {
-            let batch = {
-                let receiver = receiver.lock().unwrap_or_else(PoisonError::into_inner);
-                let Ok(first) = receiver.recv() else {
-                    return; // every sender is gone
-                };
-                let mut batch = vec![first];
-                // Sets queued behind a Set go out in one pipeline (single
-                // server only: a cluster routes each key to its node).
-                if matches!(&*self.session.target, Target::Single(_)) {
-                    while batch.len() < MAX_BATCH && matches!(batch.last(), Some(Op::Set { .. })) {
-                        match receiver.try_recv() {
-                            Ok(op) => batch.push(op),
-                            Err(_) => break,
+            let (mut conn, reused) = match self.take(&address, deadline) {
+                Ok(Some(taken)) => taken,
+                Ok(None) => {
+                    return Outcome {
+                        answer: Answer::Busy,
+                        drained,
+                    }
+                }
+                Err(failure) => {
+                    return Outcome {
+                        answer: Answer::Failed(self.note(failure)),
+                        drained,
+                    }
+                }
+            };
+            match op(&mut conn) {
+                Ok((late, result)) => {
+                    self.notice_redirects(&late);
+                    drained.extend(late);
+                    let moved = result.as_ref().err().and_then(moved_to);
+                    match &result {
+                        // A reply no command of ours gets: the stream is
+                        // not to be trusted any more.
+                        Err(failure) if failure.kind != FailureKind::Refused => {
+                            self.discard(conn, failure)
+                        }
+                        _ => self.put(conn),
+                    }
+                    match (result, moved) {
+                        (Err(_), Some(to)) if !retried && Instant::now() < deadline => {
+                            retried = true;
+                            address = to;
+                        }
+                        (result, _) => {
+                            let answer = match result {
+                                Ok(value) => Answer::Done(value),
+                                Err(failure) => Answer::Failed(self.note(failure)),
+                            };
+                            return Outcome { answer, drained };
                         }
                     }
                 }
-                batch
-            };
-            self.handle_batch(batch);
-        }
-    }
-
-    /// Leading Sets (two or more) in one pipeline, the rest one by one.
-    fn handle_batch(&mut self, mut batch: Vec<Op>) {
-        let sets = batch
-            .iter()
-            .take_while(|op| matches!(op, Op::Set { .. }))
-            .count();
-        if sets < 2 {
-            for op in batch {
-                self.handle(op);
-            }
-            return;
-        }
-        let rest = batch.split_off(sets);
-        let mut pipe = redis::pipe();
-        let mut probes = Vec::with_capacity(sets);
-        for op in &batch {
-            if let Op::Set {
-                key,
-                sealed,
-                px_ms,
-                probe,
-            } = op
-            {
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg(sealed)
-                    .arg("PX")
-                    .arg(*px_ms)
-                    .ignore();
-                probes.push(*probe);
-            }
-        }
-        let result = self.query("SET (pipelined)", |c| pipe.query::<()>(c));
-        for probe in probes {
-            self.outcomes.record(probe, result.clone().err());
-        }
-        for op in rest {
-            self.handle(op);
-        }
-    }
-
-    fn handle(&mut self, op: Op) {
-        match op {
-            Op::Get {
-                key,
-                reply,
-                deadline,
-            } => {
-                if Instant::now() >= deadline {
-                    return; // the caller has given up
+                Err(failure) => {
+                    self.discard(conn, &failure);
+                    // An idle connection that fails at once (Redis restarted
+                    // and reset it) gets one new connection, in time left.
+                    if reused
+                        && !retried
+                        && failure.kind == FailureKind::Connection
+                        && Instant::now() < deadline
+                    {
+                        retried = true;
+                        continue;
+                    }
+                    return Outcome {
+                        answer: Answer::Failed(self.note(failure)),
+                        drained,
+                    };
                 }
-                let answer = self.session.get(&key);
-                // A caller that left has dropped its receiver: nothing to do.
-                let _ = reply.try_send(answer);
-            }
-            Op::Set {
-                key,
-                sealed,
-                px_ms,
-                probe,
-            } => {
-                let result = self.query("SET", |c| {
-                    redis::cmd("SET")
-                        .arg(&key)
-                        .arg(&sealed)
-                        .arg("PX")
-                        .arg(px_ms)
-                        .query::<()>(c)
-                });
-                self.outcomes.record(probe, result.err());
-            }
-            Op::Del { key, probe } => {
-                let result = self.query("DEL", |c| redis::cmd("DEL").arg(&key).query::<i64>(c));
-                self.outcomes.record(probe, result.err());
             }
         }
     }
-}
 
-impl Session {
-    fn new(target: Arc<Target>, timeout: Duration) -> Session {
-        Session {
-            target,
-            timeout,
-            connection: None,
-            deadline: None,
+    /// Marks a cluster failure as one node's, and a failed node's slot map
+    /// as worth refreshing.
+    fn note(&self, mut failure: Failure) -> Failure {
+        if matches!(self.shared.route, Route::Cluster(_)) {
+            failure.node = true;
+            if let Some((slot, to)) = moved_slot(&failure) {
+                self.slots().patch(slot, to);
+            } else if failure.kind != FailureKind::Refused {
+                self.slots().stale = true;
+            }
+        }
+        failure
+    }
+
+    /// `MOVED` replies among late ones update the slot map.
+    fn notice_redirects(&self, late: &Drained) {
+        for (_, outcome) in late {
+            if let Err(failure) = outcome {
+                let _ = moved_to(failure).map(|_| self.note(failure.clone()));
+            }
         }
     }
 
-    /// `GET key`, as a reply.
-    fn get(&mut self, key: &[u8]) -> GetReply {
-        match self.query("GET", |c| {
-            redis::cmd("GET").arg(key).query::<Option<Vec<u8>>>(c)
-        }) {
-            Ok(Some(bytes)) => GetReply::Found(bytes),
-            Ok(None) => GetReply::Absent,
-            Err(failure) => GetReply::Failed(failure),
-        }
-    }
-
-    /// Bound the next connect, reads and writes by `deadline`.
-    fn bound_by(&mut self, deadline: Instant) {
-        self.deadline = Some(deadline);
-        let left = self.left();
-        let set = match &mut self.connection {
-            Some(Connected::Single(c)) => c
-                .set_read_timeout(Some(left))
-                .and_then(|()| c.set_write_timeout(Some(left))),
-            Some(Connected::Cluster(c)) => c
-                .set_read_timeout(Some(left))
-                .and_then(|()| c.set_write_timeout(Some(left))),
-            None => Ok(()),
+    /// An idle connection to `address` (made in this generation), or a
+    /// new one if fewer than `max` are open; `Ok(None)` if all are busy.
+    fn take(&self, address: &Address, deadline: Instant) -> Result<Option<(Conn, bool)>, Failure> {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        let mut stale = Vec::new();
+        let found = {
+            let mut idle = self
+                .shared
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut found = None;
+            while let Some(i) = idle.iter().rposition(|c| c.address() == address) {
+                let conn = idle.swap_remove(i);
+                if conn.generation == generation {
+                    found = Some(conn);
+                    break;
+                }
+                stale.push(conn);
+            }
+            found
         };
-        if set.is_err() {
-            self.connection = None;
+        if !stale.is_empty() {
+            self.shared.open.fetch_sub(stale.len(), Ordering::AcqRel);
+            drop(stale); // closed outside the lock
         }
-    }
-
-    /// Runs `f` on the connection (made first if there is none); on any
-    /// error the connection is dropped.
-    fn query<T>(
-        &mut self,
-        what: &str,
-        f: impl FnOnce(&mut dyn ConnectionLike) -> redis::RedisResult<T>,
-    ) -> Result<T, Failure> {
-        let connection = match &mut self.connection {
-            Some(connection) => connection,
-            None => {
-                // Not even the seed nodes answer: Redis as a whole failed.
-                let made = self
-                    .connect()
-                    .map_err(|e| Failure::from_redis("connect", &e, false))?;
-                self.connection.insert(made)
+        if let Some(conn) = found {
+            return Ok(Some((conn, true)));
+        }
+        let max = self.max_open();
+        if self.shared.open.fetch_add(1, Ordering::AcqRel) >= max {
+            // An idle connection to another node makes room: a prefork
+            // child's one connection follows its keys around a cluster.
+            let spare = self
+                .shared
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            match spare {
+                Some(conn) => {
+                    self.shared.open.fetch_sub(1, Ordering::AcqRel);
+                    drop(conn);
+                }
+                None => {
+                    self.shared.open.fetch_sub(1, Ordering::AcqRel);
+                    return Ok(None);
+                }
             }
-        };
-        let cluster = matches!(&*self.target, Target::Cluster(_));
-        match f(connection.as_connection()) {
-            Ok(value) => Ok(value),
-            Err(error) => {
-                let failure = Failure::from_redis(what, &error, cluster);
-                // A single server's connection is made again; a cluster
-                // connection reconnects to a failed node itself, and
-                // dropping it would cost every node's connection (and a
-                // slot refresh) for one node's failure. Only a timeout
-                // (a node's socket left mid-reply) drops it.
-                if !cluster || failure.kind == FailureKind::Timeout {
-                    self.connection = None;
+        }
+        match Conn::open(
+            &self.shared.connector,
+            address,
+            &self.shared.login,
+            deadline,
+            generation,
+        ) {
+            Ok(conn) => Ok(Some((conn, false))),
+            Err(failure) => {
+                self.shared.open.fetch_sub(1, Ordering::AcqRel);
+                if failure.kind != FailureKind::Refused {
+                    self.end_generation(&failure);
                 }
                 Err(failure)
             }
         }
     }
 
-    /// What is left of the caller's deadline (at least 1 ms: a zero
-    /// timeout means none to the socket API), or the whole timeout.
-    fn left(&self) -> Duration {
-        self.deadline.map_or(self.timeout, |d| {
-            d.saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1))
-        })
-    }
-
-    fn connect(&self) -> redis::RedisResult<Connected> {
-        let limit = self.left();
-        let timeout = Some(limit);
-        match &*self.target {
-            Target::Single(client) => {
-                let connection = client.get_connection_with_timeout(limit)?;
-                connection.set_read_timeout(timeout)?;
-                connection.set_write_timeout(timeout)?;
-                Ok(Connected::Single(connection))
-            }
-            Target::Cluster(client) => {
-                let connection = client.get_connection()?;
-                connection.set_read_timeout(timeout)?;
-                connection.set_write_timeout(timeout)?;
-                Ok(Connected::Cluster(Box::new(connection)))
+    /// The most connections open at once: `max` per thread-worth of
+    /// callers, times the nodes of a cluster (each caller may need any).
+    fn max_open(&self) -> usize {
+        match &self.shared.route {
+            Route::Single(_) => self.shared.max,
+            Route::Cluster(seeds) => {
+                let nodes = self.slots().nodes.len().max(seeds.len()).max(1);
+                self.shared.max.saturating_mul(nodes)
             }
         }
+    }
+
+    fn put(&self, conn: Conn) {
+        self.shared
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+    }
+
+    fn discard(&self, conn: Conn, failure: &Failure) {
+        self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        drop(conn);
+        self.end_generation(failure);
+    }
+
+    /// A connection-level failure of a single server: its other idle
+    /// connections are presumed dead too (a cluster's belong to other
+    /// nodes, which may well be fine).
+    fn end_generation(&self, failure: &Failure) {
+        let single = matches!(self.shared.route, Route::Single(_));
+        if single && matches!(failure.kind, FailureKind::Connection | FailureKind::Timeout) {
+            self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, SlotMap> {
+        self.shared
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The node for `key`.
+    fn route(&self, key: &[u8], deadline: Instant) -> Address {
+        let seeds = match &self.shared.route {
+            Route::Single(address) => return address.clone(),
+            Route::Cluster(seeds) => seeds,
+        };
+        let slot = key_slot(key);
+        let due = {
+            let map = self.slots();
+            map.stale && map.refreshed.is_none_or(|at| at.elapsed() >= REFRESH_EVERY)
+        };
+        if due {
+            self.refresh(seeds, deadline);
+        }
+        let map = self.slots();
+        match map.owner.get(usize::from(slot)) {
+            Some(&i) if i != UNKNOWN => map.nodes[usize::from(i)].clone(),
+            _ => seeds[usize::from(slot) % seeds.len()].clone(),
+        }
+    }
+
+    /// Asks a node (known ones first, then the seeds) for the slot map.
+    fn refresh(&self, seeds: &[Address], deadline: Instant) {
+        let mut candidates: Vec<Address> = self.slots().nodes.clone();
+        for seed in seeds {
+            if !candidates.contains(seed) {
+                candidates.push(seed.clone());
+            }
+        }
+        {
+            let mut map = self.slots();
+            map.refreshed = Some(Instant::now());
+        }
+        let command = redis::cmd("CLUSTER").arg("SLOTS").get_packed_command();
+        for candidate in candidates {
+            if Instant::now() >= deadline {
+                return;
+            }
+            let reply = match self.take(&candidate, deadline) {
+                Ok(Some((mut conn, _))) => {
+                    match conn.call("CLUSTER SLOTS", &command, deadline, SLOTS_BUDGET) {
+                        Ok((_, value)) => {
+                            self.put(conn);
+                            value
+                        }
+                        Err(failure) => {
+                            self.discard(conn, &failure);
+                            continue;
+                        }
+                    }
+                }
+                _ => continue,
+            };
+            if let Some(map) = parse_slots(&reply) {
+                let mut current = self.slots();
+                current.nodes = map.0;
+                current.owner = map.1;
+                current.stale = false;
+                return;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn open_connections(&self) -> usize {
+        self.shared.open.load(Ordering::Acquire)
+    }
+}
+
+/// An error reply as a failure (a `MOVED` keeps where it points, in its
+/// text). `NOAUTH` and `WRONGPASS` say this connection may do nothing at
+/// all: as good as no connection.
+fn refused(conn: &Conn, what: &str, e: redis::ServerError) -> Failure {
+    let kind = match e.code() {
+        "NOAUTH" | "WRONGPASS" => FailureKind::Connection,
+        _ => FailureKind::Refused,
+    };
+    Failure::new(kind, format!("{what} {}: {e}", conn.address()))
+}
+
+impl SlotMap {
+    /// `slot` is served by `to` (a `MOVED` said so); the rest of the map
+    /// is refreshed when next due.
+    fn patch(&mut self, slot: u16, to: Address) {
+        if self.owner.len() != SLOTS {
+            self.owner = vec![UNKNOWN; SLOTS];
+        }
+        let index = match self.nodes.iter().position(|n| *n == to) {
+            Some(i) => i,
+            None => {
+                self.nodes.push(to);
+                self.nodes.len() - 1
+            }
+        };
+        if let Ok(index) = u16::try_from(index) {
+            self.owner[usize::from(slot) % SLOTS] = index;
+        }
+        self.stale = true;
+    }
+}
+
+/// Where a `MOVED` failure points.
+fn moved_to(failure: &Failure) -> Option<Address> {
+    moved_slot(failure).map(|(_, to)| to)
+}
+
+/// The slot and node of a `MOVED` failure (an IP literal only: a name
+/// would need the resolver within a caller's wait).
+fn moved_slot(failure: &Failure) -> Option<(u16, Address)> {
+    if failure.kind != FailureKind::Refused {
+        return None;
+    }
+    // The failure text ends with the server's error: "... MOVED 3999 ip:port".
+    let at = failure.why.find("MOVED ")?;
+    let reply = format!("-{}\r\n", &failure.why[at..]);
+    let error = redis::parse_redis_value(reply.as_bytes())
+        .ok()?
+        .extract_error()
+        .err()?;
+    if error.kind() != ErrorKind::Server(ServerErrorKind::Moved) {
+        return None;
+    }
+    let (addr, slot) = error.redirect_node()?;
+    let (host, port) = addr.rsplit_once(':')?;
+    Some((slot, Address::literal(host, port.parse().ok()?)?))
+}
+
+/// The slot map in a `CLUSTER SLOTS` reply: (nodes, owner of each slot).
+fn parse_slots(reply: &Value) -> Option<(Vec<Address>, Vec<u16>)> {
+    let Value::Array(ranges) = reply else {
+        return None;
+    };
+    let mut nodes: Vec<Address> = Vec::new();
+    let mut owner = vec![UNKNOWN; SLOTS];
+    for range in ranges {
+        let Value::Array(parts) = range else {
+            return None;
+        };
+        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+            (parts.first(), parts.get(1), parts.get(2))
+        else {
+            return None;
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(Value::SimpleString(s)) => s.clone(),
+            _ => return None,
+        };
+        let Some(Value::Int(port)) = master.get(1) else {
+            return None;
+        };
+        let Some(address) = Address::literal(&host, u16::try_from(*port).ok()?) else {
+            continue; // a name: not followed (see `moved_to`)
+        };
+        let index = match nodes.iter().position(|n| *n == address) {
+            Some(i) => i,
+            None => {
+                nodes.push(address);
+                nodes.len() - 1
+            }
+        };
+        let (start, end) = (usize::try_from(*start).ok()?, usize::try_from(*end).ok()?);
+        if start > end || end >= SLOTS {
+            return None;
+        }
+        let index = u16::try_from(index).ok()?;
+        owner[start..=end].iter_mut().for_each(|o| *o = index);
+    }
+    Some((nodes, owner))
+}
+
+/// The cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the part
+/// between the first `{` and the next `}`, if not empty) or of the whole
+/// key, modulo 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(tagged) % SLOTS as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_slots_match_redis() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+    }
+
+    #[test]
+    fn moved_points_to_literals_only() {
+        let f = Failure::new(
+            FailureKind::Refused,
+            "GET 127.0.0.1:7000: MOVED 3999 127.0.0.1:7001".into(),
+        );
+        assert_eq!(moved_to(&f), Address::literal("127.0.0.1", 7001));
+        let f = Failure::new(
+            FailureKind::Refused,
+            "GET 127.0.0.1:7000: MOVED 3999 redis-b:7001".into(),
+        );
+        assert_eq!(moved_to(&f), None);
+        let f = Failure::new(FailureKind::Refused, "GET x: NOPERM no".into());
+        assert_eq!(moved_to(&f), None);
+    }
+
+    #[test]
+    fn slot_maps_parse_and_garbage_is_refused() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            Value::Int(0),
+            Value::Int(100),
+            Value::Array(vec![
+                Value::BulkString(b"127.0.0.1".to_vec()),
+                Value::Int(7000),
+            ]),
+        ])]);
+        let (nodes, owner) = parse_slots(&reply).expect("map");
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(owner[100], 0);
+        assert_eq!(owner[101], UNKNOWN);
+        assert!(parse_slots(&Value::Int(3)).is_none());
+        let bad = Value::Array(vec![Value::Array(vec![
+            Value::Int(5),
+            Value::Int(99999),
+            Value::Array(vec![
+                Value::BulkString(b"127.0.0.1".to_vec()),
+                Value::Int(7000),
+            ]),
+        ])]);
+        assert!(parse_slots(&bad).is_none());
+    }
+
+    #[test]
+    fn a_refused_connect_leaves_no_connection_counted() {
+        let link = Link::new(
+            Connector::plain(),
+            Login::default(),
+            Route::Single(Address::literal("127.0.0.1", 1).expect("addr")),
+            2,
+        );
+        let out = link.get(b"k", Instant::now() + Duration::from_millis(200), 1024);
+        assert!(matches!(out.answer, Answer::Failed(ref f) if f.kind == FailureKind::Connection));
+        assert_eq!(link.open_connections(), 0);
     }
 }

@@ -14,7 +14,7 @@ fn fifty_ids_roundtrip_across_the_cluster() {
     let endpoint = Endpoint::parse_cluster(&cluster.seeds()).expect("seeds");
     assert_eq!(endpoint.topology(), Topology::Cluster);
     let mut config = config(endpoint, Duration::from_millis(1000));
-    config.workers = 2;
+    config.connections = 4;
     let (farm, events) = farm_with(config);
     let words = words();
     let ids: Vec<[u8; 32]> = (0..50u8).map(|i| [i; 32]).collect();

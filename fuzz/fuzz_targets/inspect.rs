@@ -1,5 +1,5 @@
 //! The `shmcache` inspector's read paths over fuzzer-patched segments:
-//! `open` (attach + check), then `check`, `stat` (text, JSON, per shard)
+//! `open` (attach + check), then `check`, `stat` (text, JSON, Prometheus, per shard)
 //! and `dump` exactly as the tool runs them (socache_shm::inspect). Whatever
 //! the bytes: an error or an answer, never a panic or a hang.
 #![no_main]
@@ -80,6 +80,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(cache) = inspect::open(&path) {
         let _ = inspect::stat(&cache, false, true);
         let _ = inspect::stat(&cache, true, true);
+        let _ = inspect::stat_prometheus(&cache, "/fuzz/\"seg\"", true);
         let _ = inspect::dump(&cache);
         let _ = inspect::check(&cache);
     }

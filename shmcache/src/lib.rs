@@ -12,6 +12,8 @@ use socache_shm_engine::figures::{figures, Figure};
 use socache_shm_engine::{Cache, ControlFlow, Stats};
 use std::sync::atomic::Ordering;
 
+pub mod prometheus;
+
 /// Attach to the segment at `path` and check it: a file that fails its
 /// check is reported as corrupt, never read further (`stat`, `dump`) or
 /// written (`flush`, `remove`).
@@ -96,6 +98,35 @@ pub fn stat(cache: &Cache, json: bool, per_shard: bool) -> String {
         );
     }
     out
+}
+
+/// `shmcache stat --prometheus`: the figures of [`stat`] in the Prometheus
+/// text format, labelled with `segment` (the segment file's path); with
+/// `per_shard`, each shard's own figures too (see [`prometheus`]).
+pub fn stat_prometheus(cache: &Cache, segment: &str, per_shard: bool) -> String {
+    let total = cache.stats();
+    let figures = all_figures(cache, &total);
+    let shards: Vec<(Stats, Vec<Figure>)> = if per_shard {
+        cache
+            .shard_stats()
+            .into_iter()
+            .map(|s| {
+                let f = all_figures(cache, &s);
+                (s, f)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let (counters, shard_counters) = prometheus::counter_keys();
+    prometheus::exposition(
+        segment,
+        &total,
+        &figures,
+        &shards,
+        &counters,
+        &shard_counters,
+    )
 }
 
 /// `shmcache dump`: one line per live entry; never key material.

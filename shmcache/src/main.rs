@@ -22,7 +22,7 @@ const HELP: &str = "\
 shmcache - inspect, check and empty a mod_socache_shm segment
 
 USAGE
-  shmcache stat FILE [--json] [--shards]
+  shmcache stat FILE [--json | --prometheus] [--shards]
   shmcache dump FILE
   shmcache check FILE
   shmcache flush FILE
@@ -41,7 +41,8 @@ DESCRIPTION
 COMMANDS
   stat FILE    Print the cache's figures as Key: value lines, under the
                keys of server-status (CacheCurrentEntries,
-               CacheRetrieveHitCount, ...).
+               CacheRetrieveHitCount, ...), then the farm tier's when the
+               segment has served one (FarmRemoteHits, FarmBreaker, ...).
   dump FILE    Print one line per live entry: id, size, seconds left and,
                for a TLS session, its protocol, cipher, SNI name and
                creation time. Never key material.
@@ -52,11 +53,38 @@ COMMANDS
 
 OPTIONS
   --json       stat: print the figures as one JSON object.
+  --prometheus
+               stat: print the figures in the Prometheus text format, for
+               node_exporter's textfile collector (see PROMETHEUS).
   --shards     stat: also print each shard's figures.
   -h, --help   Print this help and exit.
   --version    Print the version and exit.
   --           End of options: what follows is FILE or ID_HEX even if it
                starts with a dash.
+
+PROMETHEUS
+  Every sample has a segment label, FILE as given. The metric names are
+  stable: socache_shm_ then the figure, counters ending in _total, units in
+  the name. Gauges: cache_info (label cache_type), segment_bytes, entries,
+  shards (also CacheSubcaches), index_slots_per_shard, index_usage_ratio,
+  arena_usage_ratio, arena_used_bytes, arena_free_bytes,
+  arena_largest_free_block_bytes, max_entry_size_bytes. Counters:
+  retrieve_hits_total, retrieve_misses_total, stores_total,
+  replacements_total, expirations_total, evictions_total,
+  refused_stores_total, removals_total, remove_misses_total,
+  lock_waits_total, lock_timeouts_total, recoveries_total,
+  corrupt_entries_total, unlocked_reads_total. With a farm tier, counters
+  farm_remote_hits_total, farm_remote_misses_total,
+  farm_stores_sent_total, farm_stores_dropped_total,
+  farm_removes_sent_total, farm_removes_dropped_total, farm_errors_total,
+  farm_timeouts_total, farm_seal_failures_total, farm_skipped_total,
+  farm_breaker_openings_total, farm_error_replies_total,
+  farm_bad_replies_total and gauges farm_breaker_open (1 or 0),
+  farm_breaker_open_seconds, farm_breaker_backoff_seconds. A figure added
+  later is named from its key (FarmFooBar: socache_shm_farm_foo_bar_total).
+  With --shards, a shard's own figures (entries, usage, arena bytes and
+  the cache's event counters) follow as socache_shm_shard_* with a shard
+  label: separate families, so that a sum never counts a shard twice.
 
 EXIT STATUS
   0            Success.
@@ -68,6 +96,9 @@ EXIT STATUS
 EXAMPLES
   shmcache stat /run/apache2/ssl_scache
   shmcache stat /run/apache2/ssl_scache --json --shards
+  cd /var/lib/prometheus/node-exporter &&
+    shmcache stat /run/apache2/ssl_scache --prometheus >scache.new &&
+    mv scache.new socache_shm.prom
   shmcache dump /run/apache2/ssl_scache
 
 SEE ALSO
@@ -95,13 +126,21 @@ enum Request<'a> {
     Version,
     Stat {
         file: &'a Path,
-        json: bool,
+        format: Format,
         shards: bool,
     },
     Dump(&'a Path),
     Check(&'a Path),
     Flush(&'a Path),
     Remove(&'a Path, &'a str),
+}
+
+/// How `stat` prints the figures.
+#[derive(Debug, PartialEq, Clone, Copy)]
+enum Format {
+    Text,
+    Json,
+    Prometheus,
 }
 
 /// A command line shmcache does not accept (exit status 2).
@@ -155,7 +194,7 @@ fn parse(args: &[String]) -> Result<Request<'_>, UsageError> {
         }));
     };
     let (allowed, names): (&[&str], &[&str]) = match cmd {
-        "stat" => (&["--json", "--shards"], &["FILE"]),
+        "stat" => (&["--json", "--prometheus", "--shards"], &["FILE"]),
         "dump" | "check" | "flush" => (&[], &["FILE"]),
         "remove" => (&[], &["FILE", "ID_HEX"]),
         // A mistyped command is reported as such, not as whatever is wrong with FILE.
@@ -177,7 +216,19 @@ fn parse(args: &[String]) -> Result<Request<'_>, UsageError> {
     Ok(match cmd {
         "stat" => Request::Stat {
             file,
-            json: options.contains(&"--json"),
+            format: match (
+                options.contains(&"--json"),
+                options.contains(&"--prometheus"),
+            ) {
+                (true, true) => {
+                    return Err(UsageError(
+                        "stat: --json and --prometheus exclude each other".into(),
+                    ))
+                }
+                (true, false) => Format::Json,
+                (false, true) => Format::Prometheus,
+                (false, false) => Format::Text,
+            },
             shards: options.contains(&"--shards"),
         },
         "dump" => Request::Dump(file),
@@ -191,8 +242,22 @@ fn run(request: Request<'_>) -> Result<(), String> {
     match request {
         Request::Help => print!("{HELP}"),
         Request::Version => println!("shmcache (mod_socache_shm) {}", env!("CARGO_PKG_VERSION")),
-        Request::Stat { file, json, shards } => {
-            print!("{}", inspect::stat(&inspect::open(file)?, json, shards))
+        Request::Stat {
+            file,
+            format,
+            shards,
+        } => {
+            let cache = inspect::open(file)?;
+            print!(
+                "{}",
+                match format {
+                    Format::Text => inspect::stat(&cache, false, shards),
+                    Format::Json => inspect::stat(&cache, true, shards),
+                    Format::Prometheus => {
+                        inspect::stat_prometheus(&cache, &file.to_string_lossy(), shards)
+                    }
+                }
+            )
         }
         Request::Dump(file) => print!("{}", inspect::dump(&inspect::open(file)?)),
         Request::Check(file) => {
@@ -214,4 +279,37 @@ fn run(request: Request<'_>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The help (and so the man page) names every metric.
+    #[test]
+    fn help_documents_every_metric_name() {
+        for s in inspect::prometheus::SPECS {
+            assert!(
+                HELP.contains(s.name),
+                "the help's PROMETHEUS section lacks {}",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn stat_formats() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let a = args(&["stat", "f", "--prometheus", "--shards"]);
+        assert_eq!(
+            parse(&a),
+            Ok(Request::Stat {
+                file: Path::new("f"),
+                format: Format::Prometheus,
+                shards: true
+            })
+        );
+        let a = args(&["stat", "--prometheus", "f", "--json"]);
+        assert!(parse(&a).is_err());
+    }
 }

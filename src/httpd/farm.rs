@@ -1,6 +1,6 @@
 //! The farm tier (`socache_shm_farm`) as httpd runs it, behind the local
 //! cache: what the provider's callbacks do with it is in `provider.rs`
-//! (store: local, then forwarded; retrieve: local, then one bounded GET on a
+//! (store: local, then written to Redis; retrieve: local, then one bounded GET on a
 //! miss, copied into the local segment; remove: both).
 //!
 //! When each part happens, and in which process:
@@ -9,10 +9,13 @@
 //!  parent, config read ──► plan()   check the URL, read the key file (as
 //!                                   root, once), check the TLS files: a bad
 //!                                   value fails `apachectl -t` here
-//!  parent, post_config ──► start()  Farm::new: Redis clients, no socket,
-//!                                   no thread (the parent unloads this DSO
-//!                                   on restart; it must own nothing live)
-//!  child, first use    ──►          the farm's link: threads, connections
+//!  parent, post_config ──► start()  Farm::new: the TLS context (CA store
+//!                                   read once) and the addresses resolved;
+//!                                   no socket, no thread (the parent
+//!                                   unloads this DSO on restart; it must
+//!                                   own nothing live)
+//!  child, first use    ──►          the farm's link: connections, made and
+//!                                   used on the calling thread
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -21,16 +24,15 @@ use std::time::Duration;
 use socache_shm_farm::endpoint::{Endpoint, TlsFiles};
 use socache_shm_farm::keys::FarmKeys;
 use socache_shm_farm::seal::Sealer;
-use socache_shm_farm::{Events, Farm, FarmConfig};
+use socache_shm_farm::{Events, Farm, FarmConfig, Problem};
 
 use super::bindings::{self as b, server_rec};
 use super::log::{self, Level};
 use crate::spec::farm::{Redis, Seal};
 use crate::spec::FarmSpec;
 
-/// The bound of each child's queue of forwarded stores and removes: a full
-/// queue drops (and counts) rather than blocks a handshake.
-const QUEUE: usize = 1024;
+/// The one warning of `seal=off`, at `apachectl -t` and at every start.
+pub(crate) const UNSEALED_WARNING: &str = "seal=off: session values, TLS master secrets included, cross the network and sit in Redis in clear";
 
 /// What `create` read and checked; `init` turns it into a [`Farm`] once it
 /// knows the consumer's name (the keys' namespace).
@@ -114,6 +116,7 @@ pub(crate) unsafe fn start(
     namespace: &str,
     s: *const server_rec,
     home_pid: libc::pid_t,
+    max_value: usize,
 ) -> Result<Farm, String> {
     let config = FarmConfig {
         endpoint: plan.endpoint,
@@ -122,24 +125,32 @@ pub(crate) unsafe fn start(
         sealer: plan.sealer,
         prefix: plan.prefix,
         namespace: namespace.to_string(),
-        workers: if threaded_mpm() { 2 } else { 1 },
-        queue: QUEUE,
+        connections: threads_per_child(),
+        max_value,
         home_pid: Some(home_pid),
     };
     Farm::new(config, Box::new(ErrorLog { server: s as usize }))
         .map_err(|e| format!("the farm tier: {e}"))
 }
 
-/// Does this MPM run threads in a child (event, worker) or not (prefork)?
-fn threaded_mpm() -> bool {
-    let mut threaded: std::ffi::c_int = 0;
+/// How many threads of a child may be in a handshake at once (1 for
+/// prefork; ThreadsPerChild for event and worker), and so the most farm
+/// connections a child needs: one per thread, as httpd's own `redis:`
+/// provider keeps.
+fn threads_per_child() -> usize {
+    let mut threads: std::ffi::c_int = 0;
     // SAFETY: ap_mpm_query writes one int through a valid pointer.
-    let rv = unsafe { b::ap_mpm_query(b::AP_MPMQ_IS_THREADED as _, &mut threaded) };
-    rv == b::APR_SUCCESS as _ && threaded != b::AP_MPMQ_NOT_SUPPORTED as std::ffi::c_int
+    let rv = unsafe { b::ap_mpm_query(b::AP_MPMQ_MAX_THREADS as _, &mut threads) };
+    if rv == b::APR_SUCCESS as _ && threads > 0 {
+        usize::try_from(threads).unwrap_or(1).min(1024)
+    } else {
+        1
+    }
 }
 
 /// The farm's reports, as lines in httpd's error log: once when the
-/// breaker opens, once when it closes, never per request.
+/// breaker opens, once when it closes, once when a persistent failure
+/// starts and once when it ends; never per request.
 struct ErrorLog {
     /// The `server_rec` of `init` (as an address: it is only passed back to
     /// `ap_log_error`, from any thread of the child).
@@ -152,6 +163,7 @@ impl Events for ErrorLog {
             self.server as *const server_rec,
             Level::Warning,
             0,
+            "SHM0401",
             &format!(
                 "farm tier: Redis failed ({why}); the circuit breaker opened: \
                  this host serves from its local cache alone until a probe succeeds"
@@ -164,9 +176,38 @@ impl Events for ErrorLog {
             self.server as *const server_rec,
             Level::Notice,
             0,
+            "SHM0402",
             &format!(
                 "farm tier: Redis answers again; the circuit breaker closed after {:.1} s",
                 was_open_for.as_secs_f64()
+            ),
+        );
+    }
+
+    fn problem_started(&self, problem: Problem, why: &str) {
+        log::write(
+            self.server as *const server_rec,
+            Level::Err,
+            0,
+            "SHM0403",
+            &format!(
+                "farm tier: {} failing: {why}; said once, until they work again \
+                 (counted in FarmErrorReplies, FarmBadReplies, FarmSealFailures)",
+                problem.label()
+            ),
+        );
+    }
+
+    fn problem_ended(&self, problem: Problem, lasted: Duration) {
+        log::write(
+            self.server as *const server_rec,
+            Level::Notice,
+            0,
+            "SHM0404",
+            &format!(
+                "farm tier: {} work again, after failing for {:.1} s",
+                problem.label(),
+                lasted.as_secs_f64()
             ),
         );
     }

@@ -60,24 +60,50 @@ pub(crate) fn enabled(s: *const server_rec, level: Level) -> bool {
 }
 
 /// Write `msg` to the error log of `s` (null: the main server's, or stderr
-/// before the logs are open).
-pub(crate) fn write(s: *const server_rec, level: Level, status: apr_status_t, msg: &str) {
-    let c = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
+/// before the logs are open), after its tag: `SHM0401: farm tier: ...`.
+///
+/// Tags are this module's `APLOGNO`: one per log statement, never reused,
+/// so an operator can grep the source and the docs for the line in front
+/// of them. Numbering by file: 00xx log.rs, 01xx provider.rs, 02xx
+/// instance.rs, 03xx segments.rs, 04xx farm.rs, 05xx hooks.rs (the test
+/// `tags_are_unique_and_well_formed` checks them all).
+pub(crate) fn write(
+    s: *const server_rec,
+    level: Level,
+    status: apr_status_t,
+    tag: &'static str,
+    msg: &str,
+) {
+    let line = format!("{tag}: {msg}");
+    let c = CString::new(line.replace('\0', "\\0")).unwrap_or_default();
     // SAFETY: `c` is NUL-terminated and outlives the call; `s` is null or
     // valid for the current callback (see `enabled`); ap_log_error copies
     // the text before returning.
     unsafe { socache_shm_log(s, level.apr(), status, c.as_ptr()) }
 }
 
-/// `log!(s, Level::Info, "fmt", args..)`: format and log only when enabled.
+/// `log!(s, Level::Info, "SHM0123", "fmt", args..)`: format and log only
+/// when enabled, after the tag (see [`write`]).
 macro_rules! log {
-    ($s:expr, $level:expr, $($arg:tt)+) => {{
+    ($s:expr, $level:expr, $tag:literal, $($arg:tt)+) => {{
+        const _: () = $crate::httpd::log::check_tag($tag);
         let s = $s;
         let level = $level;
         if $crate::httpd::log::enabled(s, level) {
-            $crate::httpd::log::write(s, level, 0, &format!($($arg)+));
+            $crate::httpd::log::write(s, level, 0, $tag, &format!($($arg)+));
         }
     }};
+}
+
+/// A tag is `SHM` and four digits (checked at compile time by `log!`).
+pub(crate) const fn check_tag(tag: &str) {
+    let b = tag.as_bytes();
+    assert!(b.len() == 7 && b[0] == b'S' && b[1] == b'H' && b[2] == b'M');
+    let mut i = 3;
+    while i < 7 {
+        assert!(b[i].is_ascii_digit());
+        i += 1;
+    }
 }
 pub(crate) use log;
 
@@ -132,8 +158,44 @@ pub(crate) fn install_panic_hook() {
                 s,
                 Level::Crit,
                 0,
+                "SHM0001",
                 &format!("internal error (Rust panic{place}): {what}"),
             );
         }));
     });
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every tag in the module's sources: `SHM` and four digits, each used
+    /// by exactly one log statement.
+    #[test]
+    fn tags_are_unique_and_well_formed() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/httpd");
+        let mut seen = std::collections::HashMap::new();
+        for entry in std::fs::read_dir(dir).expect("src/httpd") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "rs") || path.ends_with("provider_tests.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            // The code only: not the tests, not the docs.
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                let mut rest = line;
+                while let Some(at) = rest.find("\"SHM") {
+                    let tag = rest.get(at + 1..at + 8).unwrap_or("");
+                    rest = &rest[at + 1..];
+                    assert!(
+                        tag.len() == 7 && tag[3..].bytes().all(|b| b.is_ascii_digit()),
+                        "{tag:?} in {path:?}"
+                    );
+                    if let Some(first) = seen.insert(tag.to_string(), path.clone()) {
+                        panic!("{tag} used twice: {first:?} and {path:?}");
+                    }
+                }
+            }
+        }
+        assert!(seen.len() >= 20, "only {} tags found", seen.len());
+    }
 }

@@ -1,19 +1,32 @@
-//! The httpd side: the `shm` socache provider's callbacks behind the C
-//! glue in `apache-glue/mod_socache_shm.c`.
+//! The httpd side: the `shm` socache provider behind the C glue in
+//! `apache-glue/mod_socache_shm.c`.
 //!
-//! - [`bindings`]: bindgen's output over the installed httpd/APR headers.
 //! - [`provider`]: the `extern "C"` callbacks (create, init, destroy, store,
-//!   retrieve, remove, status, iterate), each behind a panic boundary.
-//! - [`pools`]: typed wrappers over the APR pool calls, and where the
-//!   anonymous segments' memfds are kept across restarts.
-//! - [`log`]: `ap_log_error` with the module's log index; the panic hook.
-//! - [`status`]: the figures as mod_status HTML and `?auto` lines.
+//!   retrieve, remove, status, iterate), each a few lines behind a panic
+//!   boundary ([`provider::guard`]).
+//! - `hooks`: the `child_init` and `monitor` hooks.
+//! - `instance`: one configured cache: what it owns, its create / init /
+//!   shutdown, and the registry of the live ones the hooks walk.
+//! - `segments`: which paths a segment may use, and opening, reattaching
+//!   or replacing it across restarts.
+//! - `tiers`: the local cache and the farm tier behind it, as one cache.
 //! - `farm`: the farm tier (Redis behind the local cache) as httpd runs it:
 //!   checked at configuration time, built at init, used by children.
+//! - `pools`: typed wrappers over the APR pool calls, and where the
+//!   segments' descriptors are kept across restarts.
+//! - `codes`: APR status codes and the init error.
+//! - `log`: `ap_log_error` with the module's log index; the panic hook.
+//! - `status`: the figures as mod_status HTML and `?auto` lines.
+//! - `bindings`: bindgen's output over the installed httpd/APR headers.
 
 mod bindings;
+mod codes;
 mod farm;
+mod hooks;
+mod instance;
 pub(crate) mod log;
 mod pools;
 pub mod provider;
+mod segments;
 mod status;
+mod tiers;

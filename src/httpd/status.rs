@@ -8,9 +8,38 @@ use std::path::Path;
 
 use crate::engine::figures::Figure;
 
+/// The status text of one instance: its figures (the farm's after the
+/// cache's), short (`?auto`) or HTML.
+pub(crate) fn of_instance(inst: &super::instance::Instance, short: bool) -> String {
+    match inst.cache() {
+        Some(cache) => {
+            let mut figures = crate::engine::figures::figures(cache, &cache.stats());
+            if inst.has_farm() {
+                figures.extend(farm_figures(cache.tier_words(), cache.now().0));
+            }
+            if short {
+                self::short(&figures)
+            } else {
+                html(&figures, cache.path())
+            }
+        }
+        None if short => "CacheType: SHM\nCacheStatus: not initialised\n".to_string(),
+        None => "cache type: <b>SHM</b>, not initialised<br>".to_string(),
+    }
+}
+
+/// What the status says when the callback failed (a panic, logged).
+pub(crate) fn unavailable(short: bool) -> String {
+    if short {
+        "CacheType: SHM\nCacheStatus: error (see the error log)\n".to_string()
+    } else {
+        "cache type: <b>SHM</b>, status unavailable (see the error log)<br>".to_string()
+    }
+}
+
 /// The farm tier's figures (kept in the segment's tier words, so the same
 /// for every child of the host), after the cache's own.
-pub(crate) fn farm_figures(
+fn farm_figures(
     words: &[std::sync::atomic::AtomicU64; socache_shm_farm::TIER_WORDS],
     now_us: i64,
 ) -> Vec<Figure> {

@@ -41,8 +41,10 @@ pub enum FarmFigure {
     StoresSent,
     /// Stores not forwarded (queue full, breaker open).
     StoresDropped,
-    /// Redis errors (refused, reset, error replies).
+    /// Connection failures (refused, reset, TLS, AUTH).
     Errors,
+    /// Commands Redis refused with an error reply (NOPERM, OOM, MOVED...).
+    ErrorReplies,
     /// Redis operations cut by `timeout=`.
     Timeouts,
     /// Values from Redis that did not open (altered, another key, moved).
@@ -58,6 +60,7 @@ impl FarmFigure {
             FarmFigure::StoresSent => "FarmStoresSent",
             FarmFigure::StoresDropped => "FarmStoresDropped",
             FarmFigure::Errors => "FarmErrors",
+            FarmFigure::ErrorReplies => "FarmErrorReplies",
             FarmFigure::Timeouts => "FarmTimeouts",
             FarmFigure::SealFailures => "FarmSealFailures",
         }

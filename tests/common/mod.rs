@@ -21,7 +21,11 @@
 //!
 //! - [`RedisServer`], [`RedisCluster`] (redis.rs): real `redis-server`s on
 //!   loopback for the farm tier, with SIGSTOP/SIGKILL faults and
-//!   `INFO commandstats`; [`FarmArg`] and the module's farm names (farm.rs).
+//!   `INFO commandstats`, and over TLS ([`RedisServer::start_tls`]);
+//!   [`FarmArg`] and the module's farm names (farm.rs).
+//! - [`Rogue`] (rogue.rs): small misbehaving servers for the farm's fault
+//!   tests (silent, dripping, huge replies, garbage), counting connections
+//!   and bytes.
 //!
 //! Every wait is bounded by [`WAIT`]; a failure panics with the tails of
 //! httpd's error log and stderr. Each instance has its own port and
@@ -83,6 +87,7 @@ mod instance;
 mod options;
 mod paths;
 mod redis;
+pub mod rogue;
 mod server;
 
 pub use client::*;
@@ -94,4 +99,6 @@ pub use options::*;
 pub use paths::*;
 #[allow(unused_imports)]
 pub use redis::*;
+#[allow(unused_imports)]
+pub use rogue::*;
 pub use server::*;

@@ -64,6 +64,9 @@ impl Resp {
 pub struct RedisServer {
     pub port: u16,
     pub dir: PathBuf,
+    /// The TLS port ([`RedisServer::start_tls`]); `port` stays plain, for
+    /// the harness's own commands.
+    pub tls_port: Option<u16>,
     /// Arguments after the common ones (cluster mode, say).
     args: Vec<String>,
     child: Option<Child>,
@@ -77,24 +80,64 @@ impl RedisServer {
 
     /// [`RedisServer::start`] with more `redis-server` arguments.
     pub fn start_with(args: Vec<String>) -> RedisServer {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "socache-redis-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        if dir.exists() {
-            fs::remove_dir_all(&dir).expect("remove stale redis dir");
-        }
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let mut server = RedisServer {
             port: pick_port(),
-            dir,
+            dir: new_redis_dir(),
+            tls_port: None,
             args,
             child: None,
         };
         server.launch();
         server
+    }
+
+    /// A standalone server that also speaks TLS on [`RedisServer::tls_port`]
+    /// (clients need no certificate), with a certificate for 127.0.0.1 and
+    /// localhost issued by a CA of its own ([`RedisServer::ca_file`]). The
+    /// plain port stays open for the harness's commands.
+    pub fn start_tls() -> RedisServer {
+        let dir = new_redis_dir();
+        let (ca, cert, key) = tls_files();
+        for (name, pem) in [(REDIS_CA_FILE, ca), ("redis.crt", cert), ("redis.key", key)] {
+            fs::write(dir.join(name), pem).unwrap_or_else(|e| panic!("write {name}: {e}"));
+            // The CA is read by httpd's children (the server's User).
+            fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o644))
+                .expect("chmod TLS file");
+        }
+        let tls_port = pick_port();
+        let path = |name: &str| dir.join(name).display().to_string();
+        let args = vec![
+            "--tls-port".to_string(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            path("redis.crt"),
+            "--tls-key-file".into(),
+            path("redis.key"),
+            "--tls-ca-cert-file".into(),
+            path(REDIS_CA_FILE),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        let mut server = RedisServer {
+            port: pick_port(),
+            dir,
+            tls_port: Some(tls_port),
+            args,
+            child: None,
+        };
+        server.launch();
+        server
+    }
+
+    /// `rediss://127.0.0.1:<tls port>/0` ([`RedisServer::start_tls`]).
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("a server started with start_tls");
+        format!("rediss://127.0.0.1:{port}/0")
+    }
+
+    /// The CA that issued the TLS certificate (for `redis-ca=`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join(REDIS_CA_FILE)
     }
 
     /// `127.0.0.1:<port>`.
@@ -282,6 +325,84 @@ impl Drop for RedisServer {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The CA file of [`RedisServer::start_tls`] in its directory.
+const REDIS_CA_FILE: &str = "ca.pem";
+
+/// A new, empty working directory for a `redis-server`.
+fn new_redis_dir() -> PathBuf {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "socache-redis-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    if dir.exists() {
+        fs::remove_dir_all(&dir).expect("remove stale redis dir");
+    }
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod redis dir");
+    dir
+}
+
+/// A CA and a server certificate it issued for 127.0.0.1 and localhost,
+/// made once per test process: (CA PEM, certificate PEM, PKCS#8 key PEM).
+fn tls_files() -> (&'static [u8], &'static [u8], &'static [u8]) {
+    static FILES: OnceLock<(Vec<u8>, Vec<u8>, Vec<u8>)> = OnceLock::new();
+    let (ca, cert, key) = FILES.get_or_init(|| {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256 group");
+        let new_key = || PKey::from_ec_key(EcKey::generate(&group).expect("EC key")).expect("PKey");
+        let name = |cn: &str| {
+            let mut n = X509NameBuilder::new().expect("name builder");
+            n.append_entry_by_text("CN", cn).expect("CN");
+            n.build()
+        };
+        let validity = |b: &mut X509Builder, serial: u32| {
+            b.set_version(2).expect("version");
+            let serial = BigNum::from_u32(serial)
+                .and_then(|n| n.to_asn1_integer())
+                .expect("serial");
+            b.set_serial_number(&serial).expect("serial");
+            b.set_not_before(&Asn1Time::from_unix(unix_now() as i64 - 3600).expect("time"))
+                .expect("not before");
+            b.set_not_after(&Asn1Time::days_from_now(7).expect("time"))
+                .expect("not after");
+        };
+        let ca_key = new_key();
+        let ca_name = name("socache test Redis CA");
+        let mut b = X509Builder::new().expect("X509 builder");
+        validity(&mut b, 1);
+        b.set_subject_name(&ca_name).expect("subject");
+        b.set_issuer_name(&ca_name).expect("issuer");
+        b.set_pubkey(&ca_key).expect("pubkey");
+        b.append_extension(BasicConstraints::new().critical().ca().build().expect("BC"))
+            .expect("BC");
+        b.sign(&ca_key, MessageDigest::sha256()).expect("sign CA");
+        let ca = b.build();
+
+        let key = new_key();
+        let mut b = X509Builder::new().expect("X509 builder");
+        validity(&mut b, 2);
+        b.set_subject_name(&name("127.0.0.1")).expect("subject");
+        b.set_issuer_name(ca.subject_name()).expect("issuer");
+        b.set_pubkey(&key).expect("pubkey");
+        let san = SubjectAlternativeName::new()
+            .dns("localhost")
+            .ip("127.0.0.1")
+            .build(&b.x509v3_context(Some(&ca), None))
+            .expect("SAN");
+        b.append_extension(san).expect("SAN");
+        b.append_extension(BasicConstraints::new().build().expect("BC"))
+            .expect("BC");
+        b.sign(&ca_key, MessageDigest::sha256()).expect("sign cert");
+        (
+            ca.to_pem().expect("CA PEM"),
+            b.build().to_pem().expect("cert PEM"),
+            key.private_key_to_pem_pkcs8().expect("key PEM"),
+        )
+    });
+    (ca, cert, key)
 }
 
 /// A Redis Cluster of standalone masters (no replicas), created with

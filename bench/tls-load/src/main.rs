@@ -56,6 +56,9 @@ struct Args {
     resume: Option<(String, u16)>,
     sessions: usize,
     pause: Duration,
+    /// Cross-host mode: each session offered to the resume host right
+    /// after its connection to the first host ended (`--immediate`).
+    immediate: bool,
     json: bool,
 }
 
@@ -64,7 +67,7 @@ fn usage(msg: &str) -> String {
         "{msg}\nusage: tls-load --port P [--host 127.0.0.1] [--tls 1.2|1.3] \
          [--clients K] [--seconds S] [--io-timeout S] [--json]\n       \
          tls-load --port P --resume-port P2 [--resume-host H2] [--sessions N] \
-         [--pause-ms MS] [...]"
+         [--pause-ms MS] [--immediate] [...]"
     )
 }
 
@@ -80,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
         resume: None,
         sessions: 200,
         pause: Duration::from_millis(300),
+        immediate: false,
         json: false,
     };
     let mut resume_host: Option<String> = None;
@@ -142,6 +146,7 @@ fn parse_args() -> Result<Args, String> {
                 )
             }
             "--json" => a.json = true,
+            "--immediate" => a.immediate = true,
             "-h" | "--help" => return Err(usage("")),
             other => return Err(usage(&format!("unknown argument {other}"))),
         }
@@ -336,6 +341,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        if args.immediate {
+            return immediate(&args, ctx, addr, resume);
+        }
         return cross_host(&args, ctx, addr, resume);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -481,6 +489,55 @@ where
     let mut t = tally.into_inner().unwrap_or_else(|p| p.into_inner());
     t.wall = start.elapsed();
     t
+}
+
+/// Immediate mode (`--immediate`): for each of N slots, a full handshake
+/// on `made`, then at once the same session offered to `resume`: whether a
+/// store on one host is visible on another as soon as the handshake that
+/// made it ended (a browser behind a round-robin balancer opens its next
+/// connections that way). Reports the share resumed, the gap between the
+/// end of the first connection and the start of the second (an upper bound
+/// of store-to-visible for each resumed one) and the second handshake's
+/// latency.
+fn immediate(args: &Args, ctx: Arc<SslContext>, made: SocketAddr, resume: SocketAddr) -> ExitCode {
+    let n = args.sessions;
+    let io = args.io_timeout;
+    let gaps = Mutex::new(Vec::with_capacity(n));
+    let r = round(args.clients, n, |_| {
+        let a = connect(&ctx, made, None, io)?;
+        let b = connect(&ctx, resume, Some(&a.session), io)?;
+        // From the end of A's connection to the end of B's handshake
+        // (`connect` times the handshake from its own start, which follows
+        // A's end at once): B looked the session up within this span.
+        gaps.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(b.handshake);
+        Ok(b)
+    });
+    let mut gaps = gaps.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut r = r;
+    let fields: Vec<(String, String)> = vec![
+        ("tls".into(), json_str(args.tls_name)),
+        ("clients".into(), args.clients.to_string()),
+        ("sessions".into(), n.to_string()),
+        ("immediate_resumed".into(), r.resumed.to_string()),
+        ("immediate_full".into(), r.full_lat.len().to_string()),
+        ("immediate_errors".into(), r.errors.to_string()),
+        ("gap_p50_ms".into(), json_num(pct(&mut gaps, 0.50))),
+        ("gap_p99_ms".into(), json_num(pct(&mut gaps, 0.99))),
+        ("resumed_p50_ms".into(), json_num(pct(&mut r.resumed_lat, 0.50))),
+        ("resumed_p99_ms".into(), json_num(pct(&mut r.resumed_lat, 0.99))),
+        ("resumed_max_ms".into(), json_num(pct(&mut r.resumed_lat, 1.0))),
+        (
+            "first_error".into(),
+            r.first_error.as_deref().map_or("null".into(), json_str),
+        ),
+    ];
+    print_fields(&fields, args.json);
+    if r.done == 0 {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 /// Cross-host mode: N sessions made on `made`, each resumed once on

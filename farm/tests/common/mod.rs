@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use socache_shm_farm::keys::RECORD_LEN;
 use socache_shm_farm::{
-    Endpoint, Events, Farm, FarmConfig, FarmKeys, Sealer, TlsFiles, TIER_WORDS,
+    Endpoint, Events, Farm, FarmConfig, FarmKeys, Problem, Sealer, TlsFiles, TIER_WORDS,
 };
 
 /// The longest any fixture waits for a server to come up.
@@ -288,6 +288,8 @@ impl RedisCluster {
 pub struct Recorder {
     pub opened: AtomicUsize,
     pub closed: AtomicUsize,
+    pub problems: AtomicUsize,
+    pub problems_ended: AtomicUsize,
     pub whys: Mutex<Vec<String>>,
 }
 
@@ -313,6 +315,15 @@ impl Events for Recording {
     fn breaker_closed(&self, _was_open_for: Duration) {
         self.0.closed.fetch_add(1, Ordering::SeqCst);
     }
+    fn problem_started(&self, _problem: Problem, why: &str) {
+        self.0.problems.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut whys) = self.0.whys.lock() {
+            whys.push(why.to_string());
+        }
+    }
+    fn problem_ended(&self, _problem: Problem, _lasted: Duration) {
+        self.0.problems_ended.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// A key file's records, fresh random bytes.
@@ -322,7 +333,7 @@ pub fn random_keys(records: usize) -> FarmKeys {
     FarmKeys::from_bytes(std::path::Path::new("test keys"), &bytes).expect("keys")
 }
 
-/// A config for `endpoint` with sealing keys, one worker, a 1024 queue.
+/// A config for `endpoint` with sealing keys, two connections.
 pub fn config(endpoint: Endpoint, timeout: Duration) -> FarmConfig {
     FarmConfig {
         endpoint,
@@ -331,8 +342,8 @@ pub fn config(endpoint: Endpoint, timeout: Duration) -> FarmConfig {
         sealer: Sealer::keys(random_keys(1)),
         prefix: "socache-shm:".to_string(),
         namespace: "mod_ssl-session".to_string(),
-        workers: 1,
-        queue: 1024,
+        connections: 2,
+        max_value: 16 * 1024,
         home_pid: None,
     }
 }
