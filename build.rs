@@ -184,6 +184,9 @@ mod httpd {
             .allowlist_type("apr_status_t")
             .allowlist_type("apr_time_t")
             .allowlist_type("apr_size_t")
+            // The configuration tree (`tickets=` checks at `apachectl -t`).
+            .allowlist_type("ap_directive_t")
+            .allowlist_var("ap_conftree")
             // Functions.
             .allowlist_function("ap_rwrite")
             .allowlist_function("ap_server_root_relative")

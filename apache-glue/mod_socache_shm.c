@@ -5,7 +5,12 @@
  * Rust (src/httpd/provider.rs), linked in from the crate's static library.
  *
  * Flags 0: the cache does its own cross-process and cross-thread locking,
- * so consumers (mod_ssl, ...) do not wrap it in their global mutex. */
+ * so consumers (mod_ssl, ...) do not wrap it in their global mutex.
+ *
+ * Session tickets (tickets= on the SSLSessionCache line): registered on
+ * mod_ssl's optional hook init_server, forwarded to Rust
+ * (src/httpd/ticket_hook.rs), which sets each context's ticket-key
+ * callback. */
 
 #include "httpd.h"
 #include "http_config.h"
@@ -13,8 +18,21 @@
 #include "mpm_common.h"
 #include "ap_provider.h"
 #include "ap_socache.h"
+#include "apr_optional_hooks.h"
+#include "mod_ssl.h"            /* SSL_DECLARE */
+
+#include <openssl/ssl.h>
 
 #include "socache_shm_rust.h"
+
+/* mod_ssl's optional hook, as httpd's modules/ssl/mod_ssl_openssl.h
+ * declares it: Debian's apache2-dev does not ship that header (its
+ * mod_ssl.so does run the hook), so the prototype is declared here.
+ * mod_ssl runs it in the parent, after it has set up every context
+ * (ticket keys included), before the children fork. */
+APR_DECLARE_EXTERNAL_HOOK(ssl, SSL, int, init_server,
+                          (server_rec *s, apr_pool_t *p, int is_proxy,
+                           SSL_CTX *ctx))
 
 static void register_hooks(apr_pool_t *p);
 
@@ -62,4 +80,7 @@ static void register_hooks(apr_pool_t *p)
      * the parent zeroes expired entries about every 10 s. */
     ap_hook_child_init(socache_shm_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_monitor(socache_shm_monitor, NULL, NULL, APR_HOOK_MIDDLE);
+    /* Without mod_ssl loaded, the hook is never run. */
+    APR_OPTIONAL_HOOK(ssl, init_server, socache_shm_ssl_init_server,
+                      NULL, NULL, APR_HOOK_MIDDLE);
 }

@@ -43,6 +43,13 @@ apr_status_t socache_shm_iterate(ap_socache_instance_t *instance,
 void socache_shm_child_init(apr_pool_t *pchild, server_rec *s);
 int socache_shm_monitor(apr_pool_t *p, server_rec *s);
 
+/* mod_ssl's init_server hook (src/httpd/ticket_hook.rs): with tickets=,
+ * install the session-ticket key callback on ctx. ctx is an SSL_CTX *
+ * (declared as its struct so this header needs no OpenSSL header). */
+struct ssl_ctx_st;
+int socache_shm_ssl_init_server(server_rec *s, apr_pool_t *p, int is_proxy,
+                                struct ssl_ctx_st *ctx);
+
 /* Called from Rust: log a preformatted message with this module's log
  * index (so "LogLevel socache_shm:debug" applies), and ask whether a
  * level is enabled before formatting. s may be NULL. */

@@ -8,8 +8,9 @@
 # prints which child served each connection and whether it resumed (from
 # the access log), the cache's figures from /server-status?auto, then stops
 # httpd; then the farm tier: two hosts behind one redis-server, a session
-# made on one resumed on the other, and the farm figures; and removes the
-# directory. Usage, as root: bash scripts/demo.sh
+# made on one resumed on the other, and the farm figures; then session
+# tickets (tickets=1h): a ticket made on host A resumed after A's graceful
+# restart and on host B; and removes the directory. Usage, as root: bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # /dev/null must be the null device (see scripts/test.sh); nothing here
@@ -311,6 +312,50 @@ curl -sk "https://127.0.0.1:$PORT_B/server-status?auto" |
     grep -E '^Farm(RemoteHits|RemoteMisses|StoresSent|Errors|Timeouts|SealFailures|Breaker):' | sed 's/^/    /'
 if [ "$farm_status" -ne 0 ]; then
     echo "demo: expected the sessions made on host A to resume on host B" >&2
+    status=1
+fi
+
+# Session tickets (tickets= on the cache line, SSLSessionTickets on): the
+# ticket keys live in each host's segment and are agreed through Redis, so
+# a ticket made on A resumes after A's graceful restart, and on B.
+echo
+echo "=== session tickets: SSLSessionTickets on, tickets=1h on both hosts (graceful restarts)"
+gen_at() { curl -sk "https://127.0.0.1:$1/server-status?auto" | awk -F': ' '/^ParentServerConfigGeneration/ {print $2}'; }
+graceful_host() {
+    local h=$1 hp before now
+    hp=$(host_port "$h")
+    before=$(gen_at "$hp")
+    "$APACHE2" -d "$DIR/$h" -f "$DIR/$h/httpd.conf" -k graceful
+    for _ in $(seq $((WAIT * 10))); do
+        now=$(gen_at "$hp" || true)
+        [ -n "$now" ] && [ -n "$before" ] && [ "$now" -gt "$before" ] && break
+        sleep 0.1
+    done
+}
+for h in a b; do
+    sed -i -e 's|^SSLSessionTickets off|SSLSessionTickets on|' \
+        -e 's|^SSLSessionCache "\(.*\)"$|SSLSessionCache "\1 tickets=1h"|' "$DIR/$h/httpd.conf"
+    graceful_host "$h"
+done
+grep -E '^(SSLSessionCache|SSLSessionTickets) ' "$DIR/a/httpd.conf" | sed 's/^/    /'
+tickets_status=0
+for v in tls1_2 tls1_3; do
+    farm_get a "ticket-$v-a" "$v" -sess_out "$DIR/ticket-$v.sess"
+done
+graceful_host a
+for v in tls1_2 tls1_3; do
+    for h in a b; do
+        farm_get "$h" "ticket-$v-$h-again" "$v" -sess_in "$DIR/ticket-$v.sess"
+        out=$(grep -E '^(Reused|New),' "$DIR/logs/ticket-$v-$h-again.out" | head -n1 || true)
+        where="after A's graceful restart, on A"
+        [ "$h" = b ] && where="on B"
+        echo "    $v: ticket made on A, offered $where: ${out:-no answer}"
+        case "$out" in Reused*) ;; *) tickets_status=1 ;; esac
+    done
+done
+curl -sk "https://127.0.0.1:$PORT_B/server-status?auto" | grep -E '^TicketKey' | sed 's/^/    /'
+if [ "$tickets_status" -ne 0 ]; then
+    echo "demo: expected the tickets made on host A to resume after its graceful restart and on host B" >&2
     status=1
 fi
 stop_farm

@@ -19,11 +19,14 @@
 //! Error texts reuse mod_socache_shmcb's where operators already know them.
 //!
 //! After the segment may come the farm tier's options (`redis=`, `seal=`,
-//! ...): see [`farm`].
+//! ...): see [`farm`]; and the session-ticket options (`tickets=`,
+//! `ticket-keys=`): see [`tickets`].
 
 pub mod farm;
+pub mod tickets;
 
 pub use farm::FarmSpec;
+pub use tickets::TicketSpec;
 
 use std::ffi::CString;
 use std::fmt;
@@ -45,6 +48,8 @@ pub struct CacheSpec {
     pub bytes: u64,
     /// The farm tier's options, if any (`redis=...`).
     pub farm: Option<FarmSpec>,
+    /// The session-ticket keys' options, if any (`tickets=...`).
+    pub tickets: Option<TicketSpec>,
 }
 
 /// Why an argument was refused. `Display` is the message httpd prints after
@@ -91,12 +96,27 @@ pub enum SpecError {
     DurationOutOfRange { text: String },
     /// `prefix=` longer than `farm::MAX_PREFIX`.
     PrefixTooLong { len: usize },
-    /// Both `redis=` and `redis-cluster=`.
+    /// Two of `redis=`, `redis-cluster=`, `redis-sentinel=`.
     RedisTwice,
+    /// `redis-replica=` with `redis-cluster=` (a cluster's nodes have their
+    /// own replicas).
+    ReplicaWithCluster,
+    /// `redis-sentinel=` without `redis-master=`.
+    SentinelWithoutMaster,
+    /// `redis-master=` without `redis-sentinel=`.
+    MasterWithoutSentinel,
     /// A farm option without `redis=` or `redis-cluster=`.
     OptionWithoutRedis { name: String },
     /// `redis=` without `seal=`.
     SealMissing,
+    /// `tickets=fast`, `tickets=12` (no unit).
+    BadTicketPeriod { text: String },
+    /// `tickets=` under [`tickets::MIN_PERIOD`] or over [`tickets::MAX_PERIOD`].
+    TicketPeriodOutOfRange { text: String },
+    /// `ticket-keys=` not a number from [`tickets::MIN_KEYS`] to [`tickets::MAX_KEYS`].
+    BadTicketKeys { text: String },
+    /// `ticket-keys=` without `tickets=`.
+    OptionWithoutTickets { name: String },
 }
 
 impl fmt::Display for SpecError {
@@ -153,8 +173,9 @@ impl fmt::Display for SpecError {
             ),
             SpecError::UnknownOption { name } => write!(
                 f,
-                "unknown option {name:?} (known: {})",
-                farm::OPTIONS.join(", ")
+                "unknown option {name:?} (known: {}, {})",
+                farm::OPTIONS.join(", "),
+                tickets::OPTIONS.join(", ")
             ),
             SpecError::DuplicateOption { name } => write!(f, "option {name:?} is given twice"),
             SpecError::EmptyOption { name } => write!(f, "option {name:?} has no value"),
@@ -172,12 +193,21 @@ impl fmt::Display for SpecError {
                 "prefix= is {len} bytes long (at most {})",
                 farm::MAX_PREFIX
             ),
-            SpecError::RedisTwice => {
-                f.write_str("both redis= and redis-cluster= are given (name one second tier)")
+            SpecError::RedisTwice => f.write_str(
+                "more than one of redis=, redis-cluster= and redis-sentinel= is given (name one second tier)",
+            ),
+            SpecError::ReplicaWithCluster => f.write_str(
+                "redis-replica= cannot go with redis-cluster= (name a replica of one master)",
+            ),
+            SpecError::SentinelWithoutMaster => f.write_str(
+                "redis-sentinel= needs redis-master= (the name of the master the sentinels watch)",
+            ),
+            SpecError::MasterWithoutSentinel => {
+                f.write_str("redis-master= needs redis-sentinel= (the sentinels to ask for it)")
             }
             SpecError::OptionWithoutRedis { name } => write!(
                 f,
-                "option {name:?} needs redis= or redis-cluster= (the farm tier's server)"
+                "option {name:?} needs redis=, redis-cluster= or redis-sentinel= (the farm tier's server)"
             ),
             SpecError::SealMissing => f.write_str(
                 "redis= without seal=: the cached TLS sessions' master secrets would cross the network \
@@ -185,6 +215,25 @@ impl fmt::Display for SpecError {
                  `openssl rand 48 > FILE`, mode 0600, owned by root or by the user httpd starts as) or, \
                  knowingly, seal=off",
             ),
+            SpecError::BadTicketPeriod { text } => write!(
+                f,
+                "tickets={text} is not a period (expected a whole number with ms, s, m, h or d, e.g. tickets=12h)"
+            ),
+            SpecError::TicketPeriodOutOfRange { text } => write!(
+                f,
+                "tickets={text} is out of range (a new ticket key from every {}s to every {}d)",
+                tickets::MIN_PERIOD.as_secs(),
+                tickets::MAX_PERIOD.as_secs() / 86400
+            ),
+            SpecError::BadTicketKeys { text } => write!(
+                f,
+                "ticket-keys={text} is not a number from {} to {} (how many periods a ticket key decrypts for)",
+                tickets::MIN_KEYS,
+                tickets::MAX_KEYS
+            ),
+            SpecError::OptionWithoutTickets { name } => {
+                write!(f, "{name}= needs tickets= (the period of the ticket keys)")
+            }
         }
     }
 }
@@ -201,8 +250,39 @@ pub fn parse(arg: Option<&str>) -> Result<CacheSpec, SpecError> {
     }
     let (segment, options) = split_options(arg);
     let (path, bytes) = parse_segment(segment)?;
-    let farm = options.map(farm::parse).transpose()?;
-    Ok(CacheSpec { path, bytes, farm })
+    let (farm, tickets) = match options {
+        None => (None, None),
+        Some(options) => parse_options(options)?,
+    };
+    Ok(CacheSpec {
+        path,
+        bytes,
+        farm,
+        tickets,
+    })
+}
+
+/// The options: the ticket ones taken out, the rest (if any) the farm
+/// tier's. Malformed tokens are left to the farm parser, which names them.
+fn parse_options(text: &str) -> Result<(Option<FarmSpec>, Option<TicketSpec>), SpecError> {
+    let (ticket_tokens, rest): (Vec<&str>, Vec<&str>) =
+        text.split_ascii_whitespace().partition(|token| {
+            farm::looks_like_option(token)
+                && token
+                    .split_once('=')
+                    .is_some_and(|(name, _)| tickets::owns(name))
+        });
+    let tickets = tickets::parse(
+        ticket_tokens
+            .iter()
+            .filter_map(|token| token.split_once('=')),
+    )?;
+    let farm = if rest.is_empty() {
+        None
+    } else {
+        Some(farm::parse(&rest.join(" "))?)
+    };
+    Ok((farm, tickets))
 }
 
 /// Split the argument where its options start: at the first blank that is
@@ -381,6 +461,7 @@ mod tests {
             path: Some(PathBuf::from(p)),
             bytes,
             farm: None,
+            tickets: None,
         }
     }
 
@@ -392,6 +473,7 @@ mod tests {
                 path: None,
                 bytes: 512_000,
                 farm: None,
+                tickets: None,
             }
         );
         assert_eq!(
@@ -400,6 +482,7 @@ mod tests {
                 path: None,
                 bytes: 512_000,
                 farm: None,
+                tickets: None,
             }
         );
     }
@@ -445,6 +528,7 @@ mod tests {
                 path: None,
                 bytes: 1 << 20,
                 farm: None,
+                tickets: None,
             }
         );
     }
@@ -571,6 +655,7 @@ mod tests {
             path: None,
             bytes: 1 << 30,
             farm: None,
+            tickets: None,
         };
         assert_eq!(validate_with_memory(&spec, Some(1 << 30)), Ok(()));
         assert_eq!(
@@ -598,6 +683,7 @@ mod tests {
             path: Some(dir.join("cache")),
             bytes: DEFAULT_BYTES,
             farm: None,
+            tickets: None,
         };
         assert_eq!(validate(&good), Ok(()));
 
@@ -605,6 +691,7 @@ mod tests {
             path: Some(dir.join("nope/cache")),
             bytes: DEFAULT_BYTES,
             farm: None,
+            tickets: None,
         };
         let e = validate(&missing).expect_err("missing dir");
         assert_eq!(
@@ -619,6 +706,7 @@ mod tests {
             path: Some(dir.clone()),
             bytes: DEFAULT_BYTES,
             farm: None,
+            tickets: None,
         };
         assert_eq!(
             validate(&is_dir),
@@ -632,6 +720,7 @@ mod tests {
             path: Some(plain.join("cache")),
             bytes: DEFAULT_BYTES,
             farm: None,
+            tickets: None,
         };
         assert_eq!(
             validate(&under_file),
@@ -651,6 +740,7 @@ mod tests {
                 path: Some(ro_dir.join("cache")),
                 bytes: DEFAULT_BYTES,
                 farm: None,
+                tickets: None,
             };
             let e = validate(&ro).expect_err("read-only dir");
             assert!(matches!(e, SpecError::NotWritable { .. }), "{e:?}");

@@ -18,10 +18,18 @@
 //! names it: an empty host, a missing or zero port (no silent default of
 //! 6379: a farm's address is written out), a bad database, an unknown scheme.
 //!
-//! Refused on purpose: Unix sockets (`unix://`, `redis+unix://`): a farm is
-//! shared between hosts, and a cluster cannot use them; `#insecure` (TLS
-//! without certificate verification); query parameters (`?protocol=` and
-//! the like: we speak RESP2, which every Redis and Valkey speaks).
+//! - A single server over a Unix socket: `unix:///path/redis.sock` or
+//!   `redis+unix:///path/redis.sock`, with `?db=N` (and `user=`, `pass=`) as
+//!   redis-rs reads them: a replica beside each httpd (a cluster or a
+//!   sentinel list cannot use one).
+//! - Redis Sentinel: [`Endpoint::parse_sentinel`] of the sentinels' list
+//!   (entries as for a cluster) and the master's name; the database may be
+//!   given as for a single server. Credentials in the URLs are the
+//!   master's; the sentinels are asked without AUTH.
+//!
+//! Refused on purpose: `#insecure` (TLS without certificate verification);
+//! query parameters on TCP addresses (`?protocol=` and the like: we speak
+//! RESP2, which every Redis and Valkey speaks).
 //!
 //! Passwords never appear in `Display` or `Debug`: both show `user:***@`.
 
@@ -34,13 +42,15 @@ use redis::{ConnectionInfo, IntoConnectionInfo};
 /// a server may be configured with more).
 pub const MAX_DB: i64 = i32::MAX as i64;
 
-/// Single server or cluster.
+/// Single server, cluster or sentinel-watched master.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Topology {
-    /// One Redis (or Valkey) server.
+    /// One Redis (or Valkey) server (TCP or a Unix socket).
     Single,
     /// A Redis Cluster reached through seed nodes.
     Cluster,
+    /// The master a set of Redis Sentinels names.
+    Sentinel,
 }
 
 /// A validated farm address.
@@ -50,6 +60,8 @@ pub struct Endpoint {
     tls: bool,
     nodes: Vec<ConnectionInfo>,
     shown: String,
+    /// The master's name (`Topology::Sentinel` only).
+    master: Option<String>,
 }
 
 impl Endpoint {
@@ -61,11 +73,51 @@ impl Endpoint {
             tls: node.tls,
             shown: node.shown,
             nodes: vec![node.info],
+            master: None,
         })
+    }
+
+    /// The master `master` as the sentinels of `list` (comma-separated,
+    /// entries as for [`parse_cluster`](Self::parse_cluster)) name it.
+    pub fn parse_sentinel(list: &str, master: &str) -> Result<Endpoint, EndpointError> {
+        let valid = !master.is_empty()
+            && master.len() <= 128
+            && master
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !valid {
+            return Err(EndpointError::BadMasterName {
+                name: master.to_string(),
+            });
+        }
+        let mut e = Self::parse_list(list, true)?;
+        e.topology = Topology::Sentinel;
+        e.shown = format!("sentinel {} master {master}", e.shown);
+        e.master = Some(master.to_string());
+        Ok(e)
+    }
+
+    /// Whether this is one server over a Unix socket.
+    pub fn is_unix(&self) -> bool {
+        matches!(
+            self.nodes.first().map(|n| n.addr()),
+            Some(redis::ConnectionAddr::Unix(_))
+        )
+    }
+
+    /// The master's name (sentinel only).
+    pub fn master(&self) -> Option<&str> {
+        self.master.as_deref()
     }
 
     /// A cluster: comma-separated seed nodes, `host:port` or URLs.
     pub fn parse_cluster(list: &str) -> Result<Endpoint, EndpointError> {
+        Self::parse_list(list, false)
+    }
+
+    /// A list of nodes; `any_db`: a database other than 0 is allowed (the
+    /// sentinel's master), else refused (a cluster has only database 0).
+    fn parse_list(list: &str, any_db: bool) -> Result<Endpoint, EndpointError> {
         let entries: Vec<&str> = list.split(',').map(str::trim).collect();
         if entries.iter().all(|e| e.is_empty()) {
             return Err(EndpointError::Empty);
@@ -104,7 +156,10 @@ impl Endpoint {
                 check_host_port(entry)?;
                 parse_url(&format!("{scheme}://{userinfo}{entry}"))?
             };
-            if node.db != 0 {
+            if node.unix {
+                return Err(EndpointError::UnixInList { value: node.shown });
+            }
+            if node.db != 0 && !any_db {
                 return Err(EndpointError::ClusterDb {
                     value: node.shown,
                     db: node.db,
@@ -127,6 +182,7 @@ impl Endpoint {
             tls: tls.unwrap_or(false),
             nodes,
             shown: shown.join(","),
+            master: None,
         })
     }
 
@@ -186,6 +242,7 @@ impl TlsFiles {
 struct Node {
     info: ConnectionInfo,
     tls: bool,
+    unix: bool,
     db: i64,
     shown: String,
 }
@@ -202,11 +259,7 @@ fn parse_url(value: &str) -> Result<Node, EndpointError> {
     let tls = match scheme.to_ascii_lowercase().as_str() {
         "redis" | "valkey" => false,
         "rediss" | "valkeys" => true,
-        "unix" | "redis+unix" | "valkey+unix" => {
-            return Err(EndpointError::UnixSocket {
-                value: redact(value),
-            })
-        }
+        "unix" | "redis+unix" | "valkey+unix" => return parse_unix(value),
         _ => {
             return Err(EndpointError::UnknownScheme {
                 value: redact(value),
@@ -252,9 +305,61 @@ fn parse_url(value: &str) -> Result<Node, EndpointError> {
     Ok(Node {
         info,
         tls,
+        unix: false,
         db,
         shown,
     })
+}
+
+/// `unix:///path?db=N`: the path must be absolute; redis-rs reads the rest.
+fn parse_unix(value: &str) -> Result<Node, EndpointError> {
+    let shown = redact_query(value);
+    let after = value.split_once("://").map_or("", |(_, a)| a);
+    let path = after.split(['?', '#']).next().unwrap_or("");
+    if !path.starts_with('/') || path.len() < 2 {
+        return Err(EndpointError::UnixPath { value: shown });
+    }
+    if value.contains('#') {
+        return Err(EndpointError::Fragment { value: shown });
+    }
+    // redis-rs takes `unix://` and `redis+unix://`; valkey+unix is ours.
+    let url = value.replacen("valkey+unix://", "redis+unix://", 1);
+    let info = url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| EndpointError::Refused {
+            value: shown.clone(),
+            why: e.to_string(),
+        })?;
+    let db = info.redis_settings().db();
+    if !(0..=MAX_DB).contains(&db) {
+        return Err(EndpointError::BadDb {
+            value: shown,
+            db: db.to_string(),
+        });
+    }
+    Ok(Node {
+        info,
+        tls: false,
+        unix: true,
+        db,
+        shown,
+    })
+}
+
+/// A Unix-socket URL with `pass=` values hidden.
+fn redact_query(value: &str) -> String {
+    let Some((head, query)) = value.split_once('?') else {
+        return value.to_string();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k == "pass" || k == "password" => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{head}?{}", parts.join("&"))
 }
 
 /// A bare cluster entry must be `host:port` (IPv6 in brackets).
@@ -369,8 +474,12 @@ pub enum EndpointError {
     NoScheme { value: String },
     /// A scheme other than redis, rediss, valkey, valkeys.
     UnknownScheme { value: String, scheme: String },
-    /// A Unix socket (refused: see the module doc).
-    UnixSocket { value: String },
+    /// A Unix socket in a cluster or sentinel list.
+    UnixInList { value: String },
+    /// A Unix socket URL whose path is not absolute.
+    UnixPath { value: String },
+    /// A sentinel master name that is empty or not `[A-Za-z0-9._-]`.
+    BadMasterName { name: String },
     /// Not a URL the parser understands.
     Malformed { value: String },
     /// No host.
@@ -410,9 +519,17 @@ impl fmt::Display for EndpointError {
                 f,
                 "Redis address '{value}': unknown scheme '{scheme}' (redis:// or rediss://)"
             ),
-            Self::UnixSocket { value } => write!(
+            Self::UnixInList { value } => write!(
                 f,
-                "Redis address '{value}': Unix sockets are not supported for a farm; use redis://host:port"
+                "Redis address '{value}': a Unix socket cannot be a cluster node or a sentinel; use host:port"
+            ),
+            Self::UnixPath { value } => write!(
+                f,
+                "Redis address '{value}': the socket's path must be absolute (unix:///run/redis/redis.sock)"
+            ),
+            Self::BadMasterName { name } => write!(
+                f,
+                "Redis Sentinel master name '{name}' must be 1 to 128 letters, digits, '.', '_' or '-'"
             ),
             Self::Malformed { value } => write!(f, "Redis address '{value}' is not a valid URL"),
             Self::EmptyHost { value } => write!(f, "Redis address '{value}' has no host"),
@@ -451,6 +568,39 @@ impl fmt::Display for EndpointError {
 }
 
 impl std::error::Error for EndpointError {}
+
+#[cfg(test)]
+mod unix_and_sentinel_tests {
+    use super::*;
+    use redis::ConnectionAddr;
+
+    #[test]
+    fn unix_sockets_and_sentinels_parse() {
+        let e = Endpoint::parse("unix:///run/redis/redis.sock?db=3").expect("unix");
+        assert_eq!(e.topology(), Topology::Single);
+        assert!(
+            matches!(e.nodes()[0].addr(), ConnectionAddr::Unix(p) if p.ends_with("redis.sock"))
+        );
+        assert_eq!(e.nodes()[0].redis_settings().db(), 3);
+        let e = Endpoint::parse("redis+unix:///run/r.sock?pass=s3cret").expect("unix");
+        assert!(!format!("{e} {e:?}").contains("s3cret"));
+        assert!(Endpoint::parse_cluster("unix:///run/r.sock").is_err());
+
+        let e = Endpoint::parse_sentinel("10.0.0.1:26379,10.0.0.2:26379", "mymaster")
+            .expect("sentinel");
+        assert_eq!(e.topology(), Topology::Sentinel);
+        assert_eq!(e.master(), Some("mymaster"));
+        assert_eq!(e.nodes().len(), 2);
+        assert!(matches!(
+            Endpoint::parse_sentinel("10.0.0.1:26379", "my master"),
+            Err(EndpointError::BadMasterName { .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse_sentinel("unix:///run/s.sock", "m"),
+            Err(EndpointError::UnixInList { .. })
+        ));
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -496,12 +646,8 @@ mod tests {
             ("", |e| matches!(e, E::Empty)),
             ("127.0.0.1:6379", |e| matches!(e, E::NoScheme { .. })),
             ("http://h:1", |e| matches!(e, E::UnknownScheme { .. })),
-            ("unix:///run/redis.sock", |e| {
-                matches!(e, E::UnixSocket { .. })
-            }),
-            ("redis+unix:///run/redis.sock", |e| {
-                matches!(e, E::UnixSocket { .. })
-            }),
+            ("unix://run/redis.sock", |e| matches!(e, E::UnixPath { .. })),
+            ("unix://", |e| matches!(e, E::UnixPath { .. })),
             ("redis://:6379", |e| matches!(e, E::EmptyHost { .. })),
             ("redis://", |e| matches!(e, E::EmptyHost { .. })),
             ("redis://host", |e| matches!(e, E::MissingPort { .. })),

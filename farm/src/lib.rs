@@ -5,30 +5,34 @@
 //! microseconds since the epoch (`apr_time_t`), and a borrow of
 //! [`TIER_WORDS`] words of the segment's shared memory.
 //!
-//! What it fixes in httpd's own `mod_socache_redis` (see the reference
-//! notes): no caller ever waits longer than the configured timeout (connect
-//! included); when Redis is down or hung one host-wide [`breaker`] stops
+//! What it fixes in httpd's own `mod_socache_redis` (whose timeout is
+//! multiplied by 10^6 twice in apr-util, so a hung Redis holds a worker for
+//! days, and which keeps master secrets in Redis in clear): no caller ever
+//! waits longer than the configured timeout (connect, TLS and the whole
+//! reply included: [`transport`]); when Redis is down or hung one host-wide [`breaker`] stops
 //! every process from trying, and one probe at a time finds out when it is
 //! back (one log line when it opens, one when it closes); values are sealed
 //! ([`seal`]) under a farm key file ([`keys`]) so Redis never holds a
 //! session's master secret, and a writer to Redis can neither forge, move,
 //! nor prolong a value; AUTH, ACL users, TLS (with client certificates),
-//! database selection and Cluster come from the redis-rs client
-//! ([`endpoint`]).
+//! database selection and Cluster are spoken with redis-rs's protocol code
+//! over our own transport ([`conn`], [`link`]); failures that persist are
+//! said once ([`problems`]).
 //!
-//! # Shared words
+//! # Map
 //!
-//! ```text
-//! word  0        1          2         3 .. 3+COUNTER_WORDS     .. 31
-//!      +--------+----------+---------+------------------------+----------+
-//!      | open_  | opened_  | backoff | counters (counters.rs  | reserved |
-//!      | until  | at       |  (ms)   | table order)           | (zero)   |
-//!      +--------+----------+---------+------------------------+----------+
-//! ```
+//! - `lib.rs` (this file): the operations ([`Farm::store`],
+//!   [`Farm::retrieve`], [`Farm::remove`], [`Farm::agree`]) and how their
+//!   outcomes move the breaker, the counters and the episodes;
+//! - [`config`]: [`FarmConfig`], [`Farm::new`], [`check`], [`FarmError`];
+//! - [`words`]: the shared words, drawn, and their accessors;
+//! - [`link`] → [`conn`] → [`transport`]: where a key goes, one connection,
+//!   the bytes under one deadline;
+//! - [`breaker`], [`counters`], [`problems`]: what the words hold;
+//! - [`seal`], [`keys`]: sealing values under the farm key file;
+//! - [`endpoint`]: the configured addresses, checked without network.
 //!
-//! The words are shared by every process of the host and may be written by
-//! any of them (a compromised child included): the breaker reads garbage
-//! safely, and counters are only statistics.
+
 //!
 //! # Processes and threads
 //!
@@ -38,6 +42,7 @@
 //! forked child abandons its parent's link and starts its own.
 
 pub mod breaker;
+pub mod config;
 pub mod conn;
 pub mod counters;
 pub mod endpoint;
@@ -46,28 +51,26 @@ pub mod link;
 pub mod problems;
 pub mod seal;
 pub mod transport;
+pub mod words;
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use redis::ConnectionAddr;
-
 pub use breaker::{Admission, Breaker, BreakerState, Transition};
+pub use config::{check, FarmConfig, FarmError};
 pub use counters::{Counter, FarmStats};
 pub use endpoint::{Endpoint, EndpointError, TlsFiles, Topology};
 pub use keys::{FarmKeys, KeyFileError, KeyName};
 pub use problems::Problem;
 pub use seal::{SealError, Sealer};
+pub use words::{figures, stats, TIER_WORDS};
 
-use breaker::BREAKER_WORDS;
 use conn::{Drained, Failure, FailureKind, Login, Sent};
-use counters::COUNTER_WORDS;
 use link::{Answer, Link, Route};
-use problems::{Episodes, PROBLEM_WORDS};
-use transport::{Address, Connector};
+use transport::Connector;
+use words::{breaker_of, counter_words, episodes_of};
 
 thread_local! {
     /// When this thread's latest op timed out. A handshake does at most one
@@ -86,43 +89,6 @@ const QUIET_AFTER_TIMEOUT: Duration = Duration::from_millis(100);
 /// Whether this thread's latest op timed out less than `window` ago.
 fn thread_timed_out_within(window: Duration) -> bool {
     TIMED_OUT_AT.with(|t| t.get().is_some_and(|at| at.elapsed() < window))
-}
-
-/// Number of u64 words the caller gives the farm tier in shared memory (all
-/// processes of one host see the same words; they start zeroed). The caller
-/// (the engine's segment header) provides `&[AtomicU64; TIER_WORDS]`.
-pub const TIER_WORDS: usize = 32;
-
-/// The first counter word.
-const COUNTERS_AT: usize = BREAKER_WORDS;
-/// The first word of the problems' episodes (the last words of the tier).
-const PROBLEMS_AT: usize = TIER_WORDS - PROBLEM_WORDS;
-const _: () = assert!(COUNTERS_AT + COUNTER_WORDS <= PROBLEMS_AT);
-
-/// Everything the farm needs, from the provider's configuration.
-pub struct FarmConfig {
-    /// Where Redis is ([`Endpoint::parse`] or [`Endpoint::parse_cluster`]).
-    pub endpoint: Endpoint,
-    /// CA file, client certificate, client key (`rediss://` only).
-    pub tls: TlsFiles,
-    /// The most a caller ever waits, connect and TLS included (at least
-    /// 1 ms).
-    pub timeout: Duration,
-    /// Keys, or the explicit opt-out.
-    pub sealer: Sealer,
-    /// Prefix of every Redis key, e.g. "socache-shm:".
-    pub prefix: String,
-    /// The cache instance's consumer name, e.g. "mod_ssl-session".
-    pub namespace: String,
-    /// The most connections one process keeps (one per thread that may be
-    /// in an op at once: 1 for prefork, ThreadsPerChild otherwise).
-    pub connections: usize,
-    /// The largest value the local cache accepts: a reply larger than that
-    /// (sealed) is refused without being read whole.
-    pub max_value: usize,
-    /// The process that must never open a socket or start a thread (httpd's
-    /// parent): every op there is skipped.
-    pub home_pid: Option<libc::pid_t>,
 }
 
 /// How the farm reports, so the caller can log (httpd's error log). Called
@@ -178,6 +144,8 @@ pub struct Farm {
     connector: Connector,
     login: Login,
     route: Route,
+    /// Where lookups go instead of `route` (`redis-replica=`).
+    replica: Option<transport::Address>,
     sealer: Sealer,
     prefix: String,
     namespace: String,
@@ -198,71 +166,6 @@ const _: () = {
 };
 
 impl Farm {
-    /// Builds the TLS context (CA store and client certificate read once,
-    /// here) and resolves the addresses: no socket, no thread.
-    pub fn new(config: FarmConfig, events: Box<dyn Events>) -> Result<Farm, FarmError> {
-        let FarmConfig {
-            endpoint,
-            tls,
-            timeout,
-            sealer,
-            prefix,
-            namespace,
-            connections,
-            max_value,
-            home_pid,
-        } = config;
-        if connections == 0 {
-            return Err(FarmError::NoConnections);
-        }
-        if timeout < Duration::from_millis(1) {
-            return Err(FarmError::TimeoutTooShort(timeout));
-        }
-        let connector = connector(&endpoint, &tls)?;
-        let mut addresses = Vec::with_capacity(endpoint.nodes().len());
-        for info in endpoint.nodes() {
-            addresses.push(address_of(info).map_err(|why| FarmError::Client {
-                endpoint: endpoint.to_string(),
-                why,
-            })?);
-        }
-        let login = endpoint
-            .nodes()
-            .first()
-            .map(|info| {
-                let r = info.redis_settings();
-                Login {
-                    user: r.username().map(str::to_string),
-                    password: r.password().map(str::to_string),
-                    db: r.db(),
-                }
-            })
-            .unwrap_or_default();
-        let route = match endpoint.topology() {
-            Topology::Single => Route::Single(addresses.swap_remove(0)),
-            Topology::Cluster => Route::Cluster(addresses),
-        };
-        // A GET's reply: the sealed value in its bulk-string frame.
-        let reply_budget = max_value
-            .saturating_add(seal::SEALED_OVERHEAD)
-            .saturating_add(conn::SLACK);
-        Ok(Farm {
-            connector,
-            login,
-            route,
-            sealer,
-            prefix,
-            namespace,
-            timeout,
-            connections,
-            reply_budget,
-            home_pid,
-            events,
-            endpoint,
-            link: Mutex::new(None),
-        })
-    }
-
     /// Where this farm's Redis is (passwords hidden), for the log.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
@@ -557,6 +460,7 @@ impl Farm {
             self.connector.clone(),
             self.login.clone(),
             self.route.clone(),
+            self.replica.clone(),
             self.connections,
         );
         *slot = Some(link.clone());
@@ -712,74 +616,8 @@ impl fmt::Debug for Farm {
     }
 }
 
-/// For server-status and `shmcache stat`: `(key, label, value)` for each
-/// counter (keys like "FarmRemoteHits"), then "FarmBreaker"
-/// ("closed"/"open"), "FarmBreakerOpenSecs" and "FarmBreakerBackoffMs".
-pub fn figures(
-    words: &[AtomicU64; TIER_WORDS],
-    now_us: i64,
-) -> Vec<(&'static str, &'static str, String)> {
-    let stats = FarmStats::read(counter_words(words));
-    let mut out: Vec<(&'static str, &'static str, String)> = Counter::ALL
-        .iter()
-        .zip(stats.pairs())
-        .map(|(c, (key, value))| (key, c.label(), value.to_string()))
-        .collect();
-    let state = breaker_of(words).state(ms(now_us));
-    out.push((
-        "FarmBreaker",
-        "farm circuit breaker",
-        if state.open { "open" } else { "closed" }.to_string(),
-    ));
-    out.push((
-        "FarmBreakerOpenSecs",
-        "seconds the breaker has been open",
-        state.open_for.as_secs().to_string(),
-    ));
-    out.push((
-        "FarmBreakerBackoffMs",
-        "breaker backoff (ms)",
-        state.backoff.as_millis().to_string(),
-    ));
-    out
-}
-
-/// What [`Farm::new`] would refuse about the TLS files, checked alone (at
-/// configuration time, as root): unreadable files, a certificate without
-/// its key, files for a `redis://` endpoint, files for a cluster.
-pub fn check(endpoint: &Endpoint, tls: &TlsFiles) -> Result<(), FarmError> {
-    if !tls.is_empty() && endpoint.topology() == Topology::Cluster {
-        return Err(FarmError::ClusterTlsFiles {
-            endpoint: endpoint.to_string(),
-        });
-    }
-    connector(endpoint, tls).map(|_| ())
-}
-
-/// A snapshot of the tier's counters.
-pub fn stats(words: &[AtomicU64; TIER_WORDS]) -> FarmStats {
-    FarmStats::read(counter_words(words))
-}
-
-fn breaker_of(words: &[AtomicU64; TIER_WORDS]) -> Breaker<'_> {
-    // Constant indices into an array of TIER_WORDS (checked at compile time).
-    Breaker::new(&words[0], &words[1], &words[2], &words[3])
-}
-
-fn counter_words(words: &[AtomicU64; TIER_WORDS]) -> &[AtomicU64] {
-    // In bounds: the const assert beside COUNTERS_AT.
-    &words[COUNTERS_AT..COUNTERS_AT + COUNTER_WORDS]
-}
-
-fn episodes_of(words: &[AtomicU64; TIER_WORDS]) -> Episodes<'_> {
-    let tail: &[AtomicU64; PROBLEM_WORDS] = words[PROBLEMS_AT..]
-        .try_into()
-        .expect("PROBLEMS_AT is TIER_WORDS - PROBLEM_WORDS");
-    Episodes::new(tail)
-}
-
 /// µs since the epoch → ms since the epoch (0 before it).
-fn ms(us: i64) -> u64 {
+pub(crate) fn ms(us: i64) -> u64 {
     u64::try_from(us / 1000).unwrap_or(0)
 }
 
@@ -788,110 +626,6 @@ pub fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
-/// The connector for `endpoint`: TLS (the files read now) for `rediss://`.
-fn connector(endpoint: &Endpoint, tls: &TlsFiles) -> Result<Connector, FarmError> {
-    if !endpoint.is_tls() {
-        if !tls.is_empty() {
-            return Err(FarmError::TlsWithoutRediss {
-                endpoint: endpoint.to_string(),
-            });
-        }
-        return Ok(Connector::plain());
-    }
-    match (&tls.cert, &tls.key) {
-        (Some(_), None) => return Err(FarmError::CertWithoutKey),
-        (None, Some(_)) => return Err(FarmError::KeyWithoutCert),
-        _ => {}
-    }
-    // Name the file that cannot be read (OpenSSL's own message does not).
-    for path in [&tls.ca, &tls.cert, &tls.key].into_iter().flatten() {
-        if let Err(source) = std::fs::File::open(path) {
-            return Err(FarmError::TlsFile {
-                path: path.clone(),
-                source,
-            });
-        }
-    }
-    Connector::tls(tls).map_err(|e| FarmError::Client {
-        endpoint: endpoint.to_string(),
-        why: format!("TLS files: {e}"),
-    })
-}
-
-/// Where one node is, resolved now.
-fn address_of(info: &redis::ConnectionInfo) -> Result<Address, String> {
-    match info.addr() {
-        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-            Address::resolve(host, *port).map_err(|e| format!("cannot resolve {host}: {e}"))
-        }
-        ConnectionAddr::Unix(path) => Ok(Address::Unix(path.clone())),
-        other => Err(format!("unsupported address {other:?}")),
-    }
-}
-
-/// Why a farm could not be made.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum FarmError {
-    /// `connections` was 0.
-    NoConnections,
-    /// `timeout` under 1 ms.
-    TimeoutTooShort(Duration),
-    /// TLS files named for a `redis://` address.
-    TlsWithoutRediss { endpoint: String },
-    /// A client certificate without its key.
-    CertWithoutKey,
-    /// A client key without its certificate.
-    KeyWithoutCert,
-    /// A TLS file could not be read.
-    TlsFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// TLS files for a cluster (not supported yet: its nodes' addresses
-    /// come from the cluster, and their certificates are checked against
-    /// the system trust store).
-    ClusterTlsFiles { endpoint: String },
-    /// The configuration was refused (a bad certificate, a name that does
-    /// not resolve, …).
-    Client { endpoint: String, why: String },
-}
-
-impl fmt::Display for FarmError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NoConnections => f.write_str("farm: at least one connection is needed"),
-            Self::TimeoutTooShort(t) => write!(f, "farm: timeout {t:?} is under 1 ms"),
-            Self::TlsWithoutRediss { endpoint } => write!(
-                f,
-                "farm: TLS files are given but '{endpoint}' is not a rediss:// address"
-            ),
-            Self::CertWithoutKey => f.write_str("farm: a TLS client certificate needs its key"),
-            Self::KeyWithoutCert => f.write_str("farm: a TLS client key needs its certificate"),
-            Self::TlsFile { path, source } => {
-                write!(f, "farm: cannot read TLS file {}: {source}", path.display())
-            }
-            Self::ClusterTlsFiles { endpoint } => write!(
-                f,
-                "farm: TLS files are not supported for the cluster '{endpoint}'; \
-                 install its CA in the system trust store (update-ca-certificates)"
-            ),
-            Self::Client { endpoint, why } => {
-                write!(f, "farm: Redis at '{endpoint}': {why}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for FarmError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::TlsFile { source, .. } => Some(source),
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -909,6 +643,7 @@ mod tests {
     fn config(endpoint: &str) -> FarmConfig {
         FarmConfig {
             endpoint: Endpoint::parse(endpoint).expect("endpoint"),
+            replica: None,
             tls: TlsFiles::default(),
             timeout: Duration::from_millis(50),
             sealer: Sealer::off(),

@@ -37,6 +37,16 @@
 //! key (its hash tag if it has one) modulo 16384, as every cluster client
 //! computes it.
 //!
+//! # Sentinel
+//!
+//! The master's address comes from the sentinels
+//! (`SENTINEL get-master-addr-by-name NAME`, asked in turn within the op's
+//! deadline) at the first op, and again after the master failed (a
+//! connection failure, a timeout, or `READONLY`: the old master came back
+//! as a replica), at most once every [`ASK_SENTINELS_EVERY`]. So a
+//! failover is followed within a moment of the sentinels announcing it
+//! (`+switch-master`), with no subscription and no thread.
+//!
 //! # Processes
 //!
 //! A link belongs to the process that made it (its pid is recorded). After
@@ -57,6 +67,12 @@ use crate::transport::{Address, Connector};
 /// The least time between two slot-map refreshes of one process.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
+/// The least time between two questions to the sentinels of one process:
+/// shorter than [`REFRESH_EVERY`], since during a failover a sentinel may
+/// still name the old master for a moment, and every store sent there is
+/// lost (a sentinel's answer is one small reply).
+pub const ASK_SENTINELS_EVERY: Duration = Duration::from_millis(100);
+
 /// The bytes a `CLUSTER SLOTS` reply may take.
 const SLOTS_BUDGET: usize = 1 << 20;
 
@@ -73,6 +89,13 @@ pub enum Route {
     Single(Address),
     /// A Redis Cluster, found through these seeds.
     Cluster(Vec<Address>),
+    /// The master the sentinels name.
+    Sentinel {
+        /// The sentinels.
+        sentinels: Vec<Address>,
+        /// The master's name.
+        master: String,
+    },
 }
 
 /// How an op ended.
@@ -106,11 +129,22 @@ struct Shared {
     connector: Connector,
     login: Login,
     route: Route,
+    /// Where GETs go instead (`redis-replica=`).
+    replica: Option<Address>,
     idle: Mutex<Vec<Conn>>,
     open: AtomicUsize,
     max: usize,
     generation: AtomicU64,
     slots: Mutex<SlotMap>,
+    master: Mutex<Master>,
+}
+
+/// The sentinel-named master, as this process knows it.
+#[derive(Default)]
+struct Master {
+    at: Option<Address>,
+    asked: Option<Instant>,
+    stale: bool,
 }
 
 /// The cluster's slot map, as this process knows it.
@@ -123,13 +157,20 @@ struct SlotMap {
 
 impl Link {
     /// A link for this process: no connection yet.
-    pub fn new(connector: Connector, login: Login, route: Route, max: usize) -> Link {
+    pub fn new(
+        connector: Connector,
+        login: Login,
+        route: Route,
+        replica: Option<Address>,
+        max: usize,
+    ) -> Link {
         Link {
             pid: std::process::id(),
             shared: Arc::new(Shared {
                 connector,
                 login,
                 route,
+                replica,
                 idle: Mutex::new(Vec::new()),
                 open: AtomicUsize::new(0),
                 max: max.max(1),
@@ -140,6 +181,7 @@ impl Link {
                     refreshed: None,
                     stale: true,
                 }),
+                master: Mutex::default(),
             }),
         }
     }
@@ -153,7 +195,7 @@ impl Link {
     /// bytes long.
     pub fn get(&self, key: &[u8], deadline: Instant, budget: usize) -> Outcome<Option<Vec<u8>>> {
         let command = redis::cmd("GET").arg(key).get_packed_command();
-        self.run(key, deadline, |conn| {
+        self.run_at(key, deadline, self.shared.replica.as_ref(), |conn| {
             let (drained, value) = conn.call("GET", &command, deadline, budget)?;
             let found = match value {
                 Value::BulkString(bytes) => Ok(Some(bytes)),
@@ -254,10 +296,34 @@ impl Link {
         &self,
         key: &[u8],
         deadline: Instant,
+        op: impl FnMut(&mut Conn) -> Result<(Drained, Result<T, Failure>), Failure>,
+    ) -> Outcome<T> {
+        self.run_at(key, deadline, None, op)
+    }
+
+    /// [`run`](Self::run) at `fixed` if given (the replica), else where the
+    /// key's route says.
+    fn run_at<T>(
+        &self,
+        key: &[u8],
+        deadline: Instant,
+        fixed: Option<&Address>,
         mut op: impl FnMut(&mut Conn) -> Result<(Drained, Result<T, Failure>), Failure>,
     ) -> Outcome<T> {
         let mut drained = Drained::new();
-        let mut address = self.route(key, deadline);
+        let routed = match fixed {
+            Some(address) => Ok(address.clone()),
+            None => self.route(key, deadline),
+        };
+        let mut address = match routed {
+            Ok(address) => address,
+            Err(failure) => {
+                return Outcome {
+                    answer: Answer::Failed(self.note(failure)),
+                    drained,
+                }
+            }
+        };
         let mut retried = false;
         loop {
             let (mut conn, reused) = match self.take(&address, deadline) {
@@ -305,13 +371,20 @@ impl Link {
                 Err(failure) => {
                     self.discard(conn, &failure);
                     // An idle connection that fails at once (Redis restarted
-                    // and reset it) gets one new connection, in time left.
+                    // and reset it, or a sentinel's old master died) gets
+                    // one new connection, in time left, routed afresh.
                     if reused
                         && !retried
                         && failure.kind == FailureKind::Connection
                         && Instant::now() < deadline
                     {
                         retried = true;
+                        let _ = self.note(failure);
+                        if fixed.is_none() {
+                            if let Ok(again) = self.route(key, deadline) {
+                                address = again;
+                            }
+                        }
                         continue;
                     }
                     return Outcome {
@@ -326,6 +399,11 @@ impl Link {
     /// Marks a cluster failure as one node's, and a failed node's slot map
     /// as worth refreshing.
     fn note(&self, mut failure: Failure) -> Failure {
+        if matches!(self.shared.route, Route::Sentinel { .. })
+            && (failure.kind != FailureKind::Refused || failure.why.contains("READONLY"))
+        {
+            self.master_lock().stale = true;
+        }
         if matches!(self.shared.route, Route::Cluster(_)) {
             failure.node = true;
             if let Some((slot, to)) = moved_slot(&failure) {
@@ -396,13 +474,13 @@ impl Link {
                 }
             }
         }
-        match Conn::open(
-            &self.shared.connector,
-            address,
-            &self.shared.login,
-            deadline,
-            generation,
-        ) {
+        // The sentinels are asked without the master's credentials.
+        let anonymous = Login::default();
+        let login = match &self.shared.route {
+            Route::Sentinel { sentinels, .. } if sentinels.contains(address) => &anonymous,
+            _ => &self.shared.login,
+        };
+        match Conn::open(&self.shared.connector, address, login, deadline, generation) {
             Ok(conn) => Ok(Some((conn, false))),
             Err(failure) => {
                 self.shared.open.fetch_sub(1, Ordering::AcqRel);
@@ -419,6 +497,8 @@ impl Link {
     fn max_open(&self) -> usize {
         match &self.shared.route {
             Route::Single(_) => self.shared.max,
+            // The master's, and one to ask a sentinel.
+            Route::Sentinel { .. } => self.shared.max.saturating_add(1),
             Route::Cluster(seeds) => {
                 let nodes = self.slots().nodes.len().max(seeds.len()).max(1);
                 self.shared.max.saturating_mul(nodes)
@@ -444,7 +524,7 @@ impl Link {
     /// connections are presumed dead too (a cluster's belong to other
     /// nodes, which may well be fine).
     fn end_generation(&self, failure: &Failure) {
-        let single = matches!(self.shared.route, Route::Single(_));
+        let single = matches!(self.shared.route, Route::Single(_) | Route::Sentinel { .. });
         if single && matches!(failure.kind, FailureKind::Connection | FailureKind::Timeout) {
             self.shared.generation.fetch_add(1, Ordering::AcqRel);
         }
@@ -457,10 +537,20 @@ impl Link {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn master_lock(&self) -> std::sync::MutexGuard<'_, Master> {
+        self.shared
+            .master
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The node for `key`.
-    fn route(&self, key: &[u8], deadline: Instant) -> Address {
+    fn route(&self, key: &[u8], deadline: Instant) -> Result<Address, Failure> {
         let seeds = match &self.shared.route {
-            Route::Single(address) => return address.clone(),
+            Route::Single(address) => return Ok(address.clone()),
+            Route::Sentinel { sentinels, master } => {
+                return self.master_address(sentinels, master, deadline)
+            }
             Route::Cluster(seeds) => seeds,
         };
         let slot = key_slot(key);
@@ -472,9 +562,82 @@ impl Link {
             self.refresh(seeds, deadline);
         }
         let map = self.slots();
-        match map.owner.get(usize::from(slot)) {
+        Ok(match map.owner.get(usize::from(slot)) {
             Some(&i) if i != UNKNOWN => map.nodes[usize::from(i)].clone(),
             _ => seeds[usize::from(slot) % seeds.len()].clone(),
+        })
+    }
+
+    /// The master's address: known, or asked of the sentinels (module doc).
+    fn master_address(
+        &self,
+        sentinels: &[Address],
+        name: &str,
+        deadline: Instant,
+    ) -> Result<Address, Failure> {
+        let (known, due) = {
+            let m = self.master_lock();
+            let may_ask = m.asked.is_none_or(|at| at.elapsed() >= ASK_SENTINELS_EVERY);
+            (m.at.clone(), (m.at.is_none() || m.stale) && may_ask)
+        };
+        if !due {
+            return known.ok_or_else(|| {
+                Failure::new(
+                    FailureKind::Connection,
+                    format!("no sentinel has named master {name} yet"),
+                )
+            });
+        }
+        self.master_lock().asked = Some(Instant::now());
+        let command = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(name)
+            .get_packed_command();
+        let mut last = None;
+        for sentinel in sentinels {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let reply = match self.take(sentinel, deadline) {
+                Ok(Some((mut conn, _))) => {
+                    match conn.call("SENTINEL", &command, deadline, SLOTS_BUDGET) {
+                        Ok((_, value)) => {
+                            self.put(conn);
+                            value
+                        }
+                        Err(failure) => {
+                            self.discard(conn, &failure);
+                            last = Some(failure);
+                            continue;
+                        }
+                    }
+                }
+                Ok(None) => continue,
+                Err(failure) => {
+                    last = Some(failure);
+                    continue;
+                }
+            };
+            if let Some(address) = parse_master(&reply) {
+                let mut m = self.master_lock();
+                m.at = Some(address.clone());
+                m.stale = false;
+                return Ok(address);
+            }
+            last = Some(Failure::new(
+                FailureKind::Refused,
+                format!("sentinel {sentinel} does not know master {name}"),
+            ));
+        }
+        // No sentinel answered: keep the last known master, if any.
+        match known {
+            Some(address) => Ok(address),
+            None => Err(last.unwrap_or_else(|| {
+                Failure::new(
+                    FailureKind::Timeout,
+                    format!("no sentinel answered for master {name} in time"),
+                )
+            })),
         }
     }
 
@@ -582,6 +745,21 @@ fn moved_slot(failure: &Failure) -> Option<(u16, Address)> {
     let (addr, slot) = error.redirect_node()?;
     let (host, port) = addr.rsplit_once(':')?;
     Some((slot, Address::literal(host, port.parse().ok()?)?))
+}
+
+/// The master's address in a `SENTINEL get-master-addr-by-name` reply.
+fn parse_master(reply: &Value) -> Option<Address> {
+    let Value::Array(parts) = reply else {
+        return None;
+    };
+    let text = |v: Option<&Value>| match v {
+        Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        Some(Value::SimpleString(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let host = text(parts.first())?;
+    let port = text(parts.get(1))?.parse().ok()?;
+    Address::literal(&host, port)
 }
 
 /// The slot map in a `CLUSTER SLOTS` reply: (nodes, owner of each slot).
@@ -708,6 +886,7 @@ mod tests {
             Connector::plain(),
             Login::default(),
             Route::Single(Address::literal("127.0.0.1", 1).expect("addr")),
+            None,
             2,
         );
         let out = link.get(b"k", Instant::now() + Duration::from_millis(200), 1024);

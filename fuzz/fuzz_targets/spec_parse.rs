@@ -28,6 +28,12 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!f.timeout.is_zero() && f.timeout <= spec::farm::MAX_TIMEOUT, "{arg:?}");
                 assert!(f.prefix.len() <= spec::farm::MAX_PREFIX, "{arg:?}");
             }
+            if let Some(t) = &s.tickets {
+                // Ticket options within their documented bounds.
+                use spec::tickets::{MAX_KEYS, MAX_PERIOD, MIN_KEYS, MIN_PERIOD};
+                assert!(t.period >= MIN_PERIOD && t.period <= MAX_PERIOD, "{arg:?}");
+                assert!((MIN_KEYS..=MAX_KEYS).contains(&t.keys), "{arg:?}");
+            }
         }
         Err(e) => {
             // Every refusal explains itself in operator terms.

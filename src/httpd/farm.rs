@@ -38,6 +38,7 @@ pub(crate) const UNSEALED_WARNING: &str = "seal=off: session values, TLS master 
 /// knows the consumer's name (the keys' namespace).
 pub(crate) struct FarmPlan {
     endpoint: Endpoint,
+    replica: Option<Endpoint>,
     tls: TlsFiles,
     timeout: Duration,
     sealer: Sealer,
@@ -53,8 +54,12 @@ impl FarmPlan {
     /// One line for the error log: where the second tier is (no password).
     pub(crate) fn describe(&self) -> String {
         format!(
-            "{} (timeout {} ms, prefix {:?}, {})",
+            "{}{} (timeout {} ms, prefix {:?}, {})",
             self.endpoint,
+            self.replica
+                .as_ref()
+                .map(|r| format!(", lookups from the replica {r}"))
+                .unwrap_or_default(),
             self.timeout.as_millis(),
             self.prefix,
             if self.unsealed() {
@@ -76,8 +81,22 @@ pub(crate) fn plan(
     let endpoint = match &spec.redis {
         Redis::Server(url) => Endpoint::parse(url),
         Redis::Cluster(list) => Endpoint::parse_cluster(list),
+        Redis::Sentinel { sentinels, master } => Endpoint::parse_sentinel(sentinels, master),
     }
     .map_err(|e| format!("Invalid argument: {e}"))?;
+    let replica = spec
+        .replica
+        .as_deref()
+        .map(Endpoint::parse)
+        .transpose()
+        .map_err(|e| format!("Invalid argument: redis-replica=: {e}"))?;
+    if let Some(r) = &replica {
+        if !r.is_unix() && r.is_tls() != endpoint.is_tls() {
+            return Err(format!(
+                "Invalid argument: redis-replica={r} and the master {endpoint} must both use TLS (rediss://) or both not (or the replica a Unix socket)"
+            ));
+        }
+    }
     let resolve_opt = |p: &Option<PathBuf>| p.as_deref().map(&resolve).transpose();
     let tls = TlsFiles {
         ca: resolve_opt(&spec.ca)?,
@@ -93,6 +112,7 @@ pub(crate) fn plan(
     };
     let plan = FarmPlan {
         endpoint,
+        replica,
         tls,
         timeout: spec.timeout,
         sealer,
@@ -103,6 +123,10 @@ pub(crate) fn plan(
     // at configuration time, rather than at start.
     socache_shm_farm::check(&plan.endpoint, &plan.tls)
         .map_err(|e| format!("Invalid argument: {e}"))?;
+    if let Some(r) = &plan.replica {
+        socache_shm_farm::check(r, &TlsFiles::default())
+            .map_err(|e| format!("Invalid argument: redis-replica=: {e}"))?;
+    }
     Ok(plan)
 }
 
@@ -120,6 +144,7 @@ pub(crate) unsafe fn start(
 ) -> Result<Farm, String> {
     let config = FarmConfig {
         endpoint: plan.endpoint,
+        replica: plan.replica,
         tls: plan.tls,
         timeout: plan.timeout,
         sealer: plan.sealer,

@@ -23,7 +23,7 @@ use super::pools::{self, FdSlot};
 use super::segments::{self, Opening};
 use super::tiers::Tiers;
 use crate::engine::{Cache, CacheConfig};
-use crate::spec::{self, CacheSpec};
+use crate::spec::{self, CacheSpec, TicketSpec};
 
 /// One configured cache.
 pub(crate) struct Instance {
@@ -69,6 +69,11 @@ impl Instance {
         })
     }
 
+    /// The session-ticket options (`tickets=`), if given.
+    pub(crate) fn ticket_spec(&self) -> Option<TicketSpec> {
+        self.spec.tickets
+    }
+
     /// Whether this instance has a farm tier.
     pub(crate) fn has_farm(&self) -> bool {
         self.farm.get().is_some()
@@ -112,6 +117,10 @@ pub(crate) unsafe fn create(
         ),
     };
     let mut spec = spec::parse(arg).map_err(|e| e.to_string())?;
+    if let Some(tickets) = spec.tickets {
+        // What only the whole configuration says (`apachectl -t` included).
+        super::ticket_config::check(tickets)?;
+    }
     // SAFETY: `p` is valid (caller).
     let resolve = |path: &Path| unsafe { resolve_in(p, path) };
     if let Some(path) = spec.path.take() {
@@ -261,7 +270,11 @@ pub(crate) unsafe fn init(
     inst.cache.set(cache);
     LIVE.add(inst);
     // SAFETY: `s` is valid and lives in pconf (caller).
-    unsafe { start_farm(inst, cname, s) }
+    unsafe { start_farm(inst, cname, s) }?;
+    if inst.spec.tickets.is_some() {
+        super::ticket_hook::register(inst, cname, s)?;
+    }
+    Ok(())
 }
 
 /// The second tier, if configured: built once per instance. Its clients
@@ -327,6 +340,7 @@ fn engine_config(spec: &CacheSpec, hints: Option<&ap_socache_hints>) -> CacheCon
 /// # Safety
 /// No other callback runs on `inst`, in any thread.
 pub(crate) unsafe fn shutdown(inst: &Instance, s: *const server_rec) {
+    super::ticket_hook::unregister(inst);
     LIVE.remove(inst);
     // SAFETY: per the caller, no borrow from `get` is alive.
     let Some(cache) = (unsafe { inst.cache.take() }) else {
@@ -465,6 +479,7 @@ pub(crate) mod testing {
                 path: None,
                 bytes: 64 * 1024,
                 farm: None,
+                tickets: None,
             },
             None,
         );

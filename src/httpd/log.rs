@@ -65,7 +65,8 @@ pub(crate) fn enabled(s: *const server_rec, level: Level) -> bool {
 /// Tags are this module's `APLOGNO`: one per log statement, never reused,
 /// so an operator can grep the source and the docs for the line in front
 /// of them. Numbering by file: 00xx log.rs, 01xx provider.rs, 02xx
-/// instance.rs, 03xx segments.rs, 04xx farm.rs, 05xx hooks.rs (the test
+/// instance.rs, 03xx segments.rs, 04xx farm.rs, 05xx hooks.rs, 06xx
+/// ticket_hook.rs (the test
 /// `tags_are_unique_and_well_formed` checks them all).
 pub(crate) fn write(
     s: *const server_rec,

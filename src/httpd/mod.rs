@@ -15,6 +15,12 @@
 //! - `pools`: typed wrappers over the APR pool calls, and where the
 //!   segments' descriptors are kept across restarts.
 //! - `codes`: APR status codes and the init error.
+//! - `tickets`: session-ticket keys kept in the segment (`tickets=`):
+//!   which encrypts, which decrypt, how one is made or agreed.
+//! - `ticket_hook`: mod_ssl's `init_server` hook and OpenSSL's ticket-key
+//!   callback over them; `ticket_config`: the `tickets=` checks that need
+//!   the whole configuration (at `apachectl -t`); `ticket_counters`: the
+//!   host's ticket figures, in a page shared by the children.
 //! - `log`: `ap_log_error` with the module's log index; the panic hook.
 //! - `status`: the figures as mod_status HTML and `?auto` lines.
 //! - `bindings`: bindgen's output over the installed httpd/APR headers.
@@ -29,4 +35,8 @@ mod pools;
 pub mod provider;
 mod segments;
 mod status;
+mod ticket_config;
+mod ticket_counters;
+pub mod ticket_hook;
+mod tickets;
 mod tiers;

@@ -17,6 +17,9 @@ pub(crate) fn of_instance(inst: &super::instance::Instance, short: bool) -> Stri
             if inst.has_farm() {
                 figures.extend(farm_figures(cache.tier_words(), cache.now().0));
             }
+            if let Some(tickets) = super::ticket_hook::figures(inst) {
+                figures.extend(tickets);
+            }
             if short {
                 self::short(&figures)
             } else {

@@ -13,8 +13,11 @@
 //!
 //! | option                 | meaning                                                        |
 //! |------------------------|----------------------------------------------------------------|
-//! | `redis=URL`            | one Redis (or Valkey): `redis://[user[:password]@]host:port[/db]`, `rediss://` for TLS |
+//! | `redis=URL`            | one Redis (or Valkey): `redis://[user[:password]@]host:port[/db]`, `rediss://` for TLS, `unix:///path/redis.sock[?db=N]` |
 //! | `redis-cluster=LIST`   | a Redis Cluster: seed nodes `host:port` or URLs, comma-separated |
+//! | `redis-sentinel=LIST`  | Redis Sentinels (`host:port` or URLs, comma-separated), with `redis-master=` |
+//! | `redis-master=NAME`    | the master's name the sentinels watch                          |
+//! | `redis-replica=URL`    | a replica (beside this host, e.g. `unix:///run/redis/replica.sock`) that lookups ask instead of the master; stores still go to the master |
 //! | `redis-ca=FILE`        | CA certificates that verify a `rediss://` server (default: the system's) |
 //! | `redis-cert=FILE`      | client certificate for `rediss://` (with `redis-key`)          |
 //! | `redis-key=FILE`       | its private key                                                |
@@ -53,6 +56,8 @@ pub enum Redis {
     Server(String),
     /// `redis-cluster=LIST`.
     Cluster(String),
+    /// `redis-sentinel=LIST redis-master=NAME`.
+    Sentinel { sentinels: String, master: String },
 }
 
 /// How values are sealed.
@@ -68,6 +73,8 @@ pub enum Seal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FarmSpec {
     pub redis: Redis,
+    /// `redis-replica=URL`: where lookups go instead.
+    pub replica: Option<String>,
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
@@ -77,9 +84,12 @@ pub struct FarmSpec {
 }
 
 /// Every option name, in the order the table above gives them.
-pub const OPTIONS: [&str; 8] = [
+pub const OPTIONS: [&str; 11] = [
     "redis",
     "redis-cluster",
+    "redis-sentinel",
+    "redis-master",
+    "redis-replica",
     "redis-ca",
     "redis-cert",
     "redis-key",
@@ -104,6 +114,7 @@ pub(super) fn looks_like_option(token: &str) -> bool {
 pub(super) fn parse(text: &str) -> Result<FarmSpec, SpecError> {
     let mut seen: Vec<&str> = Vec::new();
     let (mut redis, mut cluster) = (None, None);
+    let (mut sentinels, mut master, mut replica) = (None, None, None);
     let (mut ca, mut cert, mut key) = (None, None, None);
     let (mut timeout, mut seal, mut prefix) = (None, None, None);
     for token in text.split_ascii_whitespace() {
@@ -132,6 +143,9 @@ pub(super) fn parse(text: &str) -> Result<FarmSpec, SpecError> {
         match name {
             "redis" => redis = Some(value.to_string()),
             "redis-cluster" => cluster = Some(value.to_string()),
+            "redis-sentinel" => sentinels = Some(value.to_string()),
+            "redis-master" => master = Some(value.to_string()),
+            "redis-replica" => replica = Some(value.to_string()),
             "redis-ca" => ca = path(),
             "redis-cert" => cert = path(),
             "redis-key" => key = path(),
@@ -152,20 +166,31 @@ pub(super) fn parse(text: &str) -> Result<FarmSpec, SpecError> {
             _ => unreachable!("every name in OPTIONS is matched"),
         }
     }
-    let redis = match (redis, cluster) {
-        (Some(url), None) => Redis::Server(url),
-        (None, Some(list)) => Redis::Cluster(list),
-        (Some(_), Some(_)) => return Err(SpecError::RedisTwice),
-        (None, None) => {
+    if master.is_some() && sentinels.is_none() {
+        return Err(SpecError::MasterWithoutSentinel);
+    }
+    let redis = match (redis, cluster, sentinels) {
+        (Some(url), None, None) => Redis::Server(url),
+        (None, Some(list), None) => Redis::Cluster(list),
+        (None, None, Some(sentinels)) => Redis::Sentinel {
+            sentinels,
+            master: master.ok_or(SpecError::SentinelWithoutMaster)?,
+        },
+        (None, None, None) => {
             let name = seen.first().copied().unwrap_or("timeout");
             return Err(SpecError::OptionWithoutRedis {
                 name: name.to_string(),
             });
         }
+        _ => return Err(SpecError::RedisTwice),
     };
     let seal = seal.ok_or(SpecError::SealMissing)?;
+    if replica.is_some() && matches!(redis, Redis::Cluster(_)) {
+        return Err(SpecError::ReplicaWithCluster);
+    }
     Ok(FarmSpec {
         redis,
+        replica,
         ca,
         cert,
         key,
@@ -308,10 +333,25 @@ mod tests {
             ),
             ("/c(1M) redis=redis://h:1 seal=", "\"seal\" has no value"),
             ("/c(1M) redis=redis://h:1", "master secrets"),
-            ("/c(1M) seal=/k", "\"seal\" needs redis= or redis-cluster="),
+            (
+                "/c(1M) seal=/k",
+                "\"seal\" needs redis=, redis-cluster= or redis-sentinel=",
+            ),
+            (
+                "/c(1M) redis-sentinel=h:26379 seal=off",
+                "redis-sentinel= needs redis-master=",
+            ),
+            (
+                "/c(1M) redis=redis://h:1 redis-master=m seal=off",
+                "redis-master= needs redis-sentinel=",
+            ),
+            (
+                "/c(1M) redis=redis://h:1 redis-sentinel=h:2 redis-master=m seal=off",
+                "more than one of",
+            ),
             (
                 "/c(1M) redis=redis://h:1 redis-cluster=h:1 seal=off",
-                "both",
+                "more than one of",
             ),
             ("/c(1M) redis=redis://h:1 seal=off stray", "\"stray\""),
             (

@@ -231,6 +231,16 @@ impl Session {
     /// off` OpenSSL's ticket is the server's 32-byte session id; the
     /// client's own id is a hash of it), for TLS 1.2 the session id.
     pub fn server_id_hex(&self) -> String {
+        match self.ticket() {
+            Some(ticket) => ticket.iter().map(|b| format!("{b:02x}")).collect(),
+            None => self.id_hex(),
+        }
+    }
+
+    /// The ticket the client holds (the server's opaque bytes: with a
+    /// stateless ticket, key name (16) ++ IV (16) ++ sealed state ++ MAC),
+    /// if any.
+    pub fn ticket(&self) -> Option<Vec<u8>> {
         extern "C" {
             // libssl: int SSL_SESSION_has_ticket(const SSL_SESSION *);
             fn SSL_SESSION_has_ticket(s: *const openssl_sys::SSL_SESSION) -> libc::c_int;
@@ -248,19 +258,18 @@ impl Session {
         let raw = session as *const openssl::ssl::SslSessionRef as *const openssl_sys::SSL_SESSION;
         // SAFETY: `raw` is the live session `self.inner` owns.
         if unsafe { SSL_SESSION_has_ticket(raw) } == 0 {
-            return self.id_hex();
+            return None;
         }
         let mut tick: *const u8 = std::ptr::null();
         let mut len: libc::size_t = 0;
         // SAFETY: `raw` is live; both out-pointers are valid for writing.
         unsafe { SSL_SESSION_get0_ticket(raw, &mut tick, &mut len) };
         if tick.is_null() {
-            return self.id_hex();
+            return None;
         }
         // SAFETY: OpenSSL points `tick` at `len` bytes the session owns,
         // alive while `self.inner` is (we copy them at once).
-        let ticket = unsafe { std::slice::from_raw_parts(tick, len) };
-        ticket.iter().map(|b| format!("{b:02x}")).collect()
+        Some(unsafe { std::slice::from_raw_parts(tick, len) }.to_vec())
     }
 
     /// The session's master key, raw bytes (TLS 1.3: its resumption PSK).

@@ -264,7 +264,11 @@ impl Prepared {
         let _ = writeln!(c, "SSLCertificateFile \"{d}/cert.pem\"");
         let _ = writeln!(c, "SSLCertificateKeyFile \"{d}/key.pem\"");
         let _ = writeln!(c, "SSLProtocol {}", o.protocol);
-        let _ = writeln!(c, "SSLSessionTickets off");
+        let _ = writeln!(
+            c,
+            "SSLSessionTickets {}",
+            if o.tickets { "on" } else { "off" }
+        );
         let _ = writeln!(c, "SSLSessionCache {}", quoted(&self.cache_arg()));
         let _ = writeln!(c, "SSLSessionCacheTimeout {}", o.cache_timeout);
         c.push_str(&self.expand(&o.extra));

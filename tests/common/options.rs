@@ -148,6 +148,9 @@ pub struct Options {
     pub log_level: String,
     /// Appended to the configuration.
     pub extra: String,
+    /// `SSLSessionTickets on` (default off: the session cache tests want
+    /// every resumption to go through the cache).
+    pub tickets: bool,
     /// Start httpd (and run `-t`, `-k graceful`) as this (uid, gid)
     /// instead of as ourselves: an unprivileged server, which ignores
     /// `User` (none is written). The instance directory is then that
@@ -166,8 +169,15 @@ impl Options {
             cache_timeout: 300,
             log_level: "info".into(),
             extra: String::new(),
+            tickets: false,
             start_as: None,
         }
+    }
+
+    /// `SSLSessionTickets on`: clients resume from stateless tickets.
+    pub fn session_tickets(mut self, on: bool) -> Options {
+        self.tickets = on;
+        self
     }
 
     /// See [`Options::start_as`].

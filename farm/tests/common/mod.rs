@@ -337,6 +337,7 @@ pub fn random_keys(records: usize) -> FarmKeys {
 pub fn config(endpoint: Endpoint, timeout: Duration) -> FarmConfig {
     FarmConfig {
         endpoint,
+        replica: None,
         tls: TlsFiles::default(),
         timeout,
         sealer: Sealer::keys(random_keys(1)),
