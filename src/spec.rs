@@ -212,7 +212,8 @@ impl fmt::Display for SpecError {
             SpecError::SealMissing => f.write_str(
                 "redis= without seal=: the cached TLS sessions' master secrets would cross the network \
                  and sit in Redis in clear; give seal=FILE (48-byte records, made with \
-                 `openssl rand 48 > FILE`, mode 0600, owned by root) or, knowingly, seal=off",
+                 `openssl rand 48 > FILE`, mode 0600, owned by root or by the user httpd starts as) or, \
+                 knowingly, seal=off",
             ),
             SpecError::BadTicketPeriod { text } => write!(
                 f,
@@ -393,28 +394,34 @@ pub fn validate_with_memory(spec: &CacheSpec, memory: Option<u64>) -> Result<(),
             dir: dir.to_path_buf(),
         });
     }
-    writable(dir)?;
-    if path.exists() {
-        writable(path)?;
-    }
+    writable(dir, false)?;
+    // Whatever is at the path: the engine decides whether it may be
+    // replaced. Something that vanishes between the two looks (a racer
+    // swapping names during a restart) is nothing, not an error: a restart
+    // must never fail on what appeared at, or disappeared from, the path.
+    writable(path, true)?;
     Ok(())
 }
 
 /// `access(path, W_OK)`: may this process create or change files there?
-fn writable(path: &Path) -> Result<(), SpecError> {
+/// With `missing_ok`, nothing at the path (ENOENT) passes.
+fn writable(path: &Path, missing_ok: bool) -> Result<(), SpecError> {
     use std::os::unix::ffi::OsStrExt;
     let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| SpecError::NulInPath)?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call;
     // access(2) only reads it.
     let rc = unsafe { libc::access(c.as_ptr(), libc::W_OK) };
     if rc == 0 {
-        Ok(())
-    } else {
-        Err(SpecError::NotWritable {
-            path: path.to_path_buf(),
-            reason: std::io::Error::last_os_error().to_string(),
-        })
+        return Ok(());
     }
+    let e = std::io::Error::last_os_error();
+    if missing_ok && e.raw_os_error() == Some(libc::ENOENT) {
+        return Ok(());
+    }
+    Err(SpecError::NotWritable {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Physical memory in bytes (`_SC_PHYS_PAGES * _SC_PAGESIZE`), if known.

@@ -6,15 +6,19 @@
 //!
 //! # Who may touch the file (the threat model)
 //! httpd's parent runs as root; its children, and everything they run, as
-//! the server's `User`, which must be treated as hostile. So:
-//! 1. A file segment lives in a *trusted directory*: owned by root (or by
-//!    the user the process runs as) and writable by no one else. A sticky,
+//! the server's `User`, which must be treated as hostile. (An httpd started
+//! by an unprivileged user ignores `User`: parent and children are that
+//! user, and the rules below then keep out other users only.) So:
+//! 1. A file segment lives in a *trusted directory*: owned by root or by
+//!    the effective user of the process (the user httpd starts as), and
+//!    writable by no one else: the same trust rule as the farm key file's
+//!    (`farm/src/keys.rs`). A sticky,
 //!    world-writable `/tmp` is refused: another user could pre-create or
 //!    squat the names used there. The directory is opened once
 //!    (`O_DIRECTORY | O_NOFOLLOW`), checked with `fstat`, and every later
 //!    step uses that descriptor (`fstatat`, `openat`, `renameat`), never
 //!    the path again.
-//! 2. The file is created by the process that maps it (root, in httpd),
+//! 2. The file is created by the process that maps it (httpd's parent),
 //!    mode 0600, under a temporary name, filled with `posix_fallocate` (so a
 //!    full tmpfs is an error now, not a SIGBUS later), initialised, then
 //!    renamed into place: a reader never sees a half-made segment, and
@@ -92,7 +96,7 @@ fn euid() -> libc::uid_t {
     unsafe { libc::geteuid() }
 }
 
-/// Root, or the user this process runs as.
+/// Root, or the user this process runs as (the trust rule).
 fn trusted_owner(uid: libc::uid_t) -> bool {
     uid == 0 || uid == euid()
 }
@@ -181,8 +185,9 @@ pub fn open_trusted_dir(dir: &Path) -> Result<OwnedFd, Error> {
         return Err(refused(
             dir,
             format!(
-                "the segment's directory is owned by uid {}, not by root: its owner could replace the segment; use a directory only root can write, such as /run/apache2",
-                st.st_uid
+                "the segment's directory is owned by uid {}, neither root nor the user httpd starts as (uid {}): its owner could replace the segment; use a directory that root or that user owns and only its owner can write, such as /run/apache2",
+                st.st_uid,
+                euid()
             ),
         ));
     }
@@ -190,7 +195,7 @@ pub fn open_trusted_dir(dir: &Path) -> Result<OwnedFd, Error> {
         return Err(refused(
             dir,
             format!(
-                "the segment's directory is writable by {} (mode {:o}): others could plant or replace files there; use a directory only root can write, such as /run/apache2",
+                "the segment's directory is writable by {} (mode {:o}): others could plant or replace files there; use a directory only its owner (root or the user httpd starts as) can write, such as /run/apache2",
                 if st.st_mode & 0o002 != 0 { "everyone" } else { "its group" },
                 st.st_mode & 0o7777
             ),

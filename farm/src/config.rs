@@ -140,7 +140,7 @@ impl Farm {
 }
 
 /// What [`Farm::new`] would refuse about the TLS files, checked alone (at
-/// configuration time, as root): unreadable files, a certificate without
+/// configuration time, as the user httpd starts as): unreadable files, a certificate without
 /// its key, files for a `redis://` endpoint, files for a cluster.
 pub fn check(endpoint: &Endpoint, tls: &TlsFiles) -> Result<(), FarmError> {
     if !tls.is_empty() && endpoint.topology() == Topology::Cluster {

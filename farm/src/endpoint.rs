@@ -253,7 +253,8 @@ impl fmt::Debug for Endpoint {
 }
 
 /// The TLS files of a `rediss://` farm, read by [`crate::Farm::new`] (in the
-/// parent, as root, before children drop privileges).
+/// parent, as the user httpd starts as: root on an ordinary host, before
+/// children drop privileges).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsFiles {
     /// PEM CA certificate(s) to verify the server with, instead of the

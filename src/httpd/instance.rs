@@ -161,8 +161,9 @@ pub(crate) unsafe fn create(
     Ok(inst)
 }
 
-/// The farm tier's URL, TLS files and key file (read here, as root), then
-/// whatever else the engine would refuse at init.
+/// The farm tier's URL, TLS files and key file (read here, as the user
+/// httpd starts as: root on an ordinary host), then whatever else the
+/// engine would refuse at init.
 fn plan_farm(
     inst: &Instance,
     resolve: impl Fn(&Path) -> Result<PathBuf, String>,

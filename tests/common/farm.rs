@@ -123,7 +123,8 @@ pub fn new_farm_key() -> Vec<u8> {
 }
 
 /// Write `bytes` as `<dir>/<name>` with `mode`, owned by us (root, when the
-/// tests run as root, as the module requires); its path.
+/// tests run as root; [`Prepared::give`] hands it to an unprivileged
+/// server's user); its path.
 pub fn write_key_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
     let path = dir.join(name);
     let _ = fs::remove_file(&path);
@@ -211,11 +212,13 @@ impl FarmArg {
 }
 
 /// Prepare a farm host (`opts` with `arg` as its cache), write `key` (if
-/// any) as its `{dir}/farm.key`, and start it.
+/// any) as its `{dir}/farm.key` (mode 0600, owned by the user httpd starts
+/// as), and start it.
 pub fn start_farm_host(opts: Options, arg: &FarmArg, key: Option<&[u8]>) -> Httpd {
     let prep = Prepared::new(opts.cache(arg.cache()));
     if let Some(key) = key {
-        write_key_file(&prep.dir, FARM_KEY_FILE, key, 0o600);
+        let path = write_key_file(&prep.dir, FARM_KEY_FILE, key, 0o600);
+        prep.give(&path);
     }
     prep.start()
 }

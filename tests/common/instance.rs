@@ -65,10 +65,11 @@ pub(crate) fn pick_port() -> u16 {
     panic!("no free loopback port found in 20000..32000");
 }
 
-/// The uid/gid httpd's children run as when we are root.
-pub(crate) fn run_as() -> Option<(String, String)> {
+/// The uid/gid httpd's children run as when httpd starts as root (we are
+/// root and no [`Options::start_as`]).
+pub(crate) fn run_as(opts: &Options) -> Option<(String, String)> {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if unsafe { libc::geteuid() } != 0 || opts.start_as.is_some() {
         return None;
     }
     if user_ids("www-data").is_some() {
@@ -108,6 +109,8 @@ pub struct Prepared {
     pub port: u16,
     pub conf: PathBuf,
     pub(crate) keep: bool,
+    /// Our module's path in `LoadModule` (see [`module_for`]).
+    pub(crate) module: PathBuf,
 }
 
 impl Prepared {
@@ -140,16 +143,40 @@ impl Prepared {
             .expect("write key.pem");
         fs::write(dir.join("htdocs/index.html"), "socache test\n").expect("write index.html");
 
+        let module = if opts.provider == Provider::Shm {
+            module_for(&opts, &dir)
+        } else {
+            PathBuf::new()
+        };
         let mut prepared = Prepared {
             opts,
             dir,
             port: pick_port(),
             conf: PathBuf::new(),
             keep: std::env::var_os("HTTPD_TEST_KEEP").is_some(),
+            module,
         };
         prepared.conf = prepared.dir.join("httpd.conf");
         prepared.write_conf();
+        if let Some((uid, gid)) = prepared.opts.start_as {
+            chown_tree(&prepared.dir, uid, gid);
+        }
         prepared
+    }
+
+    /// The (uid, gid) httpd starts as, when not ourselves.
+    pub fn start_as(&self) -> Option<(u32, u32)> {
+        self.opts.start_as
+    }
+
+    /// Give `path` (made by us, inside the instance) to the user httpd
+    /// starts as, if that is not us: what an unprivileged server's owner
+    /// would have made. No-op otherwise.
+    pub fn give(&self, path: &Path) {
+        if let Some((uid, gid)) = self.opts.start_as {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+        }
     }
 
     /// (Re)write httpd.conf from the options (e.g. after changing them).
@@ -207,11 +234,11 @@ impl Prepared {
             let _ = writeln!(
                 c,
                 "LoadModule socache_shm_module \"{}\"",
-                shm_module().display()
+                self.module.display()
             );
         }
         let _ = writeln!(c, "LoadModule ssl_module \"{m}/mod_ssl.so\"");
-        if let Some((user, group)) = run_as() {
+        if let Some((user, group)) = run_as(o) {
             let _ = writeln!(c, "User {user}\nGroup {group}");
         }
         c.push_str(&o.mpm.directives());
@@ -248,9 +275,10 @@ impl Prepared {
         c
     }
 
-    /// `apache2 -t` on this configuration: (exit status success, stderr+stdout).
+    /// `apache2 -t` on this configuration, as the user httpd starts as:
+    /// (exit status success, stderr+stdout).
     pub fn config_test(&self) -> (bool, String) {
-        self.config_test_as(None)
+        self.config_test_as(self.opts.start_as)
     }
 
     /// [`Prepared::config_test`] as another user (uid, gid); we must be root.
@@ -362,6 +390,46 @@ pub(crate) fn quoted(arg: &str) -> String {
         format!("\"{}\"", arg.replace('"', "\\\""))
     } else {
         arg.to_string()
+    }
+}
+
+/// The module file httpd loads: [`shm_module`], unless httpd starts as
+/// another user who cannot reach it (a checkout under a private home
+/// directory, say): then a copy in the instance directory `dir`.
+pub(crate) fn module_for(opts: &Options, dir: &Path) -> PathBuf {
+    let module = shm_module();
+    if opts.start_as.is_none() || world_readable(&module) {
+        return module;
+    }
+    // A copy, not a hard link: the instance directory is chowned to that
+    // user, and a link would hand over the build's own file.
+    let here = dir.join("mod_socache_shm.so");
+    fs::copy(&module, &here)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", module.display(), here.display()));
+    fs::set_permissions(&here, fs::Permissions::from_mode(0o755)).expect("chmod module");
+    here
+}
+
+/// Whether any user can read `path`: every directory above it searchable
+/// by others and the file readable by others.
+fn world_readable(path: &Path) -> bool {
+    let file_ok = fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0);
+    file_ok
+        && path.ancestors().skip(1).all(|d| {
+            d.as_os_str().is_empty()
+                || fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+        })
+}
+
+/// `chown -R uid:gid` of a tree we made (symbolic links not followed).
+pub(crate) fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    if is_dir {
+        for e in fs::read_dir(path).expect("read_dir").flatten() {
+            chown_tree(&e.path(), uid, gid);
+        }
     }
 }
 

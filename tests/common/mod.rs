@@ -9,6 +9,9 @@
 //! - [`Prepared`] is an instance directory with its `httpd.conf`, not yet
 //!   running: [`Prepared::config_test`] runs `apache2 -t` on it,
 //!   [`Prepared::start`] starts it.
+//! - [`Options::start_as`] starts httpd (and runs `-t`, `-k graceful`) as
+//!   another user, an unprivileged server: the instance directory is made
+//!   that user's and no `User` line is written (tests/httpd_unprivileged.rs).
 //! - [`Httpd`] is a running server (`apache2 -DFOREGROUND` as our child, in its
 //!   own process group, killed if the test thread dies). Dropping it stops
 //!   the server and waits for every process of it to exit.

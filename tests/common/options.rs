@@ -151,6 +151,11 @@ pub struct Options {
     /// `SSLSessionTickets on` (default off: the session cache tests want
     /// every resumption to go through the cache).
     pub tickets: bool,
+    /// Start httpd (and run `-t`, `-k graceful`) as this (uid, gid)
+    /// instead of as ourselves: an unprivileged server, which ignores
+    /// `User` (none is written). The instance directory is then that
+    /// user's. We must be root.
+    pub start_as: Option<(u32, u32)>,
 }
 
 impl Options {
@@ -165,12 +170,19 @@ impl Options {
             log_level: "info".into(),
             extra: String::new(),
             tickets: false,
+            start_as: None,
         }
     }
 
     /// `SSLSessionTickets on`: clients resume from stateless tickets.
     pub fn session_tickets(mut self, on: bool) -> Options {
         self.tickets = on;
+        self
+    }
+
+    /// See [`Options::start_as`].
+    pub fn start_as(mut self, user: Option<(u32, u32)>) -> Options {
+        self.start_as = user;
         self
     }
 

@@ -75,15 +75,27 @@ impl Httpd {
             .stdin(Stdio::null())
             .stdout(stderr.try_clone().expect("dup"))
             .stderr(stderr);
+        let user = prep.opts.start_as;
         // SAFETY: between fork and exec the closure only calls the
-        // async-signal-safe setpgid and prctl: httpd gets its own process
-        // group (so a stop can reach all its processes) and SIGTERM when the
-        // test thread that started it dies, so a crashed test leaves no httpd.
+        // async-signal-safe setpgid, setgroups, setgid, setuid and prctl:
+        // httpd gets its own process group (so a stop can reach all its
+        // processes), the user it starts as (if not us), and SIGTERM when
+        // the test thread that started it dies, so a crashed test leaves no
+        // httpd. The death signal is set last: a change of user clears it.
         unsafe {
-            cmd.pre_exec(|| {
-                if libc::setpgid(0, 0) != 0
-                    || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0
-                {
+            cmd.pre_exec(move || {
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some((uid, gid)) = user {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(gid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -124,17 +136,19 @@ impl Httpd {
         let before = self.generation();
         let out_path = self.prep.dir.join("logs/graceful.out");
         let out = fs::File::create(&out_path).expect("create graceful.out");
-        let mut child = Command::new(apache2_bin())
-            .arg("-d")
+        let mut cmd = Command::new(apache2_bin());
+        cmd.arg("-d")
             .arg(&self.prep.dir)
             .arg("-f")
             .arg(&self.prep.conf)
             .args(["-k", "graceful"])
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn apache2 -k graceful");
+            .stderr(out);
+        // As the user httpd started as: its configuration is read (and
+        // checked) by that user, as an operator of that server would.
+        drop_privileges(&mut cmd, self.prep.opts.start_as);
+        let mut child = cmd.spawn().expect("spawn apache2 -k graceful");
         let status = match wait_child(&mut child, WAIT) {
             Some(s) => s,
             None => {
