@@ -36,10 +36,12 @@
 //!
 //! # Processes and threads
 //!
-//! [`Farm::new`] (in httpd's parent, as root, at init) only builds clients:
-//! no socket, no thread. In the home process (`home_pid`, the parent) every
-//! op is skipped. Elsewhere the first op starts the process's [`link`]; a
-//! forked child abandons its parent's link and starts its own.
+//! [`Farm::new`] (in httpd's parent, as the user httpd starts as, at init)
+//! only builds the TLS context and resolves addresses: no socket, no
+//! thread, ever: every op runs on its caller's thread. In the home process
+//! (`home_pid`, the parent) every op is skipped. Elsewhere the first op
+//! (or [`Farm::warm_up`], at httpd's `child_init`) makes the process's
+//! [`link`]; a forked child abandons its parent's link and makes its own.
 
 pub mod breaker;
 pub mod config;

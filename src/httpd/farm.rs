@@ -7,14 +7,16 @@
 //!
 //! ```text
 //!  parent, config read ──► plan()   check the URL, read the key file (as
-//!                                   root, once), check the TLS files: a bad
+//!                                   the user httpd starts as, once), check
+//!                                   the TLS files and socket: a bad
 //!                                   value fails `apachectl -t` here
 //!  parent, post_config ──► start()  Farm::new: the TLS context (CA store
 //!                                   read once) and the addresses resolved;
 //!                                   no socket, no thread (the parent
 //!                                   unloads this DSO on restart; it must
 //!                                   own nothing live)
-//!  child, first use    ──►          the farm's link: connections, made and
+//!  child, child_init  ──► warm_up() one connection, before it serves
+//!  child, requests     ──►          the farm's link: connections, made and
 //!                                   used on the calling thread
 //! ```
 
