@@ -67,7 +67,7 @@ pub use endpoint::{Endpoint, EndpointError, TlsFiles, Topology};
 pub use keys::{FarmKeys, KeyFileError, KeyName};
 pub use problems::Problem;
 pub use seal::{SealError, Sealer};
-pub use words::{figures, stats, TIER_WORDS};
+pub use words::{figures, stats, ticket_figures, ticket_words, TICKET_ROWS, TIER_WORDS};
 
 use conn::{Drained, Failure, FailureKind, Login, Sent};
 use link::{Answer, Link, Route};

@@ -2,18 +2,23 @@
 //! only accessors of it.
 //!
 //! ```text
-//! word  0       1        2        3        4 .. 4+COUNTER_WORDS  ..  24 .. 31
-//!      +-------+--------+--------+--------+--------------------+----+--------------+
-//!      | open_ | opened_| backoff| streak | counters           |zero| episodes:    |
-//!      | until | at     | (ms)   |        | (counters.rs table |    | since, last  |
-//!      |       |        |        |        |  order)            |    | x 4 problems |
-//!      +-------+--------+--------+--------+--------------------+----+--------------+
-//!       breaker.rs (BREAKER_WORDS)          counters.rs              problems.rs
+//! word  0       1        2        3        4 .. 16          17 .. 23        24 .. 31
+//!      +-------+--------+--------+--------+-------------+---------------+--------------+
+//!      | open_ | opened_| backoff| streak | counters    | ticket        | episodes:    |
+//!      | until | at     | (ms)   |        | (counters.rs| counters      | since, last  |
+//!      |       |        |        |        |  order)     | (TICKET_ROWS) | x 4 problems |
+//!      +-------+--------+--------+--------+-------------+---------------+--------------+
+//!       breaker.rs (BREAKER_WORDS)          counters.rs   the module's     problems.rs
+//!                                                         tickets=
 //! ```
 //!
-//! `COUNTERS_AT` = `BREAKER_WORDS`; `PROBLEMS_AT` = `TIER_WORDS` -
-//! `PROBLEM_WORDS` (the episodes sit at the end, so a new counter never
-//! moves them); a compile-time assert keeps the counters clear of them.
+//! `COUNTERS_AT` = `BREAKER_WORDS`; `TICKETS_AT` follows the counters;
+//! `PROBLEMS_AT` = `TIER_WORDS` - `PROBLEM_WORDS` (the episodes sit at the
+//! end); compile-time asserts keep the regions apart. The ticket counters
+//! are the httpd module's (session-ticket keys, `tickets=`), kept here so
+//! that one map holds every word of the region, every process of the host
+//! counts into them, they survive a graceful restart, and `shmcache stat`
+//! reads them.
 //!
 //! The words are shared by every process of the host and may be written by
 //! any of them (a compromised child included): the breaker reads garbage
@@ -36,6 +41,53 @@ const COUNTERS_AT: usize = BREAKER_WORDS;
 /// The first word of the problems' episodes (the last words of the tier).
 const PROBLEMS_AT: usize = TIER_WORDS - PROBLEM_WORDS;
 const _: () = assert!(COUNTERS_AT + COUNTER_WORDS <= PROBLEMS_AT);
+
+/// The first word of the ticket counters.
+pub const TICKETS_AT: usize = COUNTERS_AT + COUNTER_WORDS;
+/// The ticket counters: (`?auto`/`shmcache stat` key, label), in word order.
+pub const TICKET_ROWS: [(&str, &str); 7] = [
+    ("TicketsIssued", "session tickets issued"),
+    (
+        "TicketsOpenedNewestKey",
+        "session tickets opened with the newest key",
+    ),
+    (
+        "TicketsOpenedOlderKey",
+        "session tickets opened with an older key (renewed)",
+    ),
+    (
+        "TicketsNotOpened",
+        "session tickets with an unknown or expired key (full handshakes)",
+    ),
+    (
+        "TicketKeysMade",
+        "session-ticket keys made on this host (no farm tier)",
+    ),
+    (
+        "TicketKeysAgreed",
+        "session-ticket keys agreed through the farm tier",
+    ),
+    (
+        "TicketKeysMadeAlone",
+        "session-ticket keys made alone (farm tier unreachable)",
+    ),
+];
+const _: () = assert!(TICKETS_AT + TICKET_ROWS.len() <= PROBLEMS_AT);
+
+/// The ticket counters' words.
+pub fn ticket_words(words: &[AtomicU64; TIER_WORDS]) -> &[AtomicU64] {
+    // In bounds: the const assert above.
+    &words[TICKETS_AT..TICKETS_AT + TICKET_ROWS.len()]
+}
+
+/// `(key, label, value)` of every ticket counter.
+pub fn ticket_figures(words: &[AtomicU64; TIER_WORDS]) -> Vec<(&'static str, &'static str, u64)> {
+    TICKET_ROWS
+        .iter()
+        .zip(ticket_words(words))
+        .map(|(&(key, label), w)| (key, label, w.load(std::sync::atomic::Ordering::Relaxed)))
+        .collect()
+}
 
 /// A snapshot of the tier's counters.
 pub fn stats(words: &[AtomicU64; TIER_WORDS]) -> FarmStats {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use socache_shm_engine::figures::{figures, Figure};
 use socache_shm_engine::{Cache, ControlFlow, Stats};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod prometheus;
 
@@ -39,16 +39,30 @@ pub fn check(cache: &Cache) -> Result<String, String> {
 
 /// The cache's figures, then the farm tier's when the segment has served
 /// one (a farm tier writes its counters and breaker into the segment's
-/// tier words; a cache without one leaves them zero).
+/// tier words; a cache without one leaves them zero), then the session
+/// tickets' when it holds ticket keys (`tickets=` counts into its own
+/// words of the same region).
 fn all_figures(cache: &Cache, s: &Stats) -> Vec<Figure> {
     let mut all = figures(cache, s);
     let words = cache.tier_words();
-    if words.iter().any(|w| w.load(Ordering::Relaxed) != 0) {
+    let tickets = socache_shm_farm::ticket_words(words);
+    let is_ticket_word = |w: &AtomicU64| tickets.iter().any(|t| std::ptr::eq(t, w));
+    let nonzero = |w: &AtomicU64| w.load(Ordering::Relaxed) != 0;
+    if words.iter().any(|w| nonzero(w) && !is_ticket_word(w)) {
         all.extend(
             socache_shm_farm::figures(words, socache_shm_farm::now_us())
                 .into_iter()
                 .map(|(key, label, value)| Figure { key, label, value }),
         );
+    }
+    if tickets.iter().any(nonzero) {
+        all.extend(socache_shm_farm::ticket_figures(words).into_iter().map(
+            |(key, label, value)| Figure {
+                key,
+                label,
+                value: value.to_string(),
+            },
+        ));
     }
     all
 }

@@ -80,7 +80,11 @@ PROMETHEUS
   farm_timeouts_total, farm_seal_failures_total, farm_skipped_total,
   farm_breaker_openings_total, farm_error_replies_total,
   farm_bad_replies_total and gauges farm_breaker_open (1 or 0),
-  farm_breaker_open_seconds, farm_breaker_backoff_seconds. A figure added
+  farm_breaker_open_seconds, farm_breaker_backoff_seconds. With session
+  tickets (tickets=), counters tickets_issued_total,
+  tickets_opened_newest_key_total, tickets_opened_older_key_total,
+  tickets_not_opened_total, ticket_keys_made_total,
+  ticket_keys_agreed_total, ticket_keys_made_alone_total. A figure added
   later is named from its key (FarmFooBar: socache_shm_farm_foo_bar_total).
   With --shards, a shard's own figures (entries, usage, arena bytes and
   the cache's event counters) follow as socache_shm_shard_* with a shard

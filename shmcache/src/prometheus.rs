@@ -311,6 +311,55 @@ pub const SPECS: &[Spec] = &[
         Millis,
         false,
     ),
+    spec(
+        "TicketsIssued",
+        "tickets_issued_total",
+        Counter,
+        Number,
+        false,
+    ),
+    spec(
+        "TicketsOpenedNewestKey",
+        "tickets_opened_newest_key_total",
+        Counter,
+        Number,
+        false,
+    ),
+    spec(
+        "TicketsOpenedOlderKey",
+        "tickets_opened_older_key_total",
+        Counter,
+        Number,
+        false,
+    ),
+    spec(
+        "TicketsNotOpened",
+        "tickets_not_opened_total",
+        Counter,
+        Number,
+        false,
+    ),
+    spec(
+        "TicketKeysMade",
+        "ticket_keys_made_total",
+        Counter,
+        Number,
+        false,
+    ),
+    spec(
+        "TicketKeysAgreed",
+        "ticket_keys_agreed_total",
+        Counter,
+        Number,
+        false,
+    ),
+    spec(
+        "TicketKeysMadeAlone",
+        "ticket_keys_made_alone_total",
+        Counter,
+        Number,
+        false,
+    ),
 ];
 
 /// The name (after [`PREFIX`]) of a figure [`SPECS`] does not list: its key

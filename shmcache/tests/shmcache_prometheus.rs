@@ -74,7 +74,14 @@ const EXPECTED: &str = r#"[
  ["FarmBadReplies", "socache_shm_farm_bad_replies_total", "counter", "number", false],
  ["FarmBreaker", "socache_shm_farm_breaker_open", "gauge", "open", false],
  ["FarmBreakerOpenSecs", "socache_shm_farm_breaker_open_seconds", "gauge", "seconds", false],
- ["FarmBreakerBackoffMs", "socache_shm_farm_breaker_backoff_seconds", "gauge", "millis", false]
+ ["FarmBreakerBackoffMs", "socache_shm_farm_breaker_backoff_seconds", "gauge", "millis", false],
+ ["TicketsIssued", "socache_shm_tickets_issued_total", "counter", "number", false],
+ ["TicketsOpenedNewestKey", "socache_shm_tickets_opened_newest_key_total", "counter", "number", false],
+ ["TicketsOpenedOlderKey", "socache_shm_tickets_opened_older_key_total", "counter", "number", false],
+ ["TicketsNotOpened", "socache_shm_tickets_not_opened_total", "counter", "number", false],
+ ["TicketKeysMade", "socache_shm_ticket_keys_made_total", "counter", "number", false],
+ ["TicketKeysAgreed", "socache_shm_ticket_keys_agreed_total", "counter", "number", false],
+ ["TicketKeysMadeAlone", "socache_shm_ticket_keys_made_alone_total", "counter", "number", false]
 ]"#;
 
 /// Run by python3 with: the `stat --json --shards` output, the
@@ -256,6 +263,10 @@ fn populate(path: &Path) {
     let words = cache.tier_words();
     for (i, c) in Counter::ALL.iter().enumerate() {
         counters::add(&words[BREAKER_WORDS..], *c, 7 * (i as u64 + 1));
+    }
+    // The session tickets' counters: each a different value too.
+    for (i, w) in socache_shm_farm::ticket_words(words).iter().enumerate() {
+        w.fetch_add(11 * (i as u64 + 1), std::sync::atomic::Ordering::Relaxed);
     }
     let breaker_words: &[AtomicU64; BREAKER_WORDS] =
         (&words[..BREAKER_WORDS]).try_into().expect("breaker words");

@@ -1,20 +1,20 @@
-//! The session-ticket figures of server-status, counted by every child of
-//! this host: a few `AtomicU64`s in one page of anonymous shared memory
-//! that the parent maps when the ticket cache registers (before the
-//! children fork, so they all share it) and unmaps when it leaves.
+//! The session-ticket figures of server-status and `shmcache stat`,
+//! counted by every child of this host into words of the ticket cache's
+//! segment (its tier words, `socache_shm_farm::words`, `TICKETS_AT`): they
+//! survive a graceful restart with the segment, and `shmcache stat` reads
+//! them. The words' pointer is set when the ticket cache registers (the
+//! parent, before fork) and cleared when it leaves, before its segment is
+//! unmapped.
 //!
-//! Why not the segment: its layout belongs to the engine, and the farm's
-//! tier words to the farm. So these figures count from the last start or
-//! restart of this host, and `shmcache stat` (which reads the segment) does
-//! not show them. A child of an older generation keeps counting into its
-//! generation's page, which the kernel frees when the last one exits.
-//!
-//! One table: a counter is one line of [`COUNTERS`].
+//! One table: a counter is one row of `socache_shm_farm::TICKET_ROWS`; the
+//! enum below names its index.
 
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-/// One counter: its index in the page, its server-status key and label.
+use socache_shm_farm::{ticket_words, TICKET_ROWS, TIER_WORDS};
+
+/// One counter: its index among the ticket words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Counter {
     Issued = 0,
@@ -26,97 +26,32 @@ pub(crate) enum Counter {
     KeysAlone,
 }
 
-/// (counter, `?auto` key, HTML label), in display order.
-pub(crate) const COUNTERS: [(Counter, &str, &str); 7] = [
-    (Counter::Issued, "TicketsIssued", "session tickets issued"),
-    (
-        Counter::OpenedNewest,
-        "TicketsOpenedNewestKey",
-        "session tickets opened with the newest key",
-    ),
-    (
-        Counter::OpenedOlder,
-        "TicketsOpenedOlderKey",
-        "session tickets opened with an older key (renewed)",
-    ),
-    (
-        Counter::NotOpened,
-        "TicketsNotOpened",
-        "session tickets with an unknown or expired key (full handshakes)",
-    ),
-    (
-        Counter::KeysMade,
-        "TicketKeysMade",
-        "session-ticket keys made on this host (no farm tier)",
-    ),
-    (
-        Counter::KeysAgreed,
-        "TicketKeysAgreed",
-        "session-ticket keys agreed through the farm tier",
-    ),
-    (
-        Counter::KeysAlone,
-        "TicketKeysMadeAlone",
-        "session-ticket keys made alone (farm tier unreachable)",
-    ),
-];
+const _: () = assert!(Counter::KeysAlone as usize + 1 == TICKET_ROWS.len());
 
-const PAGE: usize = 4096;
-const _: () = assert!(COUNTERS.len() * size_of::<AtomicU64>() <= PAGE);
-// The table lists the counters in index order (a counter's index is its
-// place in the page and in the table).
-const _: () = {
-    let mut i = 0;
-    while i < COUNTERS.len() {
-        assert!(COUNTERS[i].0 as usize == i);
-        i += 1;
-    }
-};
+/// The ticket cache's tier words, or null (before registration).
+static WORDS: AtomicPtr<[AtomicU64; TIER_WORDS]> = AtomicPtr::new(ptr::null_mut());
 
-/// The page, or null (before registration, or when mmap failed).
-static PAGE_PTR: AtomicPtr<AtomicU64> = AtomicPtr::new(ptr::null_mut());
-
-/// Map the page (the parent, single-threaded, before fork). Idempotent.
-pub(crate) fn map() {
-    if !PAGE_PTR.load(Ordering::Acquire).is_null() {
-        return;
-    }
-    // SAFETY: a new anonymous shared mapping; no existing memory touched.
-    let p = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p != libc::MAP_FAILED {
-        // Zero-filled by the kernel: all counters start at 0.
-        PAGE_PTR.store(p.cast(), Ordering::Release);
-    }
+/// Count into `words` from now on (the parent, single-threaded, before
+/// fork; `words` stay mapped until [`unmap`]).
+pub(crate) fn map(words: &[AtomicU64; TIER_WORDS]) {
+    WORDS.store(ptr::from_ref(words).cast_mut(), Ordering::Release);
 }
 
-/// Unmap the page (the parent, single-threaded, no child of this process
-/// reads through this process's pointer: children have their own copy of
-/// the mapping).
+/// Stop counting (the parent, single-threaded, before the segment is
+/// unmapped).
 pub(crate) fn unmap() {
-    let p = PAGE_PTR.swap(ptr::null_mut(), Ordering::AcqRel);
-    if !p.is_null() {
-        // SAFETY: `p` is the mapping made by `map`, PAGE bytes; no reference
-        // into it outlives the calls of this module.
-        unsafe { libc::munmap(p.cast(), PAGE) };
-    }
+    WORDS.store(ptr::null_mut(), Ordering::Release);
 }
 
 fn slot(c: Counter) -> Option<&'static AtomicU64> {
-    let p = NonNull::new(PAGE_PTR.load(Ordering::Acquire))?;
-    // SAFETY: the page holds PAGE bytes of AtomicU64s (zero is a valid
-    // value), mapped until `unmap`, which only the single-threaded parent
-    // calls; the index is below COUNTERS.len() (checked at compile time to
-    // fit the page).
-    Some(unsafe { &*p.as_ptr().add(c as usize) })
+    let p = NonNull::new(WORDS.load(Ordering::Acquire))?;
+    // SAFETY: set by `map` from the registered ticket cache's tier words,
+    // which stay mapped until `unmap` clears the pointer (the parent,
+    // single-threaded, before its `shutdown` unmaps the segment); children
+    // keep their copy of the mapping for their whole life. The words are
+    // only ever used through atomics, by every process.
+    let words = unsafe { p.as_ref() };
+    ticket_words(words).get(c as usize)
 }
 
 /// Count one.
@@ -126,13 +61,15 @@ pub(crate) fn bump(c: Counter) {
     }
 }
 
-/// Every counter's value, in [`COUNTERS`] order (None: not mapped).
+/// Every counter's value, in table order (None: not registered).
 pub(crate) fn values() -> Option<Vec<u64>> {
-    (!PAGE_PTR.load(Ordering::Acquire).is_null()).then_some(())?;
+    let p = NonNull::new(WORDS.load(Ordering::Acquire))?;
+    // SAFETY: as in `slot`.
+    let words = unsafe { p.as_ref() };
     Some(
-        COUNTERS
+        ticket_words(words)
             .iter()
-            .map(|&(c, _, _)| slot(c).map_or(0, |a| a.load(Ordering::Relaxed)))
+            .map(|w| w.load(Ordering::Relaxed))
             .collect(),
     )
 }
@@ -142,10 +79,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counted_across_fork_then_unmapped() {
-        assert_eq!(values(), None, "nothing before the parent maps the page");
-        bump(Counter::Issued); // not mapped: ignored
-        map();
+    fn counted_into_the_tier_words_across_fork() {
+        assert_eq!(values(), None, "nothing before registration");
+        bump(Counter::Issued); // not registered: ignored
+                               // Anonymous shared memory stands in for the segment: a fork shares it.
+                               // SAFETY: a new anonymous shared mapping, big enough for the words.
+        let shared = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(shared, libc::MAP_FAILED);
+        // SAFETY: the mapping is zeroed (valid AtomicU64s), aligned, large
+        // enough, and never unmapped in this test process.
+        let shared: &'static [AtomicU64; TIER_WORDS] = unsafe { &*shared.cast() };
+        map(shared);
         bump(Counter::Issued);
         // SAFETY: the child only bumps an atomic in shared memory and exits.
         let pid = unsafe { libc::fork() };
@@ -159,10 +112,11 @@ mod tests {
         let mut status = 0;
         // SAFETY: waits for our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        let v = values().expect("mapped");
+        let v = values().expect("registered");
         assert_eq!(v[0], 2, "the child's count is seen by the parent");
         assert_eq!(v[Counter::KeysAlone as usize], 1);
-        assert_eq!(COUNTERS[Counter::KeysAlone as usize].0, Counter::KeysAlone);
+        let figures = socache_shm_farm::ticket_figures(shared);
+        assert_eq!(figures[0], ("TicketsIssued", TICKET_ROWS[0].1, 2));
         unmap();
         assert_eq!(values(), None);
     }

@@ -31,7 +31,7 @@ use super::codes::EGENERAL;
 use super::instance::{Instance, LIVE};
 use super::log::{self, log, Level};
 use super::provider::guard;
-use super::ticket_counters::{self, Counter, COUNTERS};
+use super::ticket_counters::{self, Counter};
 use super::tickets::{self, Found, Made, TicketKey, TicketKeys, NAME_LEN};
 use crate::spec::TicketSpec;
 
@@ -101,7 +101,9 @@ pub(crate) fn register(
         }
     }
     SERVER.store(s as usize, Ordering::Release);
-    ticket_counters::map();
+    if let Some(cache) = inst.cache() {
+        ticket_counters::map(cache.tier_words());
+    }
     Ok(())
 }
 
@@ -411,14 +413,15 @@ pub(crate) fn figures(inst: &Instance) -> Option<Vec<crate::engine::figures::Fig
     let tiers = inst.tiers()?;
     let keys = TicketKeys::new(tiers, spec);
     let counted = ticket_counters::values().unwrap_or_default();
-    let counters = COUNTERS
-        .iter()
-        .zip(counted)
-        .map(|(&(_, key, label), value)| crate::engine::figures::Figure {
-            key,
-            label,
-            value: value.to_string(),
-        });
+    let counters =
+        socache_shm_farm::TICKET_ROWS
+            .iter()
+            .zip(counted)
+            .map(|(&(key, label), value)| crate::engine::figures::Figure {
+                key,
+                label,
+                value: value.to_string(),
+            });
     let mut out = vec![
         crate::engine::figures::Figure {
             key: "TicketKeysHeld",
