@@ -19,7 +19,7 @@ set -euo pipefail
 PACKAGES=(apache2 apache2-dev libssl-dev libclang-dev pkg-config build-essential curl
     debhelper dpkg-dev lintian ssl-cert openssl iproute2 llvm redis-server redis-tools memcached
     python3-prometheus-client)
-RUST_MIN=1.88 # the module's rust-version in Cargo.toml (the redis crate's floor)
+RUST_MIN=1.88 # workspace.package.rust-version in Cargo.toml (the redis crate's floor)
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then
