@@ -5,7 +5,8 @@
 #                   build/mod_socache_shm.so
 #   make install    apxs -i into httpd's module directory; on Debian/Ubuntu
 #                   also conf/socache_shm.load into mods-available/
-#   make man        build/shmcache.8 from `shmcache --help` (scripts/gen-manpage.sh)
+#   make man        build/shmcache.8 from `shmcache --help` (help2man, by
+#                   scripts/gen-manpage.sh)
 #   make deb        the Debian package (debian/, dpkg-buildpackage -us -uc -b)
 #                   into build/deb/: libapache2-mod-socache-shm_VERSION_ARCH.deb
 #   make clean
@@ -72,7 +73,8 @@ install: $(MODULE)
 	    echo "installed $(APACHE_MODS_AVAILABLE)/socache_shm.load (enable with: a2enmod socache_shm)"; \
 	fi
 
-# The manual page shmcache(8), from the same text as `shmcache --help`.
+# The manual page shmcache(8), from the same text as `shmcache --help`
+# (help2man: apt-get install help2man).
 man:
 	$(CARGO) build --release -p shmcache --bin shmcache $(CARGO_FLAGS)
 	@mkdir -p $(BUILD)

@@ -11,14 +11,15 @@
 # tier's tests start their own servers and a Redis Cluster on loopback),
 # memcached (the farm benchmark's mod_socache_memcache side),
 # python3-prometheus-client (its text parser reads `shmcache stat
-# --prometheus` in shmcache/tests/shmcache_prometheus.rs); and a Rust toolchain with
+# --prometheus` in shmcache/tests/shmcache_prometheus.rs), help2man (the
+# manual page, scripts/gen-manpage.sh); and a Rust toolchain with
 # rustfmt and clippy (rustup, when cargo is missing or older than the
 # crate's rust-version). Idempotent: does nothing when everything is there.
 set -euo pipefail
 
 PACKAGES=(apache2 apache2-dev libssl-dev libclang-dev pkg-config build-essential curl
     debhelper dpkg-dev lintian ssl-cert openssl iproute2 llvm redis-server redis-tools memcached
-    python3-prometheus-client)
+    python3-prometheus-client help2man)
 RUST_MIN=1.88 # workspace.package.rust-version in Cargo.toml (the redis crate's floor)
 
 as_root() {
