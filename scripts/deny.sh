@@ -3,7 +3,8 @@
 # (duplicate versions are warnings), sources; advisories only when the
 # RustSec database is already on this machine (nothing is fetched: run
 # `cargo deny fetch` to get or refresh it). Skips, saying so, when
-# `cargo deny` is not installed (scripts/deps.sh installs it).
+# `cargo deny` is not installed (`CARGO_DENY=1 bash scripts/deps.sh`
+# installs it).
 # Usage: bash scripts/deny.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,14 +12,15 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
 if ! cargo deny --version >/dev/null 2>&1; then
-    echo "deny.sh: cargo-deny is not installed; skipped (cargo install cargo-deny --locked)" >&2
+    echo "deny.sh: cargo-deny is not installed; skipped (CARGO_DENY=1 bash scripts/deps.sh installs it)" >&2
     exit 0
 fi
-checks=(licenses bans sources)
+# The root package is not a virtual manifest: --workspace takes every member.
+cargo deny --workspace check --hide-inclusion-graph licenses bans sources
 db="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs"
 if compgen -G "$db/*" >/dev/null; then
-    checks+=(advisories)
+    # --offline: the database as it is on disk, never fetched here.
+    cargo deny --workspace --offline check advisories
 else
-    echo "deny.sh: no advisory database in $db (offline); advisories skipped (cargo deny fetch)" >&2
+    echo "deny.sh: no advisory database in $db; advisories skipped (cargo deny fetch gets one)" >&2
 fi
-cargo deny check --disable-fetch "${checks[@]}"

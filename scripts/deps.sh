@@ -75,3 +75,12 @@ if command -v rustup >/dev/null 2>&1; then
     cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 fi
 version_ok || { echo "deps.sh: cargo >= $RUST_MIN needed, found: $(cargo --version 2>&1)" >&2; exit 1; }
+
+# cargo-deny (scripts/deny.sh; skipped there when missing): only on request,
+# CARGO_DENY=1 bash scripts/deps.sh. `cargo install cargo-deny --locked`
+# compiles about 140 crates: 13.5 min here on 2 loaded cores (4.3 min of
+# CPU), too long to add to every fresh run of scripts/test.sh.
+if [ "${CARGO_DENY:-0}" = 1 ] && ! cargo deny --version >/dev/null 2>&1; then
+    echo "deps.sh: installing cargo-deny (cargo install cargo-deny --locked)"
+    cargo install cargo-deny --locked
+fi
