@@ -34,7 +34,7 @@ GLUE_H := apache-glue/socache_shm_rust.h
 
 # What the Rust library needs from the system (`--print native-static-libs`):
 # the farm tier's OpenSSL (the libssl/libcrypto mod_ssl loads too) and the
-# Rust runtime's.
+# Rust runtime's. tests/native_libs.rs fails when one is missing here.
 SYSLIBS := -lssl -lcrypto -lgcc_s -lutil -lrt -lpthread -lm -ldl
 # Hide every symbol of the Rust library (so two Rust modules in one httpd
 # never clash); the glue marks its helpers hidden; only socache_shm_module
