@@ -110,8 +110,9 @@ soak: module
 	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(CARGO) test --release --test httpd_soak -- --ignored --nocapture
 
 # Side by side with mod_socache_shmcb in loopback httpds (bench/run.py:
-# provider throughput, capacity and hit rate, graceful restart, TLS
-# resumption); writes bench/results.md. Builds bench/mod_socache_bench.so
+# BENCHMARKS.md's sections 1-5: speed inside httpd, a first read, TLS
+# handshakes, sessions per MiB and hit rate, graceful restart); writes
+# bench/results.md. Builds bench/mod_socache_bench.so
 # and bench/tls-load, installs nothing. BENCH_ARGS="--quick" for a short run.
 # The farm tier (shm + Redis, across two hosts, Redis hung and down) is
 # `make bench-farm` (bench/farm.py, writes bench/farm-results.md;
