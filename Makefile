@@ -5,7 +5,8 @@
 #                   build/mod_socache_shm.so
 #   make install    apxs -i into httpd's module directory; on Debian/Ubuntu
 #                   also conf/socache_shm.load into mods-available/
-#   make man        build/shmcache.8 from `shmcache --help` (scripts/gen-manpage.sh)
+#   make man        build/shmcache.8 from `shmcache --help` (help2man, by
+#                   scripts/gen-manpage.sh)
 #   make deb        the Debian package (debian/, dpkg-buildpackage -us -uc -b)
 #                   into build/deb/: libapache2-mod-socache-shm_VERSION_ARCH.deb
 #   make clean
@@ -33,7 +34,7 @@ GLUE_H := apache-glue/socache_shm_rust.h
 
 # What the Rust library needs from the system (`--print native-static-libs`):
 # the farm tier's OpenSSL (the libssl/libcrypto mod_ssl loads too) and the
-# Rust runtime's.
+# Rust runtime's. tests/native_libs.rs fails when one is missing here.
 SYSLIBS := -lssl -lcrypto -lgcc_s -lutil -lrt -lpthread -lm -ldl
 # Hide every symbol of the Rust library (so two Rust modules in one httpd
 # never clash); the glue marks its helpers hidden; only socache_shm_module
@@ -72,7 +73,8 @@ install: $(MODULE)
 	    echo "installed $(APACHE_MODS_AVAILABLE)/socache_shm.load (enable with: a2enmod socache_shm)"; \
 	fi
 
-# The manual page shmcache(8), from the same text as `shmcache --help`.
+# The manual page shmcache(8), from the same text as `shmcache --help`
+# (help2man: apt-get install help2man).
 man:
 	$(CARGO) build --release -p shmcache --bin shmcache $(CARGO_FLAGS)
 	@mkdir -p $(BUILD)
@@ -108,8 +110,9 @@ soak: module
 	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(CARGO) test --release --test httpd_soak -- --ignored --nocapture
 
 # Side by side with mod_socache_shmcb in loopback httpds (bench/run.py:
-# provider throughput, capacity and hit rate, graceful restart, TLS
-# resumption); writes bench/results.md. Builds bench/mod_socache_bench.so
+# BENCHMARKS.md's sections 1-5: speed inside httpd, a first read, TLS
+# handshakes, sessions per MiB and hit rate, graceful restart); writes
+# bench/results.md. Builds bench/mod_socache_bench.so
 # and bench/tls-load, installs nothing. BENCH_ARGS="--quick" for a short run.
 # The farm tier (shm + Redis, across two hosts, Redis hung and down) is
 # `make bench-farm` (bench/farm.py, writes bench/farm-results.md;

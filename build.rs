@@ -25,7 +25,7 @@ mod httpd {
     use std::process::Command;
 
     /// Generate `$OUT_DIR/httpd_bindings.rs`.
-    pub fn bindings() {
+    pub(crate) fn bindings() {
         println!("cargo:rerun-if-env-changed=APXS");
         println!("cargo:rerun-if-env-changed=APR_CONFIG");
 

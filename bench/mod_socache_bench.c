@@ -30,12 +30,15 @@
  * An anonymous shared counter (`next`) hands out fresh store indices to all
  * children; "recent" ids are those just below it.
  *
+ * Every random choice comes from the request's seed=X alone (bench/run.py
+ * gives child k of a run seed ^ k), so a rerun draws the same ids.
+ *
  * Requests (GET /socache-bench?op=...; plain JSON answers):
  *   op=info                        provider, flags, mutex, pid, next, timer cost
  *   op=fill&n=N                    store N fresh ids (indices next..next+N-1)
  *   op=check&lo=A&hi=B&sample=S    how many of S evenly spread indices of
  *                                  [A,B) are retrievable (S=0: all)
- *   op=run&ms=D&mix=H,M,S&win=W&at=T
+ *   op=run&ms=D&mix=H,M,S&win=W&at=T&seed=X
  *                                  for D ms (starting at CLOCK_REALTIME ms T
  *                                  if given): H% retrieves of a random one
  *                                  of the W ids below `next` (hits), M%
@@ -436,7 +439,7 @@ static void op_run(request_rec *r, call_ctx *c)
     h_hit = apr_pcalloc(r->pool, sizeof(uint64_t) * HIST_BUCKETS);
     h_miss = apr_pcalloc(r->pool, sizeof(uint64_t) * HIST_BUCKETS);
     h_store = apr_pcalloc(r->pool, sizeof(uint64_t) * HIST_BUCKETS);
-    rng_seed(&rng, seed ^ ((uint64_t)getpid() << 20) ^ now_ns());
+    rng_seed(&rng, seed);
     make_value(value, NS_STORE, 0);
 
     /* Start together with the other children of this round (bounded wait). */
@@ -635,7 +638,7 @@ static void op_firstread(request_rec *r, call_ctx *c)
     for (k = 0; k < cand; k++) {
         idx[k] = lo + offset + k * step;
     }
-    rng_seed(&rng, seed ^ ((uint64_t)getpid() << 20) ^ now_ns());
+    rng_seed(&rng, seed);
     shuffle(idx, cand, &rng);
     if (sample == 0 || sample > cand) {
         sample = cand;

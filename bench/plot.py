@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Plot part 1 of bench/results.json: provider ops/s and per-operation p50
-latency against cache size, shm and shmcb, for each number of children;
-and (part 1b, when present) the cost of a first and a repeated retrieve in
-one child.
+"""Plot sections 1 and 2 of bench/results.json (BENCHMARKS.md's numbers):
+provider ops/s and per-operation p50 latency against cache size, shm and
+shmcb, for each number of children (section 1); and, when present, the
+cost of a first and a repeated retrieve in one child (section 2). Reads
+the files of earlier runs too, whose keys were "part1" and "part1.first".
 
 Usage: python3 bench/plot.py [bench/results.json] [bench/results.png]
 Needs matplotlib (optional: bench/run.py skips the plot without it).
@@ -20,14 +21,14 @@ def plot(results_path, png_path):
 
     with open(results_path) as f:
         r = json.load(f)
-    p1 = r.get("part1")
+    p1 = r.get("section1") or r.get("part1")
     if not p1:
         return False
     sizes = p1["sizes"]
     conc = p1["children"]
     cells = p1["cells"]
     labels = ["512000 B" if s == 512000 else "%d MiB" % (s >> 20) for s in sizes]
-    first = p1.get("first") or {}
+    first = (r.get("section2") or {}).get("cells") or p1.get("first") or {}
     fsizes = [s for s in sizes if "shm/%d" % s in first and "shmcb/%d" % s in first]
     if fsizes:
         fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(16, 4.6))
@@ -89,5 +90,5 @@ if __name__ == "__main__":
     src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "results.json")
     dst = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "results.png")
     if not plot(src, dst):
-        sys.exit("no part 1 figures in %s" % src)
+        sys.exit("no section 1 figures in %s" % src)
     print("wrote %s" % dst)

@@ -11,15 +11,16 @@
 # tier's tests start their own servers and a Redis Cluster on loopback),
 # memcached (the farm benchmark's mod_socache_memcache side),
 # python3-prometheus-client (its text parser reads `shmcache stat
-# --prometheus` in shmcache/tests/shmcache_prometheus.rs); and a Rust toolchain with
+# --prometheus` in shmcache/tests/shmcache_prometheus.rs), help2man (the
+# manual page, scripts/gen-manpage.sh); and a Rust toolchain with
 # rustfmt and clippy (rustup, when cargo is missing or older than the
 # crate's rust-version). Idempotent: does nothing when everything is there.
 set -euo pipefail
 
 PACKAGES=(apache2 apache2-dev libssl-dev libclang-dev pkg-config build-essential curl
     debhelper dpkg-dev lintian ssl-cert openssl iproute2 llvm redis-server redis-tools memcached
-    python3-prometheus-client)
-RUST_MIN=1.88 # the module's rust-version in Cargo.toml (the redis crate's floor)
+    python3-prometheus-client help2man)
+RUST_MIN=1.88 # workspace.package.rust-version in Cargo.toml (the redis crate's floor)
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then
@@ -74,3 +75,12 @@ if command -v rustup >/dev/null 2>&1; then
     cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 fi
 version_ok || { echo "deps.sh: cargo >= $RUST_MIN needed, found: $(cargo --version 2>&1)" >&2; exit 1; }
+
+# cargo-deny (scripts/deny.sh; skipped there when missing): only on request,
+# CARGO_DENY=1 bash scripts/deps.sh. `cargo install cargo-deny --locked`
+# compiles about 140 crates: 13.5 min here on 2 loaded cores (4.3 min of
+# CPU), too long to add to every fresh run of scripts/test.sh.
+if [ "${CARGO_DENY:-0}" = 1 ] && ! cargo deny --version >/dev/null 2>&1; then
+    echo "deps.sh: installing cargo-deny (cargo install cargo-deny --locked)"
+    cargo install cargo-deny --locked
+fi

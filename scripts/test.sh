@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every check of mod_socache_shm: installs missing packages (scripts/deps.sh),
-# builds the module (make), then rustfmt, clippy and all tests, including
+# builds the module (make), then rustfmt, clippy, cargo-deny and all tests, including
 # the ones that run the real apache2 on loopback, then the README's demo
 # (scripts/demo.sh), then bounded fuzzing of the argument parser, operation
 # sequences and corrupted segments, then the
@@ -56,6 +56,9 @@ step() {
 step "build module"  make
 step "rustfmt"       cargo fmt --all --check
 step "clippy"        cargo clippy --workspace --all-targets -- -D warnings
+# Licences, duplicate versions, sources (and advisories when the database
+# is on the machine) of the dependency tree: deny.toml.
+step "cargo-deny"    bash scripts/deny.sh
 test_log=$(mktemp /tmp/socache-test-log.XXXXXX)
 trap 'rm -f "$test_log"' EXIT
 run_tests() {

@@ -299,7 +299,7 @@ fn forked(cache: &Cache, keys: &[[u8; ID_LEN]], op: Op, p: usize, dur: Duration)
         // SAFETY: our fd, closed once; waiting for our own child.
         unsafe {
             libc::close(fd);
-            libc::waitpid(pid, &mut status, 0);
+            libc::waitpid(pid, &raw mut status, 0);
         }
         assert!(
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,

@@ -29,13 +29,13 @@
 use std::ptr;
 
 /// Block granularity and alignment.
-pub const ALIGN: u32 = 8;
+pub(crate) const ALIGN: u32 = 8;
 /// Bytes of block header before the payload.
-pub const HEADER: u32 = 4;
+pub(crate) const HEADER: u32 = 4;
 /// The smallest block: header, two free-list links and a footer.
-pub const MIN_BLOCK: u32 = 16;
+pub(crate) const MIN_BLOCK: u32 = 16;
 /// Bytes at the end of the region reserved for the end marker.
-pub const END_MARKER: u32 = 8;
+pub(crate) const END_MARKER: u32 = 8;
 
 const USED: u32 = 1;
 const PREV_FREE: u32 = 2;
@@ -60,7 +60,7 @@ pub struct ArenaHeader {
 }
 
 /// A view of one shard's arena: its header and its block region.
-pub struct Arena {
+pub(crate) struct Arena {
     hdr: *mut ArenaHeader,
     base: *mut u8,
     len: u32,
@@ -68,7 +68,7 @@ pub struct Arena {
 
 /// What [`Arena::walk`] reports about one block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Block {
+pub(crate) struct Block {
     pub offset: u32,
     pub size: u32,
     pub used: bool,
@@ -76,7 +76,7 @@ pub struct Block {
 
 /// Totals from a walk of every block, for checks and figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
+pub(crate) struct Usage {
     pub used_bytes: u64,
     pub used_blocks: u64,
     pub free_bytes: u64,
@@ -105,7 +105,7 @@ fn round_up_class(size: u32) -> Option<u32> {
 }
 
 /// Block size for a payload of `payload` bytes.
-pub fn block_size_for(payload: u32) -> Option<u32> {
+pub(crate) fn block_size_for(payload: u32) -> Option<u32> {
     let raw = payload.checked_add(HEADER)?.checked_add(ALIGN - 1)? & !(ALIGN - 1);
     Some(raw.max(MIN_BLOCK))
 }
@@ -116,13 +116,13 @@ impl Arena {
     /// valid for reads and writes for the life of the `Arena`, and accessed by
     /// no one else while it is used (the shard lock is held). `base` is
     /// 8-aligned and `len` a multiple of 8.
-    pub unsafe fn new(hdr: *mut ArenaHeader, base: *mut u8, len: u32) -> Arena {
+    pub(crate) unsafe fn new(hdr: *mut ArenaHeader, base: *mut u8, len: u32) -> Arena {
         debug_assert!(len % ALIGN == 0 && (base as usize) % ALIGN as usize == 0);
         Arena { hdr, base, len }
     }
 
     /// Capacity in bytes for blocks (the region less the end marker).
-    pub fn capacity(&self) -> u32 {
+    pub(crate) fn capacity(&self) -> u32 {
         self.len - END_MARKER
     }
 
@@ -152,11 +152,11 @@ impl Arena {
             "arena write out of bounds"
         );
         // SAFETY: as in `rd`.
-        unsafe { ptr::write(self.base.add(off as usize) as *mut u32, v) }
+        unsafe { ptr::write(self.base.add(off as usize).cast::<u32>(), v) }
     }
 
     /// Pointer to the payload of the block at `off`, valid for `len` bytes.
-    pub fn payload(&self, off: u32, len: u32) -> *mut u8 {
+    pub(crate) fn payload(&self, off: u32, len: u32) -> *mut u8 {
         let size = self.block_size(off);
         assert!(
             size >= MIN_BLOCK
@@ -174,7 +174,7 @@ impl Arena {
     /// panic when `off` is not a used block holding `len` payload bytes.
     /// Reads only; the answer means something only if the shard's sequence
     /// word did not move meanwhile.
-    pub fn try_payload(&self, off: u32, len: u32) -> Option<*mut u8> {
+    pub(crate) fn try_payload(&self, off: u32, len: u32) -> Option<*mut u8> {
         if off % ALIGN != 0 || off.checked_add(HEADER).is_none_or(|e| e > self.len) {
             return None;
         }
@@ -194,13 +194,13 @@ impl Arena {
         fits.then(|| unsafe { self.base.add((off + HEADER) as usize) })
     }
 
-    pub fn block_size(&self, off: u32) -> u32 {
+    pub(crate) fn block_size(&self, off: u32) -> u32 {
         self.rd(off) & !FLAGS
     }
 
     /// Make the whole region one free block. Zeroes nothing: callers zero
     /// what held secrets before they reset.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         let end = self.capacity();
         let hm = self.hm();
         hm.fl_bitmap = 0;
@@ -216,12 +216,12 @@ impl Arena {
         self.link(0, end);
     }
 
-    pub fn used_bytes(&self) -> u32 {
+    pub(crate) fn used_bytes(&self) -> u32 {
         self.h().used_bytes
     }
 
     /// Allocate a block with room for `payload` bytes; returns its offset.
-    pub fn alloc(&mut self, payload: u32) -> Option<u32> {
+    pub(crate) fn alloc(&mut self, payload: u32) -> Option<u32> {
         let need = block_size_for(payload)?;
         let off = match self.find_good_fit(need) {
             Some(off) => off,
@@ -299,7 +299,7 @@ impl Arena {
 
     /// Return the block at `off`, zeroed; coalesces with free neighbours.
     /// Returns the free block it became part of: (offset, size).
-    pub fn free(&mut self, off: u32) -> (u32, u32) {
+    pub(crate) fn free(&mut self, off: u32) -> (u32, u32) {
         let h = self.rd(off);
         assert!(h & USED != 0, "arena double free");
         let mut start = off;
@@ -353,7 +353,7 @@ impl Arena {
 
     /// The block that starts at `off` (panics, like every other accessor,
     /// if `off` is not the start of a block inside the region).
-    pub fn block_at(&self, off: u32) -> Block {
+    pub(crate) fn block_at(&self, off: u32) -> Block {
         let h = self.rd(off);
         let size = h & !FLAGS;
         assert!(
@@ -368,7 +368,7 @@ impl Arena {
     }
 
     /// Blocks a walk of the arena may pass (an upper bound).
-    pub fn max_blocks(&self) -> u32 {
+    pub(crate) fn max_blocks(&self) -> u32 {
         self.capacity() / MIN_BLOCK
     }
 
@@ -420,7 +420,7 @@ impl Arena {
 
     /// Visit every block in address order. Returns an error naming the first
     /// inconsistency instead of panicking (used by checks of untrusted segments).
-    pub fn walk(&self, mut visit: impl FnMut(Block)) -> Result<Usage, String> {
+    pub(crate) fn walk(&self, mut visit: impl FnMut(Block)) -> Result<Usage, String> {
         let mut usage = Usage::default();
         let mut off = 0u32;
         let mut prev_free = false;
@@ -515,7 +515,7 @@ impl Arena {
 
     /// Largest free block's payload capacity, from the bitmaps (O(1), approximate
     /// to one size class: the lower bound of the largest non-empty class).
-    pub fn largest_free_hint(&self) -> u32 {
+    pub(crate) fn largest_free_hint(&self) -> u32 {
         // Bitmaps and heads come from shared memory: any value is possible,
         // so every index and offset is checked before use (a figure for the
         // status page must never panic on a damaged shard).
@@ -566,7 +566,7 @@ mod tests {
     fn arena(r: &mut Region) -> Arena {
         let len = (r.mem.len() * 8) as u32;
         // SAFETY: the box and vec outlive the arena in every test and nothing else touches them.
-        let mut a = unsafe { Arena::new(&mut *r.hdr, r.mem.as_mut_ptr() as *mut u8, len) };
+        let mut a = unsafe { Arena::new(&raw mut *r.hdr, r.mem.as_mut_ptr().cast::<u8>(), len) };
         a.reset();
         a
     }

@@ -42,7 +42,7 @@ impl Clock for SystemClock {
             tv_nsec: 0,
         };
         // SAFETY: ts is a valid timespec for the kernel (vDSO) to fill.
-        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &raw mut ts) } == 0 {
             return Timestamp(ts.tv_sec * 1_000_000 + ts.tv_nsec / 1_000);
         }
         let d = SystemTime::now()

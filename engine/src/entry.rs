@@ -66,7 +66,7 @@ pub fn checksum(id_hash: u64, expiry: u32, value: &[u8]) -> u32 {
 
 /// Keyed SipHash-1-3 of an id with the segment's key.
 #[inline]
-pub fn hash_id(key: [u64; 2], id: &[u8]) -> u64 {
+pub(crate) fn hash_id(key: [u64; 2], id: &[u8]) -> u64 {
     let mut h = SipHasher13::new_with_keys(key[0], key[1]);
     h.write(id);
     h.finish()
@@ -74,7 +74,7 @@ pub fn hash_id(key: [u64; 2], id: &[u8]) -> u64 {
 
 /// An entry's header fields, decoded from its block.
 #[derive(Clone, Copy, Debug)]
-pub struct EntryHead {
+pub(crate) struct EntryHead {
     pub expiry: u32,
     pub id_len: u32,
     pub value_len: u32,
@@ -100,7 +100,7 @@ impl EntryHead {
 
     /// Payload bytes the entry needs: its header, id and value.
     #[inline]
-    pub fn payload_len(&self) -> u64 {
+    pub(crate) fn payload_len(&self) -> u64 {
         ENTRY_HEADER as u64 + self.id_len as u64 + self.value_len as u64
     }
 }
@@ -127,7 +127,7 @@ fn len_word(value_len: u32, uses: u32) -> u32 {
 ///    odd, so unlocked readers discard whatever they read of it);
 /// 3. `id.len() <= ID_LEN_MASK` and `value.len() <= VALUE_LEN_MASK`.
 #[inline]
-pub unsafe fn write(p: *mut u8, id_hash: u64, expiry: u32, id: &[u8], value: &[u8]) {
+pub(crate) unsafe fn write(p: *mut u8, id_hash: u64, expiry: u32, id: &[u8], value: &[u8]) {
     let w = p.cast::<u32>();
     // SAFETY: (1): the three header words, then id and value, are inside
     // the payload; raw writes, no reference over bytes readers may copy.
@@ -154,11 +154,11 @@ pub unsafe fn write(p: *mut u8, id_hash: u64, expiry: u32, id: &[u8], value: &[u
 /// The caller holds the shard lock; `head` is [`head`]'s answer for the
 /// used block `block` under that same lock.
 #[inline]
-pub unsafe fn write_uses(arena: &Arena, block: u32, head: EntryHead, uses: u32) {
+pub(crate) unsafe fn write_uses(arena: &Arena, block: u32, head: EntryHead, uses: u32) {
     if uses == head.uses {
         return;
     }
-    let p = arena.payload(block, ENTRY_HEADER) as *mut u32;
+    let p = arena.payload(block, ENTRY_HEADER).cast::<u32>();
     // SAFETY: payload() checked 12 bytes of this block, 4-aligned; the
     // lock (the caller) keeps every other writer away.
     unsafe { ptr::write(p.add(2), len_word(head.value_len, uses)) };
@@ -173,7 +173,7 @@ pub unsafe fn write_uses(arena: &Arena, block: u32, head: EntryHead, uses: u32) 
 /// # Safety
 /// The caller holds the shard lock (no writer meanwhile).
 #[inline]
-pub unsafe fn read_head(arena: &Arena, block: u32) -> EntryHead {
+pub(crate) unsafe fn read_head(arena: &Arena, block: u32) -> EntryHead {
     let p = arena.payload(block, ENTRY_HEADER) as *const u32;
     // SAFETY: payload() checked 12 bytes are inside the block; p is
     // 4-aligned (8-aligned block + 4-byte block header); the lock (the
@@ -188,7 +188,7 @@ pub unsafe fn read_head(arena: &Arena, block: u32) -> EntryHead {
 /// # Safety
 /// As [`read_head`].
 #[inline]
-pub unsafe fn head(arena: &Arena, block: u32) -> EntryHead {
+pub(crate) unsafe fn head(arena: &Arena, block: u32) -> EntryHead {
     // SAFETY: the caller's contract.
     let head = unsafe { read_head(arena, block) };
     assert!(
@@ -203,7 +203,7 @@ pub unsafe fn head(arena: &Arena, block: u32) -> EntryHead {
 /// # Safety
 /// The caller holds the shard lock for as long as the slice lives.
 #[inline]
-pub unsafe fn id(arena: &Arena, block: u32, head: EntryHead) -> &[u8] {
+pub(crate) unsafe fn id(arena: &Arena, block: u32, head: EntryHead) -> &[u8] {
     let p = arena.payload(block, ENTRY_HEADER + head.id_len);
     // SAFETY: payload() bounds-checked id_len bytes after the header; the
     // lock (the caller) keeps every writer away while the slice lives.
@@ -215,7 +215,7 @@ pub unsafe fn id(arena: &Arena, block: u32, head: EntryHead) -> &[u8] {
 /// # Safety
 /// As [`id`].
 #[inline]
-pub unsafe fn value(arena: &Arena, block: u32, head: EntryHead) -> &[u8] {
+pub(crate) unsafe fn value(arena: &Arena, block: u32, head: EntryHead) -> &[u8] {
     let p = arena.payload(block, ENTRY_HEADER + head.id_len + head.value_len);
     // SAFETY: as in `id`, for the value bytes that follow the id.
     unsafe {
@@ -241,7 +241,7 @@ pub unsafe fn value(arena: &Arena, block: u32, head: EntryHead) -> &[u8] {
 /// An entry's header read without the lock; `None` if `block` is not a
 /// used block that can hold one (a torn or stale slot word).
 #[inline]
-pub fn head_unlocked(arena: &Arena, block: u32) -> Option<EntryHead> {
+pub(crate) fn head_unlocked(arena: &Arena, block: u32) -> Option<EntryHead> {
     let p = arena.try_payload(block, ENTRY_HEADER)? as *const u32;
     // SAFETY: try_payload checked 12 bytes of the block are in the region;
     // p is 4-aligned (8-aligned block + 4-byte header). The accepted race
@@ -260,7 +260,7 @@ pub fn head_unlocked(arena: &Arena, block: u32) -> Option<EntryHead> {
 /// Whether the entry in `block` has id `id` (lengths already equal), read
 /// without the lock.
 #[inline]
-pub fn id_is_unlocked(arena: &Arena, block: u32, id: &[u8]) -> bool {
+pub(crate) fn id_is_unlocked(arena: &Arena, block: u32, id: &[u8]) -> bool {
     let Some(p) = arena.try_payload(block, ENTRY_HEADER + id.len() as u32) else {
         return false;
     };
@@ -273,7 +273,7 @@ pub fn id_is_unlocked(arena: &Arena, block: u32, id: &[u8]) -> bool {
         // accepted race of this section (an unaligned raw read, no
         // reference into the segment; a false answer is discarded by the
         // sequence check or caught by the checksum).
-        let theirs = unsafe { ptr::read_unaligned(p.add(at) as *const [u8; 8]) };
+        let theirs = unsafe { ptr::read_unaligned(p.add(at).cast::<[u8; 8]>()) };
         if theirs != *c {
             return false;
         }
@@ -289,7 +289,7 @@ pub fn id_is_unlocked(arena: &Arena, block: u32, id: &[u8]) -> bool {
 /// [`head_unlocked`]) into `buf`, without the lock; its length, or `None`
 /// if `buf` is too small or the block cannot hold it (a torn header).
 #[inline]
-pub fn copy_value_unlocked(
+pub(crate) fn copy_value_unlocked(
     arena: &Arena,
     block: u32,
     head: EntryHead,

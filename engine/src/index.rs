@@ -40,8 +40,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::layout::{INDEX_LINE, LANES, MARKS, MARK_AGAIN, MARK_READ};
 
-pub const EMPTY: u8 = 0xFF;
-pub const DELETED: u8 = 0x80;
+pub(crate) const EMPTY: u8 = 0xFF;
+pub(crate) const DELETED: u8 = 0x80;
 
 const LSB: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
 /// The high bit of each of the 12 lanes (the pad's 4 bytes masked off).
@@ -51,7 +51,7 @@ const WORDS_AT: usize = 16;
 
 /// The parts of a hash the index uses.
 #[derive(Clone, Copy, Debug)]
-pub struct Hash {
+pub(crate) struct Hash {
     /// The home group.
     pub h1: u32,
     pub tag: u8,
@@ -59,7 +59,7 @@ pub struct Hash {
 
 impl Hash {
     /// `groups`: the index's group count ([`Index::groups`]).
-    pub fn split(hash: u64, groups: u32) -> Hash {
+    pub(crate) fn split(hash: u64, groups: u32) -> Hash {
         Hash {
             h1: (((hash as u32) as u64 * groups as u64) >> 32) as u32,
             tag: (hash >> 57) as u8,
@@ -75,7 +75,7 @@ impl Hash {
 /// the lock, only ever `fetch_or` a mark into it (see [`Index::mark_read`]).
 /// So every access to a slot word is atomic, and a reader's mark can never
 /// change the offset a writer reads back.
-pub struct Index {
+pub(crate) struct Index {
     lines: *mut u8,
     groups: u32,
 }
@@ -101,17 +101,17 @@ impl Index {
     /// reads and writes, for as long as the `Index` is used; its control
     /// bytes are written only by the holder of the shard lock, its slot
     /// words used only atomically. `groups` is non-zero.
-    pub unsafe fn new(lines: *mut u8, groups: u32) -> Index {
+    pub(crate) unsafe fn new(lines: *mut u8, groups: u32) -> Index {
         debug_assert!(groups > 0 && (lines as usize) % INDEX_LINE as usize == 0);
         Index { lines, groups }
     }
 
-    pub fn slot_count(&self) -> u32 {
+    pub(crate) fn slot_count(&self) -> u32 {
         self.groups * LANES
     }
 
     /// Home groups: what [`Hash::split`] scales a hash to.
-    pub fn groups(&self) -> u32 {
+    pub(crate) fn groups(&self) -> u32 {
         self.groups
     }
 
@@ -139,7 +139,7 @@ impl Index {
         (i / LANES, i % LANES)
     }
 
-    pub fn ctrl(&self, i: u32) -> u8 {
+    pub(crate) fn ctrl(&self, i: u32) -> u8 {
         let (g, lane) = self.place(i);
         // SAFETY: lane < 12, inside the line's control bytes.
         unsafe { *self.line(g).add(lane as usize) }
@@ -151,7 +151,7 @@ impl Index {
         unsafe { *self.line(g).add(lane as usize) = v };
     }
 
-    pub fn is_full(&self, i: u32) -> bool {
+    pub(crate) fn is_full(&self, i: u32) -> bool {
         self.ctrl(i) & 0x80 == 0
     }
 
@@ -176,12 +176,12 @@ impl Index {
     }
 
     /// Slot `i`'s whole word: block offset | marks.
-    pub fn slot_word(&self, i: u32) -> u32 {
+    pub(crate) fn slot_word(&self, i: u32) -> u32 {
         self.word(i).load(Ordering::Relaxed)
     }
 
     /// Arena offset of the entry in full slot `i`.
-    pub fn block(&self, i: u32) -> u32 {
+    pub(crate) fn block(&self, i: u32) -> u32 {
         self.slot_word(i) & !MARKS
     }
 
@@ -194,7 +194,7 @@ impl Index {
     /// meanwhile, which then carries a mark it did not earn (a small
     /// error in CLOCK's ranking, never in the data: the offset bits are
     /// untouched and the mark bits mean nothing else).
-    pub fn mark_read(&self, i: u32, seen: u32) {
+    pub(crate) fn mark_read(&self, i: u32, seen: u32) {
         let mark = if seen & MARK_READ == 0 {
             MARK_READ
         } else if seen & MARK_AGAIN == 0 {
@@ -207,7 +207,7 @@ impl Index {
 
     /// Take slot `i`'s `MARK_AGAIN` (the CLOCK hand, under the lock);
     /// whether it was set.
-    pub fn take_again(&self, i: u32) -> bool {
+    pub(crate) fn take_again(&self, i: u32) -> bool {
         self.word(i).fetch_and(!MARK_AGAIN, Ordering::Relaxed) & MARK_AGAIN != 0
     }
 
@@ -235,7 +235,7 @@ impl Index {
 
     /// The slot whose entry `is_it` accepts, among slots tagged like `h`.
     /// `is_it` is given the slot's whole word (block offset | marks).
-    pub fn find(&self, h: Hash, mut is_it: impl FnMut(u32) -> bool) -> Option<u32> {
+    pub(crate) fn find(&self, h: Hash, mut is_it: impl FnMut(u32) -> bool) -> Option<u32> {
         let mut g = h.h1;
         for _ in 0..self.groups {
             let ctrl = self.group(g);
@@ -255,7 +255,7 @@ impl Index {
     /// Groups `find` scans for `h` until `is_it` accepts a slot or an
     /// `EMPTY` ends the probe (a probe-length figure, for tests).
     #[cfg(any(test, feature = "testkit"))]
-    pub fn probe_groups(&self, h: Hash, mut is_it: impl FnMut(u32) -> bool) -> u32 {
+    pub(crate) fn probe_groups(&self, h: Hash, mut is_it: impl FnMut(u32) -> bool) -> u32 {
         let mut g = h.h1;
         for n in 1..=self.groups {
             let ctrl = self.group(g);
@@ -274,7 +274,7 @@ impl Index {
 
     /// Groups a lookup for `h` that finds nothing scans (a probe-length figure).
     #[cfg(test)]
-    pub fn miss_probe_groups(&self, h: Hash) -> u32 {
+    pub(crate) fn miss_probe_groups(&self, h: Hash) -> u32 {
         let mut g = h.h1;
         for n in 1..=self.groups {
             if Self::match_empty(self.group(g)) != 0 {
@@ -287,7 +287,7 @@ impl Index {
 
     /// The first EMPTY or DELETED slot on `h`'s probe path; None only if the
     /// index has no free slot at all.
-    pub fn find_free(&self, h: Hash) -> Option<u32> {
+    pub(crate) fn find_free(&self, h: Hash) -> Option<u32> {
         let mut g = h.h1;
         for _ in 0..self.groups {
             let m = Self::match_empty_or_deleted(self.group(g));
@@ -301,7 +301,7 @@ impl Index {
 
     /// Put `block` (8-aligned) in free slot `i` with `h`'s tag and read
     /// marks `marks`; true if `i` was EMPTY (not a reused tombstone).
-    pub fn fill(&mut self, i: u32, h: Hash, block: u32, marks: u32) -> bool {
+    pub(crate) fn fill(&mut self, i: u32, h: Hash, block: u32, marks: u32) -> bool {
         debug_assert!(block & MARKS == 0);
         let was_empty = self.ctrl(i) == EMPTY;
         debug_assert!(!self.is_full(i));
@@ -312,7 +312,7 @@ impl Index {
     }
 
     /// Empty full slot `i`; true if it became a tombstone.
-    pub fn erase(&mut self, i: u32) -> bool {
+    pub(crate) fn erase(&mut self, i: u32) -> bool {
         debug_assert!(self.is_full(i));
         let tomb = Self::match_empty(self.group(i / LANES)) == 0;
         self.set_ctrl(i, if tomb { DELETED } else { EMPTY });
@@ -321,7 +321,7 @@ impl Index {
     }
 
     /// Every slot EMPTY.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         for g in 0..self.groups {
             // SAFETY: the line's 16 control and pad bytes (`line`); the
             // lock holder is their only writer.

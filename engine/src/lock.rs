@@ -58,7 +58,7 @@ fn deadline_after(d: std::time::Duration) -> libc::timespec {
         tv_nsec: 0,
     };
     // SAFETY: now is a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &raw mut now) };
     let nanos = now.tv_nsec as u64 + d.subsec_nanos() as u64;
     libc::timespec {
         tv_sec: now.tv_sec + d.as_secs() as libc::time_t + (nanos / 1_000_000_000) as libc::time_t,
@@ -94,24 +94,27 @@ impl ShardLock {
         // SAFETY: attr is a valid, exclusively owned attribute object;
         // `this` is valid per the caller's contract.
         unsafe {
-            check(libc::pthread_mutexattr_init(&mut attr))?;
+            check(libc::pthread_mutexattr_init(&raw mut attr))?;
             let r = (|| {
                 // Under miri (which implements neither attribute) the lock
                 // is a plain process-private mutex: see `MIRI` below.
                 #[cfg(not(miri))]
                 {
                     check(libc::pthread_mutexattr_setpshared(
-                        &mut attr,
+                        &raw mut attr,
                         libc::PTHREAD_PROCESS_SHARED,
                     ))?;
                     check(libc::pthread_mutexattr_setrobust(
-                        &mut attr,
+                        &raw mut attr,
                         libc::PTHREAD_MUTEX_ROBUST,
                     ))?;
                 }
-                check(libc::pthread_mutex_init((*this).mutex.get(), &attr))
+                check(libc::pthread_mutex_init(
+                    (*this).mutex.get(),
+                    &raw const attr,
+                ))
             })();
-            libc::pthread_mutexattr_destroy(&mut attr);
+            libc::pthread_mutexattr_destroy(&raw mut attr);
             r
         }
     }
@@ -197,7 +200,7 @@ fn timed_lock(m: *mut libc::pthread_mutex_t, slice: std::time::Duration) -> libc
     // SAFETY: m is an initialised mutex in a live mapping (the caller's
     // contract, see `lock_within`); deadline is a valid absolute
     // CLOCK_REALTIME time.
-    unsafe { libc::pthread_mutex_timedlock(m, &deadline) }
+    unsafe { libc::pthread_mutex_timedlock(m, &raw const deadline) }
 }
 
 /// # Under miri

@@ -54,7 +54,7 @@ use memmap2::{Advice, MmapRaw};
 use super::error::Error;
 use super::layout::MAGIC;
 
-pub struct Segment {
+pub(crate) struct Segment {
     map: MmapRaw,
     /// The segment's descriptor, or -1 once [`Segment::close_fd`] dropped it.
     fd: AtomicI32,
@@ -105,7 +105,7 @@ fn fstat(fd: RawFd) -> std::io::Result<libc::stat> {
     // SAFETY: all-zero is a valid `stat` for fstat to overwrite.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fd is open (callers own it); st is a valid out-pointer.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+    if unsafe { libc::fstat(fd, &raw mut st) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(st)
@@ -120,7 +120,7 @@ fn stat_at(dir: &OwnedFd, name: &CString) -> std::io::Result<Option<libc::stat>>
         libc::fstatat(
             dir.as_raw_fd(),
             name.as_ptr(),
-            &mut st,
+            &raw mut st,
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
@@ -162,7 +162,7 @@ fn split(path: &Path) -> Result<(&Path, &OsStr), Error> {
 
 /// Open `dir` and check that only root (or this process's user) can change
 /// what it holds (rule 1 of the module doc).
-pub fn open_trusted_dir(dir: &Path) -> Result<OwnedFd, Error> {
+pub(crate) fn open_trusted_dir(dir: &Path) -> Result<OwnedFd, Error> {
     let c = cstr(dir.as_os_str()).map_err(|e| io_err(Some(dir), "open directory", e))?;
     // SAFETY: c is NUL-terminated; the returned fd is checked.
     let fd = unsafe {
@@ -341,7 +341,7 @@ impl Segment {
     /// A new zeroed anonymous segment (memfd, sealed at `len` bytes): lives
     /// while mapped or its fd is open.
     #[cfg(not(miri))]
-    pub fn create_anonymous(len: u64) -> Result<Segment, Error> {
+    pub(crate) fn create_anonymous(len: u64) -> Result<Segment, Error> {
         let name = c"mod_socache_shm";
         // SAFETY: name is a valid C string; the returned fd is checked.
         let fd = unsafe {
@@ -379,7 +379,7 @@ impl Segment {
     /// A new zeroed file-backed segment at `path` (mode 0600, in a trusted
     /// directory, replacing only what [`check_replaceable`] allows). `init`
     /// fills it in before it appears at `path`.
-    pub fn create_file(
+    pub(crate) fn create_file(
         path: &Path,
         len: u64,
         init: impl FnOnce(&Segment) -> Result<(), Error>,
@@ -455,7 +455,7 @@ impl Segment {
 
     /// Map an existing segment file read-write (the inspector's way in): a
     /// regular file, not followed if a symbolic link.
-    pub fn open_file(path: &Path) -> Result<Segment, Error> {
+    pub(crate) fn open_file(path: &Path) -> Result<Segment, Error> {
         let c = cstr(path.as_os_str()).map_err(|e| io_err(Some(path), "open", e))?;
         // SAFETY: c is NUL-terminated; the fd is checked. O_NONBLOCK: a FIFO
         // does not block the open.
@@ -490,7 +490,7 @@ impl Segment {
     /// file must still be a regular file of a trusted owner, mode 0600, one
     /// link; `Ok(false)` in the answer means the path no longer names it
     /// (removed or replaced), which the caller may repair by making a new one.
-    pub fn reopen(fd: RawFd, path: Option<&Path>) -> Result<(Segment, bool), Error> {
+    pub(crate) fn reopen(fd: RawFd, path: Option<&Path>) -> Result<(Segment, bool), Error> {
         // SAFETY: dup of a descriptor the caller says is open; checked below.
         let mine = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
         if mine < 0 {
@@ -537,22 +537,22 @@ impl Segment {
         ))
     }
 
-    pub fn base(&self) -> *mut u8 {
+    pub(crate) fn base(&self) -> *mut u8 {
         self.map.as_mut_ptr()
     }
 
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.map.len() as u64
     }
 
-    pub fn path(&self) -> Option<&Path> {
+    pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
 
     /// Whether the file behind the mapping still has every byte mapped: a
     /// file truncated under the mapping would SIGBUS whoever touches the
     /// missing pages. True when the descriptor was dropped (nothing to ask).
-    pub fn intact(&self) -> bool {
+    pub(crate) fn intact(&self) -> bool {
         let fd = self.fd.load(Ordering::Acquire);
         if fd < 0 {
             return true;
@@ -561,7 +561,7 @@ impl Segment {
     }
 
     /// A duplicate of the descriptor, owned by the caller.
-    pub fn dup_fd(&self) -> Result<RawFd, Error> {
+    pub(crate) fn dup_fd(&self) -> Result<RawFd, Error> {
         let own = self.fd.load(Ordering::Acquire);
         if own < 0 {
             return Err(io_err(
@@ -581,7 +581,7 @@ impl Segment {
     /// Remove the segment's name, if it still names this segment (a file put
     /// there by someone else is left alone). Acts on the trusted directory's
     /// descriptor, never on the path. Ok(false): nothing of ours was there.
-    pub fn unlink(&self) -> Result<bool, Error> {
+    pub(crate) fn unlink(&self) -> Result<bool, Error> {
         let Some(path) = self.path() else {
             return Ok(false);
         };
@@ -609,7 +609,7 @@ impl Segment {
 
     /// Drop the descriptor; the mapping stays. For forked children, which
     /// must not hold a writable descriptor of a file they could truncate.
-    pub fn close_fd(&self) {
+    pub(crate) fn close_fd(&self) {
         let fd = self.fd.swap(-1, Ordering::AcqRel);
         if fd >= 0 {
             // SAFETY: ours, closed once (the swap took it).

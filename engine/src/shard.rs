@@ -128,7 +128,7 @@ enum Departure {
 }
 
 /// One shard's header, index and arena, located in a mapped segment.
-pub struct Shard {
+pub(crate) struct Shard {
     number: u32,
     hdr: *mut ShardHeader,
     /// `(*hdr).state`: reached only through [`Locked`] (rule 1).
@@ -143,7 +143,7 @@ impl Shard {
     /// # Safety
     /// `base` is the start of a mapping of at least `geo.total_bytes` bytes laid
     /// out by `geo`, valid while the `Shard` is used; `i < geo.shard_count`.
-    pub unsafe fn at(base: *mut u8, geo: &Geometry, i: u32) -> Shard {
+    pub(crate) unsafe fn at(base: *mut u8, geo: &Geometry, i: u32) -> Shard {
         // SAFETY: the caller's contract is `Geometry`'s (a mapping laid out
         // by `geo`); `shard_header` and `region` assert i < shard_count.
         unsafe {
@@ -182,7 +182,7 @@ impl Shard {
     /// must write: an expired entry to reclaim, a buffer too small). Writes
     /// nothing but a hit's read mark (one `fetch_or` on its slot word, after
     /// the answer is known good); never panics, whatever the segment holds.
-    pub fn get_unlocked(
+    pub(crate) fn get_unlocked(
         &self,
         hash: u64,
         id: &[u8],
@@ -248,7 +248,7 @@ impl Shard {
     ///
     /// # Safety
     /// No other thread or process uses this shard during the call.
-    pub unsafe fn init(&mut self) -> std::io::Result<()> {
+    pub(crate) unsafe fn init(&mut self) -> std::io::Result<()> {
         // SAFETY: the caller guarantees exclusive access; hdr is in the mapping.
         unsafe { ShardLock::init(&raw mut (*self.hdr).lock)? };
         self.seq().store(0, Ordering::Relaxed);
@@ -287,7 +287,7 @@ impl Shard {
     /// fails; `Some(d)` to wait at most `d` and just give up (callers that
     /// must not block, such as httpd's parent). A shard left half-modified
     /// is reset first; one out of service long enough is reinitialised.
-    pub fn lock(
+    pub(crate) fn lock(
         &mut self,
         key: [u64; 2],
         growth_limit: u32,
@@ -372,7 +372,7 @@ impl Shard {
 }
 
 /// A shard whose lock this thread holds; unlocks on drop.
-pub struct Locked<'a> {
+pub(crate) struct Locked<'a> {
     shard: &'a mut Shard,
     key: [u64; 2],
     growth_limit: u32,
@@ -495,13 +495,13 @@ impl Locked<'_> {
 
     /// Zero the whole shard and start it empty. Called inside a mutation
     /// (between `begin` and `end`), which it does not end.
-    pub fn wipe(&mut self) {
+    pub(crate) fn wipe(&mut self) {
         // SAFETY: this guard holds the lock; the mutation made the sequence odd.
         unsafe { self.shard.reset() };
     }
 
     /// Remove every entry (zeroing the whole arena), counted as removals.
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         let n = self.st_mut().entries as u64;
         self.begin();
         self.wipe();
@@ -511,7 +511,7 @@ impl Locked<'_> {
 
     /// Index groups a lookup of `id` scans (see `Index::probe_groups`).
     #[cfg(any(test, feature = "testkit"))]
-    pub fn probe_groups(&self, hash: u64, id: &[u8]) -> u32 {
+    pub(crate) fn probe_groups(&self, hash: u64, id: &[u8]) -> u32 {
         let h = Hash::split(hash, self.shard.index.groups());
         self.shard.index.probe_groups(h, |word| {
             let block = word & !MARKS;
@@ -521,14 +521,20 @@ impl Locked<'_> {
     }
 
     #[cfg(test)]
-    pub fn miss_probe_groups(&self, hash: u64) -> u32 {
+    pub(crate) fn miss_probe_groups(&self, hash: u64) -> u32 {
         self.shard
             .index
             .miss_probe_groups(Hash::split(hash, self.shard.index.groups()))
     }
 
     /// Copy the live value of `id` into `buf`.
-    pub fn get(&mut self, hash: u64, id: &[u8], now: u32, buf: &mut [u8]) -> Result<usize, Miss> {
+    pub(crate) fn get(
+        &mut self,
+        hash: u64,
+        id: &[u8],
+        now: u32,
+        buf: &mut [u8],
+    ) -> Result<usize, Miss> {
         let h = Hash::split(hash, self.shard.index.groups());
         let Some(slot) = self.lookup(h, id) else {
             self.st_mut().counters.misses += 1;
@@ -566,7 +572,7 @@ impl Locked<'_> {
     }
 
     /// Insert or replace. The caller has checked the size against the maximum.
-    pub fn put(
+    pub(crate) fn put(
         &mut self,
         hash: u64,
         id: &[u8],
@@ -648,7 +654,7 @@ impl Locked<'_> {
     }
 
     /// Remove `id`; true if a live entry went.
-    pub fn delete(&mut self, hash: u64, id: &[u8], now: u32) -> bool {
+    pub(crate) fn delete(&mut self, hash: u64, id: &[u8], now: u32) -> bool {
         let h = Hash::split(hash, self.shard.index.groups());
         let Some(slot) = self.lookup(h, id) else {
             self.st_mut().counters.remove_misses += 1;
@@ -669,7 +675,7 @@ impl Locked<'_> {
     }
 
     /// Copies of every live entry: (id, value, expiry second).
-    pub fn snapshot(&self, now: u32) -> Vec<(Vec<u8>, Vec<u8>, u32)> {
+    pub(crate) fn snapshot(&self, now: u32) -> Vec<(Vec<u8>, Vec<u8>, u32)> {
         let mut out = Vec::with_capacity(self.st().entries as usize);
         for slot in 0..self.shard.index.slot_count() {
             if self.shard.index.is_full(slot) {
@@ -686,13 +692,13 @@ impl Locked<'_> {
         out
     }
 
-    pub fn refuse(&mut self) {
+    pub(crate) fn refuse(&mut self) {
         self.st_mut().counters.refused += 1;
     }
 
     /// The shard's figures; `entries` counts live entries only (an expired
     /// one awaiting its sweep is not current).
-    pub fn stats(&self, now: u32) -> Stats {
+    pub(crate) fn stats(&self, now: u32) -> Stats {
         let mut live = 0u64;
         for slot in 0..self.shard.index.slot_count() {
             if self.shard.index.is_full(slot)

@@ -74,7 +74,7 @@ fn wait_until(pid: libc::pid_t, deadline: Instant) -> Option<i32> {
     loop {
         let mut status = 0;
         // SAFETY: pid is our child; status is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        let r = unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) };
         if r == -1 {
             return Some(-2);
         }
@@ -97,7 +97,7 @@ fn wait_until(pid: libc::pid_t, deadline: Instant) -> Option<i32> {
 fn reap(pid: libc::pid_t) -> i32 {
     let mut status = 0;
     // SAFETY: pid is our child; status is a valid out-pointer.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    unsafe { libc::waitpid(pid, &raw mut status, 0) };
     status
 }
 
@@ -123,7 +123,7 @@ fn set_fifo(prio: i32) {
         sched_priority: prio,
     };
     // SAFETY: p is a valid sched_param; 0 means the calling thread.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) };
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const p) };
     assert_eq!(
         rc,
         0,
@@ -135,7 +135,7 @@ fn set_fifo(prio: i32) {
 fn set_other() {
     let p = libc::sched_param { sched_priority: 0 };
     // SAFETY: as in set_fifo.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &p) };
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &raw const p) };
 }
 
 /// Pin the calling thread (and so every child it forks) to CPU 0.
@@ -145,7 +145,7 @@ fn pin_to_cpu0() {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(0, &mut set);
-        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
         assert_eq!(rc, 0, "sched_setaffinity");
     }
 }
@@ -157,7 +157,7 @@ fn unpin() {
         for cpu in 0..libc::CPU_SETSIZE as usize {
             libc::CPU_SET(cpu, &mut set);
         }
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
     }
 }
 

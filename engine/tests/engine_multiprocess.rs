@@ -436,7 +436,7 @@ impl Child {
     fn try_wait(&self) -> Option<libc::c_int> {
         let mut status = 0;
         // SAFETY: waiting for our own child by pid.
-        let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+        let r = unsafe { libc::waitpid(self.pid, &raw mut status, libc::WNOHANG) };
         assert!(
             r >= 0,
             "waitpid {}: {}",

@@ -57,7 +57,7 @@ fn a_shared_page_is_seen_by_a_forked_child() {
     }
     let mut status = 0;
     // SAFETY: our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
     assert_eq!(page.word(SharedPage::WORDS - 1).load(Ordering::SeqCst), 42);
     assert_eq!(page.word(0).load(Ordering::SeqCst), 0);
 }

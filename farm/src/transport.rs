@@ -406,7 +406,7 @@ impl Stream {
         };
         // SAFETY: `pfd` is one valid pollfd for the duration of the call;
         // a zero timeout makes poll(2) return at once.
-        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        let n = unsafe { libc::poll(&raw mut pfd, 1, 0) };
         n > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
     }
 

@@ -80,7 +80,7 @@ fn no_thread_ever_home_never_connects_and_a_fork_makes_its_own_connection() {
     }
     let mut status = 0;
     // SAFETY: `pid` is the child just forked; `status` is a valid out-pointer.
-    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    let waited = unsafe { libc::waitpid(pid, &raw mut status, 0) };
     assert_eq!(waited, pid);
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,

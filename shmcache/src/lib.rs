@@ -210,7 +210,7 @@ impl TlsSession {
         let mut p = der.as_ptr();
         // SAFETY: p/len describe `der`, which outlives the call; d2i only reads
         // them and returns a new session or NULL.
-        let s = unsafe { openssl_sys::d2i_SSL_SESSION(std::ptr::null_mut(), &mut p, len) };
+        let s = unsafe { openssl_sys::d2i_SSL_SESSION(std::ptr::null_mut(), &raw mut p, len) };
         if s.is_null() {
             return None;
         }

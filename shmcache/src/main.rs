@@ -2,7 +2,8 @@
 //! while httpd uses it.
 //!
 //! The command line is described once, in [`HELP`]: `shmcache --help` prints
-//! it and `scripts/gen-manpage.sh` turns the same text into `shmcache(8)`.
+//! it and `help2man` (scripts/gen-manpage.sh) turns the same text into
+//! `shmcache(8)`.
 //! Every command takes each shard's lock only for as long as httpd itself
 //! would for one operation (dump copies a shard's entries out, then prints).
 
@@ -12,57 +13,53 @@ use std::process::ExitCode;
 use shmcache as inspect;
 use socache_shm_engine::Cache;
 
-/// The help text, and the source of the man page. Its shape is what
-/// scripts/gen-manpage.sh reads: the first line is "name - summary"; a line
-/// in capitals is a section heading; in a section, a line indented by two
-/// spaces whose term is followed by two or more spaces is a term and its
-/// description (deeper-indented lines continue the description); other
-/// indented lines are running text; USAGE and EXAMPLES are kept verbatim.
+/// The help text, and the source of the man page: `help2man` (GNU's
+/// generator, run by `make man`, debian/rules and scripts/gen-manpage.sh)
+/// reads it in the shape GNU programs print: "Usage:" and "  or:" lines
+/// (the SYNOPSIS), a one-line summary (the NAME), running text, paragraphs
+/// headed "Word:" whose items are a term, two or more spaces and its
+/// description (continued on deeper-indented lines); "Options:" and
+/// "Examples:" become sections of their own, and an example line starts
+/// with "$ ".
 const HELP: &str = "\
-shmcache - inspect, check and empty a mod_socache_shm segment
+Usage: shmcache stat FILE [--json | --prometheus] [--shards]
+  or:  shmcache dump FILE
+  or:  shmcache check FILE
+  or:  shmcache flush FILE
+  or:  shmcache remove FILE ID_HEX
+  or:  shmcache -h | --help
+  or:  shmcache --version
+Inspect, check and empty a mod_socache_shm segment.
 
-USAGE
-  shmcache stat FILE [--json | --prometheus] [--shards]
-  shmcache dump FILE
-  shmcache check FILE
-  shmcache flush FILE
-  shmcache remove FILE ID_HEX
-  shmcache -h | --help
-  shmcache --version
+shmcache opens FILE, the file-backed shared-memory segment of a
+mod_socache_shm cache (for example SSLSessionCache
+shm:/run/apache2/ssl_scache(512000)), while httpd uses it. Every command
+takes each shard's lock only for as long as httpd itself would for one
+operation. An anonymous segment (shm or shm:(SIZE)) has no file: read its
+figures from server-status instead.
 
-DESCRIPTION
-  shmcache opens FILE, the file-backed shared-memory segment of a
-  mod_socache_shm cache (for example SSLSessionCache
-  shm:/run/apache2/ssl_scache(512000)), while httpd uses it. Every command
-  takes each shard's lock only for as long as httpd itself would for one
-  operation. An anonymous segment (shm or shm:(SIZE)) has no file: read
-  its figures from server-status instead.
+Commands:
+  stat FILE           Print the cache's figures as Key: value lines, under
+                      the keys of server-status (CacheCurrentEntries,
+                      CacheRetrieveHitCount, ...), then the farm tier's
+                      when the segment has served one (FarmRemoteHits,
+                      FarmBreaker, ...).
+  dump FILE           Print one line per live entry: id, size, seconds left
+                      and, for a TLS session, its protocol, cipher, SNI
+                      name and creation time. Never key material.
+  check FILE          Verify that the arena and the index agree.
+  flush FILE          Forget every entry now (their bytes are zeroed).
+  remove FILE ID_HEX  Forget the entry whose id is ID_HEX (hexadecimal).
 
-COMMANDS
-  stat FILE    Print the cache's figures as Key: value lines, under the
-               keys of server-status (CacheCurrentEntries,
-               CacheRetrieveHitCount, ...), then the farm tier's when the
-               segment has served one (FarmRemoteHits, FarmBreaker, ...).
-  dump FILE    Print one line per live entry: id, size, seconds left and,
-               for a TLS session, its protocol, cipher, SNI name and
-               creation time. Never key material.
-  check FILE   Verify that the arena and the index agree.
-  flush FILE   Forget every entry now (their bytes are zeroed).
-  remove FILE ID_HEX
-               Forget the entry whose id is ID_HEX (hexadecimal).
+Exit status:
+  0                   Success.
+  1                   The command failed: FILE is not a segment shmcache
+                      can attach, check found a fault, or remove found no
+                      such entry.
+  2                   Usage error: unknown command or option, missing or
+                      extra argument.
 
-OPTIONS
-  --json       stat: print the figures as one JSON object.
-  --prometheus
-               stat: print the figures in the Prometheus text format, for
-               node_exporter's textfile collector (see PROMETHEUS).
-  --shards     stat: also print each shard's figures.
-  -h, --help   Print this help and exit.
-  --version    Print the version and exit.
-  --           End of options: what follows is FILE or ID_HEX even if it
-               starts with a dash.
-
-PROMETHEUS
+Prometheus:
   Every sample has a segment label, FILE as given. The metric names are
   stable: socache_shm_ then the figure, counters ending in _total, units in
   the name. Gauges: cache_info (label cache_type), segment_bytes, entries,
@@ -74,51 +71,57 @@ PROMETHEUS
   refused_stores_total, removals_total, remove_misses_total,
   lock_waits_total, lock_timeouts_total, recoveries_total,
   corrupt_entries_total, unlocked_reads_total. With a farm tier, counters
-  farm_remote_hits_total, farm_remote_misses_total,
-  farm_stores_sent_total, farm_stores_dropped_total,
-  farm_removes_sent_total, farm_removes_dropped_total, farm_errors_total,
-  farm_timeouts_total, farm_seal_failures_total, farm_skipped_total,
-  farm_breaker_openings_total, farm_error_replies_total,
-  farm_bad_replies_total and gauges farm_breaker_open (1 or 0),
-  farm_breaker_open_seconds, farm_breaker_backoff_seconds. With session
-  tickets (tickets=), counters tickets_issued_total,
-  tickets_opened_newest_key_total, tickets_opened_older_key_total,
-  tickets_not_opened_total, ticket_keys_made_total,
-  ticket_keys_agreed_total, ticket_keys_made_alone_total. A figure added
-  later is named from its key (FarmFooBar: socache_shm_farm_foo_bar_total).
-  With --shards, a shard's own figures (entries, usage, arena bytes and
-  the cache's event counters) follow as socache_shm_shard_* with a shard
-  label: separate families, so that a sum never counts a shard twice.
+  farm_remote_hits_total, farm_remote_misses_total, farm_stores_sent_total,
+  farm_stores_dropped_total, farm_removes_sent_total,
+  farm_removes_dropped_total, farm_errors_total, farm_timeouts_total,
+  farm_seal_failures_total, farm_skipped_total, farm_breaker_openings_total,
+  farm_error_replies_total, farm_bad_replies_total and gauges
+  farm_breaker_open (1 or 0), farm_breaker_open_seconds,
+  farm_breaker_backoff_seconds. With session tickets (tickets=), counters
+  tickets_issued_total, tickets_opened_newest_key_total,
+  tickets_opened_older_key_total, tickets_not_opened_total,
+  ticket_keys_made_total, ticket_keys_agreed_total,
+  ticket_keys_made_alone_total. A figure added later is named from its key
+  (FarmFooBar: socache_shm_farm_foo_bar_total). With --shards, a shard's own
+  figures (entries, usage, arena bytes and the cache's event counters) follow
+  as socache_shm_shard_* with a shard label: separate families, so that a sum
+  never counts a shard twice.
 
-EXIT STATUS
-  0            Success.
-  1            The command failed: FILE is not a segment shmcache can
-               attach, check found a fault, or remove found no such entry.
-  2            Usage error: unknown command or option, missing or extra
-               argument.
+Options:
+  --json              stat: print the figures as one JSON object.
+  --prometheus        stat: print the figures in the Prometheus text
+                      format, for node_exporter's textfile collector (see
+                      Prometheus above).
+  --shards            stat: also print each shard's figures.
+  -h, --help          Print this help and exit.
+  --version           Print the version and exit.
+  --                  End of options: what follows is FILE or ID_HEX even
+                      if it starts with a dash.
 
-EXAMPLES
-  shmcache stat /run/apache2/ssl_scache
-  shmcache stat /run/apache2/ssl_scache --json --shards
-  cd /var/lib/prometheus/node-exporter &&
-    shmcache stat /run/apache2/ssl_scache --prometheus >scache.new &&
-    mv scache.new socache_shm.prom
-  shmcache dump /run/apache2/ssl_scache
+Examples:
+  $ shmcache stat /run/apache2/ssl_scache
+  $ shmcache stat /run/apache2/ssl_scache --json --shards
+  $ cd /var/lib/prometheus/node-exporter
+  $ shmcache stat /run/apache2/ssl_scache --prometheus >scache.new
+  $ mv scache.new socache_shm.prom
+  $ shmcache dump /run/apache2/ssl_scache
 
-SEE ALSO
+See also:
   apache2ctl(8), a2enmod(8); /usr/share/doc/libapache2-mod-socache-shm/
 ";
 
-/// The USAGE section of [`HELP`], printed with every usage error.
+/// The "Usage:" lines of [`HELP`], printed with every usage error.
 fn usage() -> String {
-    let section = HELP
-        .split("\n\n")
-        .find_map(|block| block.strip_prefix("USAGE\n"))
-        .unwrap_or_default();
     let mut out = String::from("usage:");
-    for line in section.lines() {
+    for line in HELP
+        .lines()
+        .take_while(|l| l.starts_with("Usage: ") || l.starts_with("  or:  "))
+    {
         out.push_str("\n  ");
-        out.push_str(line.trim());
+        out.push_str(
+            line.trim_start_matches("Usage: ")
+                .trim_start_matches("  or:  "),
+        );
     }
     out
 }
@@ -295,7 +298,7 @@ mod tests {
         for s in inspect::prometheus::SPECS {
             assert!(
                 HELP.contains(s.name),
-                "the help's PROMETHEUS section lacks {}",
+                "the help's Prometheus paragraph lacks {}",
                 s.name
             );
         }

@@ -131,8 +131,8 @@ fn help_and_version() {
         let stdout = text(&out.stdout);
         assert!(out.status.success(), "shmcache {args:?}: {out:?}");
         assert!(
-            stdout.starts_with("shmcache - ")
-                && ["USAGE", "COMMANDS", "OPTIONS", "EXIT STATUS"]
+            stdout.starts_with("Usage: shmcache ")
+                && ["Commands:", "Options:", "Prometheus:", "Exit status:"]
                     .iter()
                     .all(|s| stdout.lines().any(|l| l == *s)),
             "shmcache {args:?} printed {stdout:?}"

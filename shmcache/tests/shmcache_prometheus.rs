@@ -28,7 +28,7 @@ impl Drop for Dir {
     }
 }
 
-/// Every figure's metric, as documented (shmcache --help, PROMETHEUS): the
+/// Every figure's metric, as documented (shmcache --help, Prometheus): the
 /// figure's key, the metric's name, its type, how the value is exposed, and
 /// whether a shard has it of its own. These names are an interface: a
 /// change here breaks dashboards.
@@ -147,7 +147,7 @@ def check(key, figure, fam, sample_labels):
 
 fams = families(with_shards)
 unknown = [k for k in stats if k != "shards" and k not in expected]
-assert not unknown, "figures with no documented metric name: %r (add them to SPECS, the help's PROMETHEUS section and this test)" % unknown
+assert not unknown, "figures with no documented metric name: %r (add them to SPECS, the help's Prometheus paragraph and this test)" % unknown
 missing = [k for k in expected if k not in stats]
 assert not missing, "--json lacks %r: the segment should show every figure" % missing
 for key, figure in stats.items():

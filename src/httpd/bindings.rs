@@ -8,7 +8,9 @@
     non_upper_case_globals,
     dead_code
 )]
-#![allow(clippy::all, clippy::undocumented_unsafe_blocks)]
+#![allow(clippy::all, clippy::pedantic, clippy::undocumented_unsafe_blocks)]
 #![allow(unsafe_op_in_unsafe_fn, unknown_lints, unnecessary_transmutes)]
+// Generated `pub` items, reached or not.
+#![allow(unreachable_pub)]
 
 include!(concat!(env!("OUT_DIR"), "/httpd_bindings.rs"));

@@ -168,7 +168,7 @@ pub(crate) unsafe fn start(
 fn threads_per_child() -> usize {
     let mut threads: std::ffi::c_int = 0;
     // SAFETY: ap_mpm_query writes one int through a valid pointer.
-    let rv = unsafe { b::ap_mpm_query(b::AP_MPMQ_MAX_THREADS as _, &mut threads) };
+    let rv = unsafe { b::ap_mpm_query(b::AP_MPMQ_MAX_THREADS as _, &raw mut threads) };
     if rv == b::APR_SUCCESS as _ && threads > 0 {
         usize::try_from(threads).unwrap_or(1).min(1024)
     } else {

@@ -28,15 +28,20 @@
 mod bindings;
 mod codes;
 mod farm;
+// hooks, provider and ticket_hook: their `#[no_mangle] pub extern "C"`
+// functions leave the crate through the C glue, not through a Rust path.
+#[allow(unreachable_pub)]
 mod hooks;
 mod instance;
 pub(crate) mod log;
 mod pools;
+#[allow(unreachable_pub)]
 pub mod provider;
 mod segments;
 mod status;
 mod ticket_config;
 mod ticket_counters;
+#[allow(unreachable_pub)]
 pub mod ticket_hook;
 mod tickets;
 mod tiers;

@@ -40,7 +40,7 @@ unsafe fn userdata_get(pool: *mut apr_pool_t, key: &CStr) -> *mut c_void {
     let mut data: *mut c_void = ptr::null_mut();
     // SAFETY: `pool` is valid (caller), `key` is NUL-terminated, `data` is a
     // valid out-pointer.
-    let rv = unsafe { b::apr_pool_userdata_get(&mut data, key.as_ptr(), pool) };
+    let rv = unsafe { b::apr_pool_userdata_get(&raw mut data, key.as_ptr(), pool) };
     if rv == b::APR_SUCCESS as c_int {
         data
     } else {

@@ -134,7 +134,7 @@ fn data_path_callbacks_over_a_real_cache() {
         let mut buf = [0u8; 512];
         let mut len: c_uint = 512;
         assert_eq!(
-            socache_shm_retrieve(inst, s, id.as_ptr(), 32, buf.as_mut_ptr(), &mut len, p),
+            socache_shm_retrieve(inst, s, id.as_ptr(), 32, buf.as_mut_ptr(), &raw mut len, p),
             SUCCESS
         );
         assert_eq!(len, 150);
@@ -143,14 +143,22 @@ fn data_path_callbacks_over_a_real_cache() {
         // Too small a buffer reads as a miss.
         let mut len: c_uint = 10;
         assert_eq!(
-            socache_shm_retrieve(inst, s, id.as_ptr(), 32, buf.as_mut_ptr(), &mut len, p),
+            socache_shm_retrieve(inst, s, id.as_ptr(), 32, buf.as_mut_ptr(), &raw mut len, p),
             NOTFOUND
         );
         // So does an unknown id.
         let mut len: c_uint = 512;
         let other = [8u8; 32];
         assert_eq!(
-            socache_shm_retrieve(inst, s, other.as_ptr(), 32, buf.as_mut_ptr(), &mut len, p),
+            socache_shm_retrieve(
+                inst,
+                s,
+                other.as_ptr(),
+                32,
+                buf.as_mut_ptr(),
+                &raw mut len,
+                p
+            ),
             NOTFOUND
         );
 
@@ -183,7 +191,7 @@ fn data_path_callbacks_over_a_real_cache() {
             );
         }
         let mut seen = 0u32;
-        let rv = socache_shm_iterate(inst, s, (&mut seen as *mut u32).cast(), Some(count_two), p);
+        let rv = socache_shm_iterate(inst, s, (&raw mut seen).cast(), Some(count_two), p);
         assert_eq!((rv, seen), (EGENERAL, 2));
 
         assert_eq!(socache_shm_remove(inst, s, id.as_ptr(), 32, p), SUCCESS);
@@ -204,7 +212,7 @@ fn data_path_callbacks_over_a_real_cache() {
         assert_eq!(rv, EINIT);
         let mut len: c_uint = 512;
         assert_eq!(
-            socache_shm_retrieve(inst, s, id.as_ptr(), 32, buf.as_mut_ptr(), &mut len, p),
+            socache_shm_retrieve(inst, s, id.as_ptr(), 32, buf.as_mut_ptr(), &raw mut len, p),
             NOTFOUND
         );
         // A second destroy is harmless.
@@ -226,7 +234,7 @@ fn null_instance_is_refused_not_dereferenced() {
                 id.as_ptr(),
                 32,
                 ptr::null_mut(),
-                &mut len,
+                &raw mut len,
                 ptr::null_mut()
             ),
             NOTFOUND

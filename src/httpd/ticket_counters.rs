@@ -111,7 +111,7 @@ mod tests {
         assert!(pid > 0, "fork");
         let mut status = 0;
         // SAFETY: waits for our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        unsafe { libc::waitpid(pid, &raw mut status, 0) };
         let v = values().expect("registered");
         assert_eq!(v[0], 2, "the child's count is seen by the parent");
         assert_eq!(v[Counter::KeysAlone as usize], 1);

@@ -4,7 +4,7 @@ use super::*;
 
 /// A TLS client context (no certificate verification); sessions it returns
 /// can only be resumed through the same client.
-pub struct Client {
+pub(crate) struct Client {
     ctx: SslContext,
     id: u64,
     nodelay: bool,
@@ -12,13 +12,13 @@ pub struct Client {
 
 /// A session to resume, tied to the [`Client`] that made it.
 #[derive(Clone)]
-pub struct Session {
+pub(crate) struct Session {
     inner: SslSession,
     client: u64,
 }
 
 /// The client's side of an open connection whose handshake is done.
-pub struct Open {
+pub(crate) struct Open {
     stream: SslStream<TcpStream>,
     resumed: bool,
     client: u64,
@@ -27,7 +27,7 @@ pub struct Open {
 /// Counts of a TLS load loop (fault and soak tests): full handshakes,
 /// resumption attempts, how many resumed, and failed connections.
 #[derive(Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub full: std::sync::atomic::AtomicU64,
     pub attempts: std::sync::atomic::AtomicU64,
     pub resumed: std::sync::atomic::AtomicU64,
@@ -38,7 +38,7 @@ impl Tally {
     /// Count one connection that offered a session (`offered`) or not, and
     /// return the session to offer next: the one this connection got, or
     /// `current` if it failed (a connection cut by a kill, say).
-    pub fn record(
+    pub(crate) fn record(
         &self,
         offered: bool,
         outcome: Result<Reply, String>,
@@ -67,7 +67,7 @@ impl Tally {
 
 /// A response, read to the end of the connection.
 #[derive(Clone, Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub resumed: bool,
     pub session: Session,
     pub status: u16,
@@ -76,7 +76,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.raw).into_owned()
     }
 }
@@ -85,12 +85,12 @@ pub(crate) static CLIENT_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl Client {
     /// Pinned to one protocol version.
-    pub fn new(tls: Tls) -> Client {
+    pub(crate) fn new(tls: Tls) -> Client {
         Client::build(tls.version(), tls.version())
     }
 
     /// TLS 1.2 or 1.3, whichever the server prefers.
-    pub fn any() -> Client {
+    pub(crate) fn any() -> Client {
         Client::build(SslVersion::TLS1_2, SslVersion::TLS1_3)
     }
 
@@ -113,19 +113,19 @@ impl Client {
     /// small writes in a row, and without it Nagle holds the request until
     /// the server's delayed ACK (40 ms on Linux). For tests that make
     /// thousands of connections.
-    pub fn nodelay(mut self) -> Client {
+    pub(crate) fn nodelay(mut self) -> Client {
         self.nodelay = true;
         self
     }
 
     /// Connect to 127.0.0.1:`port` and complete the handshake, offering
     /// `session` (which must come from this client).
-    pub fn handshake(&self, port: u16, session: Option<&Session>) -> Result<Open, String> {
+    pub(crate) fn handshake(&self, port: u16, session: Option<&Session>) -> Result<Open, String> {
         self.handshake_within(port, session, WAIT)
     }
 
     /// [`Client::handshake`] with every socket operation bounded by `limit`.
-    pub fn handshake_within(
+    pub(crate) fn handshake_within(
         &self,
         port: u16,
         session: Option<&Session>,
@@ -163,13 +163,13 @@ impl Client {
 
 impl Open {
     /// Whether the handshake resumed the offered session.
-    pub fn resumed(&self) -> bool {
+    pub(crate) fn resumed(&self) -> bool {
         self.resumed
     }
 
     /// Send `GET <target>` with `Connection: close` and read the whole
     /// response (so TLS 1.3 session tickets are processed).
-    pub fn request(mut self, target: &str) -> Result<Reply, String> {
+    pub(crate) fn request(mut self, target: &str) -> Result<Reply, String> {
         let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         self.stream
             .write_all(req.as_bytes())
@@ -222,7 +222,7 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// The session id as the client knows it, lower-case hex. For TLS 1.2
     /// (tickets off) it is the id the server caches the session under.
-    pub fn id_hex(&self) -> String {
+    pub(crate) fn id_hex(&self) -> String {
         self.inner.id().iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -230,7 +230,7 @@ impl Session {
     /// TLS 1.3 the stateful ticket the client holds (with `SSLSessionTickets
     /// off` OpenSSL's ticket is the server's 32-byte session id; the
     /// client's own id is a hash of it), for TLS 1.2 the session id.
-    pub fn server_id_hex(&self) -> String {
+    pub(crate) fn server_id_hex(&self) -> String {
         match self.ticket() {
             Some(ticket) => ticket.iter().map(|b| format!("{b:02x}")).collect(),
             None => self.id_hex(),
@@ -240,7 +240,7 @@ impl Session {
     /// The ticket the client holds (the server's opaque bytes: with a
     /// stateless ticket, key name (16) ++ IV (16) ++ sealed state ++ MAC),
     /// if any.
-    pub fn ticket(&self) -> Option<Vec<u8>> {
+    pub(crate) fn ticket(&self) -> Option<Vec<u8>> {
         extern "C" {
             // libssl: int SSL_SESSION_has_ticket(const SSL_SESSION *);
             fn SSL_SESSION_has_ticket(s: *const openssl_sys::SSL_SESSION) -> libc::c_int;
@@ -255,7 +255,8 @@ impl Session {
         // A `&SslSessionRef` is the C pointer itself (foreign-types' opaque
         // reference: its `as_ptr` is this very cast).
         let session: &openssl::ssl::SslSessionRef = &self.inner;
-        let raw = session as *const openssl::ssl::SslSessionRef as *const openssl_sys::SSL_SESSION;
+        let raw =
+            (session as *const openssl::ssl::SslSessionRef).cast::<openssl_sys::SSL_SESSION>();
         // SAFETY: `raw` is the live session `self.inner` owns.
         if unsafe { SSL_SESSION_has_ticket(raw) } == 0 {
             return None;
@@ -263,7 +264,7 @@ impl Session {
         let mut tick: *const u8 = std::ptr::null();
         let mut len: libc::size_t = 0;
         // SAFETY: `raw` is live; both out-pointers are valid for writing.
-        unsafe { SSL_SESSION_get0_ticket(raw, &mut tick, &mut len) };
+        unsafe { SSL_SESSION_get0_ticket(raw, &raw mut tick, &raw mut len) };
         if tick.is_null() {
             return None;
         }
@@ -273,7 +274,7 @@ impl Session {
     }
 
     /// The session's master key, raw bytes (TLS 1.3: its resumption PSK).
-    pub fn master_key(&self) -> Vec<u8> {
+    pub(crate) fn master_key(&self) -> Vec<u8> {
         let mut buf = vec![0u8; self.inner.master_key_len()];
         let n = self.inner.master_key(&mut buf);
         buf.truncate(n);
@@ -281,14 +282,14 @@ impl Session {
     }
 
     /// The session's master key (TLS 1.3: its resumption PSK), lower-case hex.
-    pub fn master_key_hex(&self) -> String {
+    pub(crate) fn master_key_hex(&self) -> String {
         let mut buf = vec![0u8; self.inner.master_key_len()];
         let n = self.inner.master_key(&mut buf);
         buf[..n].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The session's creation time (seconds since the epoch).
-    pub fn time(&self) -> i64 {
+    pub(crate) fn time(&self) -> i64 {
         #[allow(clippy::useless_conversion)]
         i64::from(self.inner.time())
     }
@@ -296,7 +297,7 @@ impl Session {
     /// A copy whose creation time is now. A TLS 1.3 client does not offer a
     /// ticket older than its lifetime hint; with a refreshed time it does,
     /// so a test can check that the *server's cache* refuses an expired id.
-    pub fn refreshed(&self) -> Session {
+    pub(crate) fn refreshed(&self) -> Session {
         extern "C" {
             // libssl (linked through openssl-sys): long SSL_SESSION_set_time(SSL_SESSION *, long).
             fn SSL_SESSION_set_time(
@@ -309,7 +310,11 @@ impl Session {
         // SAFETY: `p` points at `der.len()` readable bytes; d2i allocates a
         // new session (or returns null) and advances `p` within them.
         let raw = unsafe {
-            openssl_sys::d2i_SSL_SESSION(std::ptr::null_mut(), &mut p, der.len() as libc::c_long)
+            openssl_sys::d2i_SSL_SESSION(
+                std::ptr::null_mut(),
+                &raw mut p,
+                der.len() as libc::c_long,
+            )
         };
         assert!(!raw.is_null(), "d2i_SSL_SESSION failed");
         // SAFETY: `raw` is a valid session we own.
@@ -320,7 +325,7 @@ impl Session {
         let mut q = out.as_mut_ptr();
         // SAFETY: `out` has the `len` bytes i2d said it needs; it writes at
         // `q` and advances it.
-        let n = unsafe { openssl_sys::i2d_SSL_SESSION(raw, &mut q) };
+        let n = unsafe { openssl_sys::i2d_SSL_SESSION(raw, &raw mut q) };
         // SAFETY: `raw` is ours and no longer used.
         unsafe { openssl_sys::SSL_SESSION_free(raw) };
         assert!(len > 0 && n == len, "i2d_SSL_SESSION failed");

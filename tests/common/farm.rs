@@ -7,24 +7,24 @@
 use super::*;
 
 /// Bytes of one farm key record (`openssl rand 48 > FILE`).
-pub const FARM_KEY_BYTES: usize = 48;
+pub(crate) const FARM_KEY_BYTES: usize = 48;
 
 /// The key prefix the tests configure.
-pub const FARM_PREFIX: &str = "farm-test:";
+pub(crate) const FARM_PREFIX: &str = "farm-test:";
 
 /// The namespace mod_ssl's session cache gives the provider (`init`'s
 /// `cname`, "mod_ssl-sess" in httpd 2.4's ssl_scache.c), the middle part of
 /// every Redis key.
-pub const SESSION_NAMESPACE: &str = "mod_ssl-sess";
+pub(crate) const SESSION_NAMESPACE: &str = "mod_ssl-sess";
 
 /// The Redis key of a session: `{prefix}{namespace}:{hex(id)}`.
-pub fn farm_key_name(prefix: &str, id_hex: &str) -> String {
+pub(crate) fn farm_key_name(prefix: &str, id_hex: &str) -> String {
     format!("{prefix}{SESSION_NAMESPACE}:{id_hex}")
 }
 
 /// Whether `key` is the Redis key of the session `id_hex` under `prefix`,
 /// whatever the namespace and the hex digits' case.
-pub fn is_key_of(key: &str, prefix: &str, id_hex: &str) -> bool {
+pub(crate) fn is_key_of(key: &str, prefix: &str, id_hex: &str) -> bool {
     key.starts_with(prefix)
         && key.len() >= id_hex.len()
         && key[key.len() - id_hex.len()..].eq_ignore_ascii_case(id_hex)
@@ -32,7 +32,7 @@ pub fn is_key_of(key: &str, prefix: &str, id_hex: &str) -> bool {
 
 /// A numeric figure the module adds to `server-status?auto`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FarmFigure {
+pub(crate) enum FarmFigure {
     /// A local miss answered by Redis (and opened).
     RemoteHits,
     /// A local miss Redis did not know either.
@@ -53,7 +53,7 @@ pub enum FarmFigure {
 
 impl FarmFigure {
     /// Its `?auto` key.
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             FarmFigure::RemoteHits => "FarmRemoteHits",
             FarmFigure::RemoteMisses => "FarmRemoteMisses",
@@ -68,11 +68,11 @@ impl FarmFigure {
 }
 
 /// The `?auto` key of the circuit breaker's state.
-pub const BREAKER_KEY: &str = "FarmBreaker";
+pub(crate) const BREAKER_KEY: &str = "FarmBreaker";
 
 /// The breaker's state as `?auto` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Breaker {
+pub(crate) enum Breaker {
     Closed,
     Open,
 }
@@ -93,13 +93,13 @@ impl Breaker {
 
 /// An error-log line saying the circuit breaker opened (Redis is being
 /// skipped): "opened" and the breaker (not, say, a connection "opened").
-pub fn breaker_opened(line: &str) -> bool {
+pub(crate) fn breaker_opened(line: &str) -> bool {
     let l = line.to_ascii_lowercase();
     l.contains("opened") && ["breaker", "circuit"].iter().any(|w| l.contains(w))
 }
 
 /// The lines of `log` for which [`breaker_opened`] holds.
-pub fn breaker_opened_lines(log: &str) -> Vec<String> {
+pub(crate) fn breaker_opened_lines(log: &str) -> Vec<String> {
     log.lines()
         .filter(|l| breaker_opened(l))
         .map(str::to_string)
@@ -108,7 +108,7 @@ pub fn breaker_opened_lines(log: &str) -> Vec<String> {
 
 /// Error-log lines that say a child crashed (`AH00052: child pid N exit
 /// signal Segmentation fault (11)`, aborts, panics that escaped).
-pub fn crash_lines(log: &str) -> Vec<String> {
+pub(crate) fn crash_lines(log: &str) -> Vec<String> {
     log.lines()
         .filter(|l| l.contains("exit signal") || l.contains("panicked"))
         .map(str::to_string)
@@ -116,7 +116,7 @@ pub fn crash_lines(log: &str) -> Vec<String> {
 }
 
 /// 48 random bytes: one farm key record.
-pub fn new_farm_key() -> Vec<u8> {
+pub(crate) fn new_farm_key() -> Vec<u8> {
     let mut key = vec![0u8; FARM_KEY_BYTES];
     openssl::rand::rand_bytes(&mut key).expect("RAND_bytes");
     key
@@ -125,7 +125,7 @@ pub fn new_farm_key() -> Vec<u8> {
 /// Write `bytes` as `<dir>/<name>` with `mode`, owned by us (root, when the
 /// tests run as root; [`Prepared::give`] hands it to an unprivileged
 /// server's user); its path.
-pub fn write_key_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
+pub(crate) fn write_key_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
     let path = dir.join(name);
     let _ = fs::remove_file(&path);
     fs::OpenOptions::new()
@@ -141,12 +141,12 @@ pub fn write_key_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> PathBu
 }
 
 /// The key file every farm host of the tests reads: `{dir}/farm.key`.
-pub const FARM_KEY_FILE: &str = "farm.key";
+pub(crate) const FARM_KEY_FILE: &str = "farm.key";
 
 /// The `SSLSessionCache` argument of a farm host: our segment plus
 /// `name=value` options, rendered in order.
 #[derive(Clone, Debug)]
-pub struct FarmArg {
+pub(crate) struct FarmArg {
     /// `shm:{dir}/scache(1M)`.
     pub segment: String,
     pub options: Vec<(String, String)>,
@@ -156,12 +156,12 @@ impl FarmArg {
     /// `shm:{dir}/scache(1M) redis=<url> seal={dir}/farm.key timeout=1s
     /// prefix=farm-test:`. The timeout is generous: on a loaded machine a
     /// healthy Redis must not look hung (the fault tests set their own).
-    pub fn redis(url: &str) -> FarmArg {
+    pub(crate) fn redis(url: &str) -> FarmArg {
         FarmArg::with_remote("redis", url)
     }
 
     /// As [`FarmArg::redis`] with `redis-cluster=<seeds>`.
-    pub fn cluster(seeds: &str) -> FarmArg {
+    pub(crate) fn cluster(seeds: &str) -> FarmArg {
         FarmArg::with_remote("redis-cluster", seeds)
     }
 
@@ -178,7 +178,7 @@ impl FarmArg {
     }
 
     /// Set `name=value` (replacing an earlier `name=`).
-    pub fn set(mut self, name: &str, value: &str) -> FarmArg {
+    pub(crate) fn set(mut self, name: &str, value: &str) -> FarmArg {
         match self.options.iter_mut().find(|(n, _)| n == name) {
             Some(o) => o.1 = value.into(),
             None => self.options.push((name.into(), value.into())),
@@ -187,18 +187,18 @@ impl FarmArg {
     }
 
     /// Add `name=value` even if `name=` is there (duplicates).
-    pub fn push(mut self, name: &str, value: &str) -> FarmArg {
+    pub(crate) fn push(mut self, name: &str, value: &str) -> FarmArg {
         self.options.push((name.into(), value.into()));
         self
     }
 
     /// Drop `name=`.
-    pub fn without(mut self, name: &str) -> FarmArg {
+    pub(crate) fn without(mut self, name: &str) -> FarmArg {
         self.options.retain(|(n, _)| n != name);
         self
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut s = self.segment.clone();
         for (n, v) in &self.options {
             let _ = write!(s, " {n}={v}");
@@ -206,7 +206,7 @@ impl FarmArg {
         s
     }
 
-    pub fn cache(&self) -> SessionCache {
+    pub(crate) fn cache(&self) -> SessionCache {
         SessionCache::Raw(self.render())
     }
 }
@@ -214,7 +214,7 @@ impl FarmArg {
 /// Prepare a farm host (`opts` with `arg` as its cache), write `key` (if
 /// any) as its `{dir}/farm.key` (mode 0600, owned by the user httpd starts
 /// as), and start it.
-pub fn start_farm_host(opts: Options, arg: &FarmArg, key: Option<&[u8]>) -> Httpd {
+pub(crate) fn start_farm_host(opts: Options, arg: &FarmArg, key: Option<&[u8]>) -> Httpd {
     let prep = Prepared::new(opts.cache(arg.cache()));
     if let Some(key) = key {
         let path = write_key_file(&prep.dir, FARM_KEY_FILE, key, 0o600);
@@ -226,12 +226,12 @@ pub fn start_farm_host(opts: Options, arg: &FarmArg, key: Option<&[u8]>) -> Http
 impl Httpd {
     /// A farm figure of `server-status?auto`; panics (with diagnostics)
     /// when it is missing.
-    pub fn farm(&mut self, figure: FarmFigure) -> u64 {
+    pub(crate) fn farm(&mut self, figure: FarmFigure) -> u64 {
         self.figure(figure.key())
     }
 
     /// The breaker's state from `server-status?auto`.
-    pub fn breaker(&mut self) -> Breaker {
+    pub(crate) fn breaker(&mut self) -> Breaker {
         let s = self.status_auto();
         match s.get(BREAKER_KEY).and_then(|v| Breaker::parse(v)) {
             Some(b) => b,
@@ -242,13 +242,13 @@ impl Httpd {
     }
 
     /// The error log's breaker-opened lines.
-    pub fn breaker_opened_lines(&self) -> Vec<String> {
+    pub(crate) fn breaker_opened_lines(&self) -> Vec<String> {
         breaker_opened_lines(&self.error_log())
     }
 }
 
 /// The Redis key of the session `id_hex` among `keys`.
-pub fn find_key<'a>(keys: &'a [String], prefix: &str, id_hex: &str) -> Option<&'a String> {
+pub(crate) fn find_key<'a>(keys: &'a [String], prefix: &str, id_hex: &str) -> Option<&'a String> {
     keys.iter().find(|k| is_key_of(k, prefix, id_hex))
 }
 
@@ -256,7 +256,7 @@ impl RedisServer {
     /// Wait (up to `limit`) until every one of `ids` has a key under
     /// `prefix` (stores reach Redis asynchronously); the keys found, in the
     /// order of `ids` (`None`: still missing at the deadline).
-    pub fn wait_for_sessions(
+    pub(crate) fn wait_for_sessions(
         &self,
         prefix: &str,
         ids: &[String],
@@ -268,7 +268,7 @@ impl RedisServer {
 
 impl RedisCluster {
     /// [`RedisServer::wait_for_sessions`] over the live nodes: (node, key).
-    pub fn wait_for_sessions(
+    pub(crate) fn wait_for_sessions(
         &self,
         prefix: &str,
         ids: &[String],

@@ -80,7 +80,7 @@ pub(crate) fn run_as(opts: &Options) -> Option<(String, String)> {
 }
 
 /// (uid, gid) of a user name.
-pub fn user_ids(name: &str) -> Option<(u32, u32)> {
+pub(crate) fn user_ids(name: &str) -> Option<(u32, u32)> {
     let c = CString::new(name).ok()?;
     let mut pw: libc::passwd = {
         // SAFETY: passwd is a plain C struct; all-zero (null pointers) is a
@@ -93,17 +93,17 @@ pub fn user_ids(name: &str) -> Option<(u32, u32)> {
     let rc = unsafe {
         libc::getpwnam_r(
             c.as_ptr(),
-            &mut pw,
+            &raw mut pw,
             buf.as_mut_ptr(),
             buf.len(),
-            &mut result,
+            &raw mut result,
         )
     };
     (rc == 0 && !result.is_null()).then_some((pw.pw_uid, pw.pw_gid))
 }
 
 /// An instance directory with its configuration, not running.
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub opts: Options,
     pub dir: PathBuf,
     pub port: u16,
@@ -115,7 +115,7 @@ pub struct Prepared {
 
 impl Prepared {
     /// Create the directory tree, certificate, document root and httpd.conf.
-    pub fn new(opts: Options) -> Prepared {
+    pub(crate) fn new(opts: Options) -> Prepared {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "socache-httpd-{}-{}",
@@ -165,14 +165,14 @@ impl Prepared {
     }
 
     /// The (uid, gid) httpd starts as, when not ourselves.
-    pub fn start_as(&self) -> Option<(u32, u32)> {
+    pub(crate) fn start_as(&self) -> Option<(u32, u32)> {
         self.opts.start_as
     }
 
     /// Give `path` (made by us, inside the instance) to the user httpd
     /// starts as, if that is not us: what an unprivileged server's owner
     /// would have made. No-op otherwise.
-    pub fn give(&self, path: &Path) {
+    pub(crate) fn give(&self, path: &Path) {
         if let Some((uid, gid)) = self.opts.start_as {
             std::os::unix::fs::lchown(path, Some(uid), Some(gid))
                 .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
@@ -180,17 +180,17 @@ impl Prepared {
     }
 
     /// (Re)write httpd.conf from the options (e.g. after changing them).
-    pub fn write_conf(&self) {
+    pub(crate) fn write_conf(&self) {
         fs::write(&self.conf, self.render()).expect("write httpd.conf");
     }
 
     /// `{dir}` replaced by the instance directory.
-    pub fn expand(&self, text: &str) -> String {
+    pub(crate) fn expand(&self, text: &str) -> String {
         text.replace("{dir}", &self.dir.display().to_string())
     }
 
     /// The `SSLSessionCache` argument.
-    pub fn cache_arg(&self) -> String {
+    pub(crate) fn cache_arg(&self) -> String {
         match &self.opts.cache {
             SessionCache::File { bytes } => format!(
                 "{}:{}({bytes})",
@@ -277,12 +277,12 @@ impl Prepared {
 
     /// `apache2 -t` on this configuration, as the user httpd starts as:
     /// (exit status success, stderr+stdout).
-    pub fn config_test(&self) -> (bool, String) {
+    pub(crate) fn config_test(&self) -> (bool, String) {
         self.config_test_as(self.opts.start_as)
     }
 
     /// [`Prepared::config_test`] as another user (uid, gid); we must be root.
-    pub fn config_test_as(&self, user: Option<(u32, u32)>) -> (bool, String) {
+    pub(crate) fn config_test_as(&self, user: Option<(u32, u32)>) -> (bool, String) {
         let out_path = self
             .dir
             .join(format!("logs/configtest-{}.out", unix_nanos()));
@@ -315,7 +315,7 @@ impl Prepared {
     /// Start httpd on this configuration; panics (with its error log) unless
     /// it serves within [`WAIT`]. Retries on another port if the port was
     /// taken meanwhile.
-    pub fn start(self) -> Httpd {
+    pub(crate) fn start(self) -> Httpd {
         match self.try_start() {
             Ok(httpd) => httpd,
             Err(failed) => {
@@ -333,7 +333,7 @@ impl Prepared {
 
     /// [`Prepared::start`] for a start that is meant to fail: the instance
     /// back, and why (with diagnostics), instead of a panic.
-    pub fn try_start(mut self) -> Result<Httpd, Box<(Prepared, String)>> {
+    pub(crate) fn try_start(mut self) -> Result<Httpd, Box<(Prepared, String)>> {
         let client = Client::any();
         let mut attempt = 0;
         loop {
@@ -361,7 +361,7 @@ impl Prepared {
     }
 
     /// The last lines of the error log and of httpd's stderr.
-    pub fn diagnostics(&self) -> String {
+    pub(crate) fn diagnostics(&self) -> String {
         let err = fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default();
         let stderr = fs::read_to_string(self.dir.join("logs/stderr.log")).unwrap_or_default();
         format!(
@@ -441,7 +441,7 @@ pub(crate) fn unix_nanos() -> u128 {
 }
 
 /// `apache2 -t` on a fresh instance with these options.
-pub fn config_test(opts: Options) -> (bool, String) {
+pub(crate) fn config_test(opts: Options) -> (bool, String) {
     Prepared::new(opts).config_test()
 }
 
@@ -519,7 +519,7 @@ pub(crate) fn terminate(mut child: Child, grace: Duration) -> bool {
             libc::waitid(
                 libc::P_PID,
                 pid as libc::id_t,
-                &mut info,
+                &raw mut info,
                 libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
             )
         };

@@ -72,14 +72,15 @@ use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
 use openssl::x509::{X509Builder, X509NameBuilder};
 
 /// Upper bound of every wait: startup, shutdown, a log line, a response.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// Poll interval of the bounded waits.
 const POLL: Duration = Duration::from_millis(20);
 
 /// The access log's format: served-by pid, `Initial`/`Resumed`, protocol,
 /// session id, request line.
-pub const LOG_FORMAT: &str = "%P %{SSL_SESSION_RESUMED}x %{SSL_PROTOCOL}x %{SSL_SESSION_ID}x %r";
+pub(crate) const LOG_FORMAT: &str =
+    "%P %{SSL_SESSION_RESUMED}x %{SSL_PROTOCOL}x %{SSL_SESSION_ID}x %r";
 
 mod client;
 mod farm;
@@ -87,18 +88,18 @@ mod instance;
 mod options;
 mod paths;
 mod redis;
-pub mod rogue;
+pub(crate) mod rogue;
 mod server;
 
-pub use client::*;
+pub(crate) use client::*;
 // Only tests/httpd_farm.rs uses the farm tier's part of the harness.
 #[allow(unused_imports)]
-pub use farm::*;
-pub use instance::*;
-pub use options::*;
-pub use paths::*;
+pub(crate) use farm::*;
+pub(crate) use instance::*;
+pub(crate) use options::*;
+pub(crate) use paths::*;
 #[allow(unused_imports)]
-pub use redis::*;
+pub(crate) use redis::*;
 #[allow(unused_imports)]
-pub use rogue::*;
-pub use server::*;
+pub(crate) use rogue::*;
+pub(crate) use server::*;

@@ -4,7 +4,7 @@ use super::*;
 
 /// The socache provider behind `SSLSessionCache`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Provider {
+pub(crate) enum Provider {
     /// Ours: `build/mod_socache_shm.so`, provider `shm`.
     Shm,
     /// Stock mod_socache_shmcb, provider `shmcb`: the comparison.
@@ -13,7 +13,7 @@ pub enum Provider {
 
 impl Provider {
     /// `SOCACHE_TEST_PROVIDER` (`shm` or `shmcb`), `shm` when unset.
-    pub fn from_env() -> Provider {
+    pub(crate) fn from_env() -> Provider {
         match std::env::var("SOCACHE_TEST_PROVIDER").as_deref() {
             Err(_) | Ok("") | Ok("shm") => Provider::Shm,
             Ok("shmcb") => Provider::Shmcb,
@@ -22,7 +22,7 @@ impl Provider {
     }
 
     /// The name in `SSLSessionCache <name>:<arg>`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Provider::Shm => "shm",
             Provider::Shmcb => "shmcb",
@@ -30,7 +30,7 @@ impl Provider {
     }
 
     /// The `CacheType` its status prints.
-    pub fn cache_type(self) -> &'static str {
+    pub(crate) fn cache_type(self) -> &'static str {
         match self {
             Provider::Shm => "SHM",
             Provider::Shmcb => "SHMCB",
@@ -40,7 +40,7 @@ impl Provider {
 
 /// The multi-processing module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mpm {
+pub(crate) enum Mpm {
     /// One connection per child process; 8 children at start.
     Prefork,
     /// 3 processes at start, 4 threads each.
@@ -50,7 +50,7 @@ pub enum Mpm {
 }
 
 impl Mpm {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mpm::Prefork => "prefork",
             Mpm::Event => "event",
@@ -60,7 +60,7 @@ impl Mpm {
 
     /// Connections that can be held open at once without waiting for a
     /// new process (and that force more than one process to serve them).
-    pub fn capacity(self) -> usize {
+    pub(crate) fn capacity(self) -> usize {
         match self {
             Mpm::Prefork => PREFORK_CHILDREN,
             Mpm::Event | Mpm::Worker => THREADED_PROCESSES * THREADS_PER_CHILD,
@@ -89,16 +89,16 @@ impl Mpm {
 }
 
 /// Children prefork starts with (and keeps idle).
-pub const PREFORK_CHILDREN: usize = 8;
+pub(crate) const PREFORK_CHILDREN: usize = 8;
 /// Processes event/worker start with.
-pub const THREADED_PROCESSES: usize = 3;
+pub(crate) const THREADED_PROCESSES: usize = 3;
 /// Threads per event/worker process: small, so 8 held connections need
 /// at least two processes.
-pub const THREADS_PER_CHILD: usize = 4;
+pub(crate) const THREADS_PER_CHILD: usize = 4;
 
 /// A TLS protocol version, pinned on both client and connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tls {
+pub(crate) enum Tls {
     V12,
     V13,
 }
@@ -112,7 +112,7 @@ impl Tls {
     }
 
     /// `%{SSL_PROTOCOL}x` for it.
-    pub fn log_name(self) -> &'static str {
+    pub(crate) fn log_name(self) -> &'static str {
         match self {
             Tls::V12 => "TLSv1.2",
             Tls::V13 => "TLSv1.3",
@@ -122,7 +122,7 @@ impl Tls {
 
 /// The `SSLSessionCache` argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SessionCache {
+pub(crate) enum SessionCache {
     /// `<provider>:<dir>/run/ssl_scache(<bytes>)`.
     File { bytes: u64 },
     /// `none`.
@@ -132,11 +132,11 @@ pub enum SessionCache {
 }
 
 /// The segment file of [`SessionCache::File`], relative to the instance dir.
-pub const CACHE_FILE: &str = "run/ssl_scache";
+pub(crate) const CACHE_FILE: &str = "run/ssl_scache";
 
 /// What an instance runs. `{dir}` in `cache`/`extra` is the instance directory.
 #[derive(Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     pub provider: Provider,
     pub mpm: Mpm,
     pub cache: SessionCache,
@@ -160,7 +160,7 @@ pub struct Options {
 
 impl Options {
     /// TLS 1.2 and 1.3, a 512000-byte file-backed cache, timeout 300 s.
-    pub fn new(provider: Provider, mpm: Mpm) -> Options {
+    pub(crate) fn new(provider: Provider, mpm: Mpm) -> Options {
         Options {
             provider,
             mpm,
@@ -175,33 +175,33 @@ impl Options {
     }
 
     /// `SSLSessionTickets on`: clients resume from stateless tickets.
-    pub fn session_tickets(mut self, on: bool) -> Options {
+    pub(crate) fn session_tickets(mut self, on: bool) -> Options {
         self.tickets = on;
         self
     }
 
     /// See [`Options::start_as`].
-    pub fn start_as(mut self, user: Option<(u32, u32)>) -> Options {
+    pub(crate) fn start_as(mut self, user: Option<(u32, u32)>) -> Options {
         self.start_as = user;
         self
     }
 
-    pub fn cache(mut self, cache: SessionCache) -> Options {
+    pub(crate) fn cache(mut self, cache: SessionCache) -> Options {
         self.cache = cache;
         self
     }
 
-    pub fn protocol(mut self, protocol: &str) -> Options {
+    pub(crate) fn protocol(mut self, protocol: &str) -> Options {
         self.protocol = protocol.into();
         self
     }
 
-    pub fn cache_timeout(mut self, seconds: u32) -> Options {
+    pub(crate) fn cache_timeout(mut self, seconds: u32) -> Options {
         self.cache_timeout = seconds;
         self
     }
 
-    pub fn extra(mut self, lines: &str) -> Options {
+    pub(crate) fn extra(mut self, lines: &str) -> Options {
         self.extra.push_str(lines);
         self.extra.push('\n');
         self

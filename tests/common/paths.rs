@@ -3,12 +3,12 @@
 use super::*;
 
 /// The repository root.
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The httpd binary.
-pub fn apache2_bin() -> PathBuf {
+pub(crate) fn apache2_bin() -> PathBuf {
     let bin = std::env::var_os("APACHE2_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/sbin/apache2"));
@@ -21,7 +21,7 @@ pub fn apache2_bin() -> PathBuf {
 }
 
 /// httpd's modules directory.
-pub fn modules_dir() -> PathBuf {
+pub(crate) fn modules_dir() -> PathBuf {
     std::env::var_os("APACHE2_MODULES")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/lib/apache2/modules"))
@@ -30,7 +30,7 @@ pub fn modules_dir() -> PathBuf {
 /// `build/mod_socache_shm.so`, built with `make module` first if it is
 /// missing or older than the sources (once per test process, under a file
 /// lock so concurrent test processes do not build at the same time).
-pub fn shm_module() -> PathBuf {
+pub(crate) fn shm_module() -> PathBuf {
     static MODULE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     MODULE
         .get_or_init(build_module)

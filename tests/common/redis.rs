@@ -15,12 +15,12 @@ use std::io::BufRead;
 const REPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// `redis-server` (`REDIS_SERVER` overrides).
-pub fn redis_server_bin() -> PathBuf {
+pub(crate) fn redis_server_bin() -> PathBuf {
     tool("REDIS_SERVER", "/usr/bin/redis-server")
 }
 
 /// `redis-cli` (`REDIS_CLI` overrides).
-pub fn redis_cli_bin() -> PathBuf {
+pub(crate) fn redis_cli_bin() -> PathBuf {
     tool("REDIS_CLI", "/usr/bin/redis-cli")
 }
 
@@ -38,7 +38,7 @@ fn tool(var: &str, default: &str) -> PathBuf {
 
 /// A reply in the Redis protocol (RESP2).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Resp {
+pub(crate) enum Resp {
     Simple(String),
     Error(String),
     Int(i64),
@@ -49,7 +49,7 @@ pub enum Resp {
 
 impl Resp {
     /// A bulk or simple string as text (lossy).
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Resp::Simple(s) | Resp::Error(s) => s.clone(),
             Resp::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
@@ -61,7 +61,7 @@ impl Resp {
 
 /// A `redis-server` we started; killed (and its directory removed unless a
 /// test panicked) on drop.
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     pub port: u16,
     pub dir: PathBuf,
     /// The TLS port ([`RedisServer::start_tls`]); `port` stays plain, for
@@ -74,12 +74,12 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// A standalone server on a free loopback port, no persistence.
-    pub fn start() -> RedisServer {
+    pub(crate) fn start() -> RedisServer {
         RedisServer::start_with(Vec::new())
     }
 
     /// [`RedisServer::start`] with more `redis-server` arguments.
-    pub fn start_with(args: Vec<String>) -> RedisServer {
+    pub(crate) fn start_with(args: Vec<String>) -> RedisServer {
         let mut server = RedisServer {
             port: pick_port(),
             dir: new_redis_dir(),
@@ -95,7 +95,7 @@ impl RedisServer {
     /// (clients need no certificate), with a certificate for 127.0.0.1 and
     /// localhost issued by a CA of its own ([`RedisServer::ca_file`]). The
     /// plain port stays open for the harness's commands.
-    pub fn start_tls() -> RedisServer {
+    pub(crate) fn start_tls() -> RedisServer {
         let dir = new_redis_dir();
         let (ca, cert, key) = tls_files();
         for (name, pem) in [(REDIS_CA_FILE, ca), ("redis.crt", cert), ("redis.key", key)] {
@@ -130,23 +130,23 @@ impl RedisServer {
     }
 
     /// `rediss://127.0.0.1:<tls port>/0` ([`RedisServer::start_tls`]).
-    pub fn tls_url(&self) -> String {
+    pub(crate) fn tls_url(&self) -> String {
         let port = self.tls_port.expect("a server started with start_tls");
         format!("rediss://127.0.0.1:{port}/0")
     }
 
     /// The CA that issued the TLS certificate (for `redis-ca=`).
-    pub fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.join(REDIS_CA_FILE)
     }
 
     /// `127.0.0.1:<port>`.
-    pub fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// `redis://127.0.0.1:<port>/0`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://{}/0", self.addr())
     }
 
@@ -230,17 +230,17 @@ impl RedisServer {
 
     /// SIGSTOP: the server hangs; connects still complete into the backlog,
     /// nothing is answered.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.signal(libc::SIGSTOP);
     }
 
     /// SIGCONT after [`RedisServer::stop`].
-    pub fn cont(&self) {
+    pub(crate) fn cont(&self) {
         self.signal(libc::SIGCONT);
     }
 
     /// SIGKILL and reap: connects are refused.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: as in `signal`: our unreaped child.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
@@ -249,13 +249,13 @@ impl RedisServer {
     }
 
     /// Kill (if running) and start again, empty, on the same port.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill();
         self.launch();
     }
 
     /// One command on a new connection; panics on an I/O error.
-    pub fn command(&self, args: &[&[u8]]) -> Resp {
+    pub(crate) fn command(&self, args: &[&[u8]]) -> Resp {
         self.try_command(args).unwrap_or_else(|e| {
             panic!(
                 "redis {:?} on port {}: {e}\n{}",
@@ -267,13 +267,13 @@ impl RedisServer {
     }
 
     /// One command on a new connection, every socket operation bounded.
-    pub fn try_command(&self, args: &[&[u8]]) -> Result<Resp, String> {
+    pub(crate) fn try_command(&self, args: &[&[u8]]) -> Result<Resp, String> {
         resp_command(self.port, args)
     }
 
     /// `redis-cli -h 127.0.0.1 -p <port> <args>`: its stdout; panics unless
     /// it exits 0 within [`WAIT`].
-    pub fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         let port = self.port.to_string();
         let mut all = vec!["-h", "127.0.0.1", "-p", &port];
         all.extend_from_slice(args);
@@ -282,13 +282,13 @@ impl RedisServer {
 
     /// Calls per command since start, from `INFO commandstats`
     /// (`cmdstat_get:calls=3,...` gives `"get" → 3`).
-    pub fn commandstats(&self) -> HashMap<String, u64> {
+    pub(crate) fn commandstats(&self) -> HashMap<String, u64> {
         let info = self.command(&[b"INFO", b"commandstats"]).text();
         parse_commandstats(&info)
     }
 
     /// Every key (`KEYS *`).
-    pub fn keys(&self) -> Vec<String> {
+    pub(crate) fn keys(&self) -> Vec<String> {
         match self.command(&[b"KEYS", b"*"]) {
             Resp::Array(Some(items)) => items.iter().map(Resp::text).collect(),
             other => panic!("KEYS *: {other:?}"),
@@ -296,7 +296,7 @@ impl RedisServer {
     }
 
     /// `GET key`: the value, `None` if missing.
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Vec<u8>> {
         match self.command(&[b"GET", key.as_bytes()]) {
             Resp::Bulk(v) => v,
             other => panic!("GET {key}: {other:?}"),
@@ -304,13 +304,13 @@ impl RedisServer {
     }
 
     /// `SET key value` (no expiry).
-    pub fn set(&self, key: &str, value: &[u8]) {
+    pub(crate) fn set(&self, key: &str, value: &[u8]) {
         let r = self.command(&[b"SET", key.as_bytes(), value]);
         assert_eq!(r, Resp::Simple("OK".into()), "SET {key}");
     }
 
     /// The last lines of redis-server's log.
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let log = fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
         format!("--- redis.log (tail) ---\n{}", tail(&log, 15))
     }
@@ -410,14 +410,14 @@ fn tls_files() -> (&'static [u8], &'static [u8], &'static [u8]) {
 /// so that a dead node costs only its own slots: the live nodes keep
 /// answering for theirs (with the default, the whole cluster refuses every
 /// command once the node is marked failed).
-pub struct RedisCluster {
+pub(crate) struct RedisCluster {
     pub nodes: Vec<RedisServer>,
     alive: Vec<bool>,
 }
 
 impl RedisCluster {
     /// `n` (≥ 3) nodes; returns when every node reports `cluster_state:ok`.
-    pub fn start(n: usize) -> RedisCluster {
+    pub(crate) fn start(n: usize) -> RedisCluster {
         assert!(n >= 3, "a Redis Cluster needs at least 3 masters");
         let nodes: Vec<RedisServer> = (0..n)
             .map(|_| {
@@ -472,7 +472,7 @@ impl RedisCluster {
     }
 
     /// The seed list for `redis-cluster=`: `host:port,host:port,...`.
-    pub fn seeds(&self) -> String {
+    pub(crate) fn seeds(&self) -> String {
         self.nodes
             .iter()
             .map(RedisServer::addr)
@@ -481,13 +481,13 @@ impl RedisCluster {
     }
 
     /// SIGKILL node `i`.
-    pub fn kill(&mut self, i: usize) {
+    pub(crate) fn kill(&mut self, i: usize) {
         self.nodes[i].kill();
         self.alive[i] = false;
     }
 
     /// Every key of every live node, with the node's index.
-    pub fn keys(&self) -> Vec<(usize, String)> {
+    pub(crate) fn keys(&self) -> Vec<(usize, String)> {
         let mut out = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
             if self.alive[i] {
@@ -498,7 +498,7 @@ impl RedisCluster {
     }
 
     /// Calls per command, summed over the live nodes.
-    pub fn commandstats(&self) -> HashMap<String, u64> {
+    pub(crate) fn commandstats(&self) -> HashMap<String, u64> {
         let mut sum = HashMap::new();
         for (i, node) in self.nodes.iter().enumerate() {
             if self.alive[i] {
@@ -512,7 +512,7 @@ impl RedisCluster {
 }
 
 /// `redis-cli <args>`: its stdout; panics unless it exits 0 within [`WAIT`].
-pub fn redis_cli(args: &[&str]) -> String {
+pub(crate) fn redis_cli(args: &[&str]) -> String {
     let mut child = Command::new(redis_cli_bin())
         .args(args)
         .stdin(Stdio::null())
@@ -548,7 +548,7 @@ pub fn redis_cli(args: &[&str]) -> String {
 }
 
 /// `INFO commandstats` text → calls per command (lower-case name).
-pub fn parse_commandstats(info: &str) -> HashMap<String, u64> {
+pub(crate) fn parse_commandstats(info: &str) -> HashMap<String, u64> {
     info.lines()
         .filter_map(|l| l.trim().strip_prefix("cmdstat_"))
         .filter_map(|l| {
@@ -564,7 +564,7 @@ pub fn parse_commandstats(info: &str) -> HashMap<String, u64> {
 }
 
 /// One command to 127.0.0.1:`port` on a new connection.
-pub fn resp_command(port: u16, args: &[&[u8]]) -> Result<Resp, String> {
+pub(crate) fn resp_command(port: u16, args: &[&[u8]]) -> Result<Resp, String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut tcp = TcpStream::connect_timeout(&addr, REPLY_WAIT)
         .map_err(|e| format!("connect {addr}: {e}"))?;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 /// How often a connection thread looks at the stop flag (its socket
 /// timeouts), and the accept loop's poll interval.
-pub const TICK: Duration = Duration::from_millis(50);
+pub(crate) const TICK: Duration = Duration::from_millis(50);
 
 /// A write that makes no progress for this long ends the connection (the
 /// client stopped reading and did not close).
@@ -36,7 +36,7 @@ const CHUNK: usize = 1 << 20;
 
 /// What a [`Rogue`] does with each connection.
 #[derive(Clone, Copy, Debug)]
-pub enum Misbehaviour {
+pub(crate) enum Misbehaviour {
     /// Accept, read and discard whatever comes, never send a byte.
     Silent,
     /// Answer every command, one byte every `interval`: `+PONG` to PING, a
@@ -61,7 +61,7 @@ pub enum Misbehaviour {
 
 /// What a [`Rogue`] saw and did, over all its connections.
 #[derive(Default, Debug)]
-pub struct RogueStats {
+pub(crate) struct RogueStats {
     /// Connections accepted.
     pub connections: AtomicU64,
     /// Connections open now.
@@ -87,12 +87,12 @@ impl RogueStats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 
     /// How many `name` commands came (`"GET"`, `"CLUSTER SLOTS"`).
-    pub fn command_count(&self, name: &str) -> u64 {
+    pub(crate) fn command_count(&self, name: &str) -> u64 {
         let map = self.by_command.lock().unwrap_or_else(|e| e.into_inner());
         map.get(name).copied().unwrap_or(0)
     }
@@ -115,7 +115,7 @@ impl RogueStats {
     }
 
     /// One line for a test's output.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let by = {
             let map = self.by_command.lock().unwrap_or_else(|e| e.into_inner());
@@ -139,7 +139,7 @@ impl RogueStats {
 }
 
 /// A misbehaving server on `127.0.0.1:port`; stops when dropped.
-pub struct Rogue {
+pub(crate) struct Rogue {
     pub port: u16,
     pub what: Misbehaviour,
     stats: Arc<RogueStats>,
@@ -149,7 +149,7 @@ pub struct Rogue {
 impl Rogue {
     /// Listen on a free loopback port and serve every connection with
     /// `what`, each in its own thread.
-    pub fn start(what: Misbehaviour) -> Rogue {
+    pub(crate) fn start(what: Misbehaviour) -> Rogue {
         let (port, listener) = (0..20)
             .find_map(|_| {
                 let port = pick_port();
@@ -177,19 +177,19 @@ impl Rogue {
     }
 
     /// `127.0.0.1:<port>`.
-    pub fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    pub fn stats(&self) -> &RogueStats {
+    pub(crate) fn stats(&self) -> &RogueStats {
         &self.stats
     }
 
-    pub fn connections(&self) -> u64 {
+    pub(crate) fn connections(&self) -> u64 {
         RogueStats::get(&self.stats.connections)
     }
 
-    pub fn bytes_sent(&self) -> u64 {
+    pub(crate) fn bytes_sent(&self) -> u64 {
         RogueStats::get(&self.stats.bytes_sent)
     }
 }
@@ -477,7 +477,7 @@ fn number(digits: &[u8]) -> Option<usize> {
 
 /// Resident memory of a process from `/proc/<pid>/status`, bytes:
 /// (`VmRSS`, `VmHWM`, the peak). `None` if it is gone.
-pub fn resident(pid: i32) -> Option<(u64, u64)> {
+pub(crate) fn resident(pid: i32) -> Option<(u64, u64)> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib = |key: &str| {
         status

@@ -3,7 +3,7 @@
 use super::*;
 
 /// A running httpd; dropping it stops it.
-pub struct Httpd {
+pub(crate) struct Httpd {
     pub prep: Prepared,
     pub(crate) child: Option<Child>,
     pub(crate) status_client: Client,
@@ -11,7 +11,7 @@ pub struct Httpd {
 
 /// One line of the access log.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogEntry {
+pub(crate) struct LogEntry {
     /// `%P`: the process that served the request.
     pub pid: u32,
     /// `%{SSL_SESSION_RESUMED}x` is `Resumed`.
@@ -25,7 +25,7 @@ pub struct LogEntry {
 
 /// One tagged request on its own connection.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     pub tag: String,
     /// The client's view: `SSL_session_reused`.
     pub resumed: bool,
@@ -38,27 +38,27 @@ pub struct Conn {
 
 impl Conn {
     /// Resumed according to both the client and the access log.
-    pub fn both_resumed(&self) -> bool {
+    pub(crate) fn both_resumed(&self) -> bool {
         self.resumed && self.log.resumed
     }
 }
 
 impl Httpd {
     /// [`Prepared::new`] then [`Prepared::start`].
-    pub fn start(opts: Options) -> Httpd {
+    pub(crate) fn start(opts: Options) -> Httpd {
         Prepared::new(opts).start()
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.prep.port
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.prep.dir
     }
 
     /// The httpd parent's pid.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("httpd running").id()
     }
 
@@ -106,7 +106,7 @@ impl Httpd {
     }
 
     /// Panic with the diagnostics (and keep the instance dir).
-    pub fn fail(&mut self, why: &str) -> ! {
+    pub(crate) fn fail(&mut self, why: &str) -> ! {
         self.prep.keep = true;
         let diag = self.prep.diagnostics();
         self.stop();
@@ -119,7 +119,7 @@ impl Httpd {
     }
 
     /// Panic if httpd's parent has exited.
-    pub fn check_alive(&mut self, when: &str) {
+    pub(crate) fn check_alive(&mut self, when: &str) {
         let exited = match self.child.as_mut() {
             None => Some("stopped".to_string()),
             Some(c) => c.try_wait().expect("try_wait").map(|s| s.to_string()),
@@ -132,7 +132,7 @@ impl Httpd {
 
     /// `apache2 -k graceful`, then wait until a process of the new
     /// generation answers `/server-status?auto`.
-    pub fn graceful(&mut self) {
+    pub(crate) fn graceful(&mut self) {
         let before = self.generation();
         let out_path = self.prep.dir.join("logs/graceful.out");
         let out = fs::File::create(&out_path).expect("create graceful.out");
@@ -185,7 +185,7 @@ impl Httpd {
     /// A graceful restart by SIGUSR1 straight to the parent (as `kill -USR1`
     /// or a log rotator sends it), without `apache2 -k graceful`'s own
     /// reading of the configuration first; waits as [`Httpd::graceful`].
-    pub fn graceful_by_signal(&mut self) {
+    pub(crate) fn graceful_by_signal(&mut self) {
         let before = self.generation();
         // SAFETY: kill has no memory-safety preconditions; the pid is our
         // running child (httpd's parent).
@@ -212,7 +212,7 @@ impl Httpd {
     }
 
     /// `ParentServerConfigGeneration` of whichever process answers.
-    pub fn generation(&mut self) -> u64 {
+    pub(crate) fn generation(&mut self) -> u64 {
         let s = self.status_auto();
         match s
             .get("ParentServerConfigGeneration")
@@ -226,7 +226,7 @@ impl Httpd {
     /// Stop httpd (SIGTERM, as `apache2 -k stop` sends) and wait until its
     /// parent has exited; then kill whatever is left of its process group.
     /// Idempotent; also run on drop.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let Some(child) = self.child.take() else {
             return;
         };
@@ -241,18 +241,18 @@ impl Httpd {
     }
 
     /// The access log's text.
-    pub fn access_log(&self) -> String {
+    pub(crate) fn access_log(&self) -> String {
         fs::read_to_string(self.prep.dir.join("logs/access.log")).unwrap_or_default()
     }
 
     /// The error log's text.
-    pub fn error_log(&self) -> String {
+    pub(crate) fn error_log(&self) -> String {
         fs::read_to_string(self.prep.dir.join("logs/error.log")).unwrap_or_default()
     }
 
     /// The access-log entry of the request tagged `tag` (waits for it: httpd
     /// logs after the response is sent).
-    pub fn log_entry(&mut self, tag: &str) -> LogEntry {
+    pub(crate) fn log_entry(&mut self, tag: &str) -> LogEntry {
         let needle = format!(" GET /?{tag} HTTP/1.1");
         let deadline = Instant::now() + WAIT;
         loop {
@@ -271,7 +271,7 @@ impl Httpd {
 
     /// One tagged request (`GET /?<tag>`) on a new connection, resuming
     /// `session` if given.
-    pub fn connect(&mut self, client: &Client, session: Option<&Session>) -> Conn {
+    pub(crate) fn connect(&mut self, client: &Client, session: Option<&Session>) -> Conn {
         let tag = new_tag();
         let reply = match client
             .handshake(self.port(), session)
@@ -286,7 +286,7 @@ impl Httpd {
     /// [`Httpd::connect`] with every socket operation bounded by `limit`,
     /// and the time the handshake and request took (not the wait for the
     /// access-log line). Panics (with diagnostics) if the connection fails.
-    pub fn connect_timed(
+    pub(crate) fn connect_timed(
         &mut self,
         client: &Client,
         session: Option<&Session>,
@@ -320,7 +320,7 @@ impl Httpd {
     /// have completed their handshakes, so no process can serve two of them
     /// one after the other (prefork needs `n` different children). Then each
     /// sends its request.
-    pub fn concurrent(&mut self, client: &Client, session: &Session, n: usize) -> Vec<Conn> {
+    pub(crate) fn concurrent(&mut self, client: &Client, session: &Session, n: usize) -> Vec<Conn> {
         let port = self.port();
         let tags: Vec<String> = (0..n).map(|_| new_tag()).collect();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
@@ -397,7 +397,7 @@ impl Httpd {
     }
 
     /// GET `target` on a fresh full handshake (TLS 1.2 or 1.3).
-    pub fn get(&mut self, target: &str) -> Reply {
+    pub(crate) fn get(&mut self, target: &str) -> Reply {
         match self.try_get(target) {
             Ok(r) => r,
             Err(e) => self.fail(&format!("GET {target}: {e}")),
@@ -411,7 +411,7 @@ impl Httpd {
     }
 
     /// `/server-status?auto` as key → value.
-    pub fn status_auto(&mut self) -> HashMap<String, String> {
+    pub(crate) fn status_auto(&mut self) -> HashMap<String, String> {
         let r = self.get("/server-status?auto");
         if r.status != 200 {
             self.fail(&format!("server-status?auto: status {}", r.status));
@@ -420,7 +420,7 @@ impl Httpd {
     }
 
     /// A numeric `?auto` figure.
-    pub fn figure(&mut self, key: &str) -> u64 {
+    pub(crate) fn figure(&mut self, key: &str) -> u64 {
         let s = self.status_auto();
         match s.get(key).and_then(|v| v.parse().ok()) {
             Some(v) => v,
@@ -437,7 +437,7 @@ impl Drop for Httpd {
 
 /// What a run of the `shmcache` inspector printed.
 #[derive(Debug)]
-pub struct Inspected {
+pub(crate) struct Inspected {
     pub success: bool,
     pub stdout: String,
     pub stderr: String,
@@ -448,7 +448,7 @@ pub struct Inspected {
 /// The `shmcache` binary of this build (the shmcache crate, a member of
 /// the workspace): beside this test binary's directory, in the same
 /// profile's target directory. Built first if missing.
-pub fn shmcache_bin() -> PathBuf {
+pub(crate) fn shmcache_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().expect("current_exe");
@@ -477,7 +477,10 @@ pub fn shmcache_bin() -> PathBuf {
     .clone()
 }
 
-pub fn shmcache_as<S: AsRef<std::ffi::OsStr>>(user: Option<(u32, u32)>, args: &[S]) -> Inspected {
+pub(crate) fn shmcache_as<S: AsRef<std::ffi::OsStr>>(
+    user: Option<(u32, u32)>,
+    args: &[S],
+) -> Inspected {
     let mut cmd = Command::new(shmcache_bin());
     cmd.args(args)
         .stdin(Stdio::null())
@@ -528,13 +531,13 @@ pub fn shmcache_as<S: AsRef<std::ffi::OsStr>>(user: Option<(u32, u32)>, args: &[
 }
 
 /// Run `shmcache <args>` as ourselves, bounded by [`WAIT`].
-pub fn shmcache<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Inspected {
+pub(crate) fn shmcache<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Inspected {
     shmcache_as(None, args)
 }
 
 /// Pids of the processes whose parent is `parent` (httpd's children), from
 /// `/proc/*/stat`.
-pub fn children(parent: u32) -> Vec<i32> {
+pub(crate) fn children(parent: u32) -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(dir) = fs::read_dir("/proc") else {
         return out;
@@ -559,7 +562,7 @@ pub fn children(parent: u32) -> Vec<i32> {
 }
 
 /// `Key: value` lines.
-pub fn parse_status(text: &str) -> HashMap<String, String> {
+pub(crate) fn parse_status(text: &str) -> HashMap<String, String> {
     text.lines()
         .filter_map(|l| l.split_once(": "))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))

@@ -27,12 +27,12 @@ use crate::layout::{USES_AGAIN, USES_MAX};
 
 /// Index slots a store sweeps for expired entries (see "Secrets" in
 /// `shard.rs`).
-pub const SWEEP_SLOTS: u32 = 32;
+pub(super) const SWEEP_SLOTS: u32 = 32;
 
 impl Locked<'_> {
     /// Reclaim (and zero) every expired entry of the shard; returns how
     /// many. Does nothing unless something may have expired.
-    pub fn sweep_expired(&mut self, now: u32) -> u32 {
+    pub(crate) fn sweep_expired(&mut self, now: u32) -> u32 {
         if self.st_mut().min_expiry > now {
             return 0;
         }

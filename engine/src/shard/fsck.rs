@@ -17,7 +17,7 @@ impl Locked<'_> {
     /// (hostile or buggy: every process of the host maps the segment) can
     /// still make pass 2 trip a bounds check; `Cache::check` turns that
     /// panic into a finding.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         let mut used = HashSet::new();
         let hand = self.st().hand;
         let mut hand_on_block = hand == self.shard.arena.capacity();

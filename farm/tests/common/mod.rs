@@ -19,10 +19,10 @@ use socache_shm_farm::{
 };
 
 /// The longest any fixture waits for a server to come up.
-pub const STARTUP: Duration = Duration::from_secs(20);
+pub(crate) const STARTUP: Duration = Duration::from_secs(20);
 
 /// A `redis-server` on 127.0.0.1, killed (and reaped) on drop.
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
@@ -32,23 +32,23 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// A fresh server on a free port.
-    pub fn start() -> RedisServer {
+    pub(crate) fn start() -> RedisServer {
         Self::start_on(free_port(), &[])
     }
 
     /// A server on `port`, with `extra` arguments.
-    pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+    pub(crate) fn start_on(port: u16, extra: &[&str]) -> RedisServer {
         Self::launch(port, extra, false)
     }
 
     /// A TLS-only server (`--tls-port`) with a fresh self-signed
     /// certificate for IP 127.0.0.1 (made with the openssl command).
-    pub fn start_tls() -> RedisServer {
+    pub(crate) fn start_tls() -> RedisServer {
         Self::launch(free_port(), &[], true)
     }
 
     /// The PEM file that verifies a TLS server's certificate.
-    pub fn tls_ca(&self) -> Option<&std::path::Path> {
+    pub(crate) fn tls_ca(&self) -> Option<&std::path::Path> {
         self.tls_ca.as_deref()
     }
 
@@ -115,7 +115,7 @@ impl RedisServer {
     }
 
     /// `redis://127.0.0.1:PORT` (`rediss://` for a TLS server).
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = if self.tls_ca.is_some() {
             "rediss"
         } else {
@@ -139,7 +139,7 @@ impl RedisServer {
     }
 
     /// A direct connection, for looking at what the farm stored.
-    pub fn connection(&self) -> redis::Connection {
+    pub(crate) fn connection(&self) -> redis::Connection {
         let client = self.client();
         let connection = client
             .get_connection_with_timeout(Duration::from_secs(5))
@@ -151,17 +151,17 @@ impl RedisServer {
     }
 
     /// SIGSTOP: the server hangs (connects still succeed into the backlog).
-    pub fn pause(&self) {
+    pub(crate) fn pause(&self) {
         self.signal(libc::SIGSTOP);
     }
 
     /// SIGCONT.
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         self.signal(libc::SIGCONT);
     }
 
     /// SIGKILL and reap: the port refuses connections.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -196,7 +196,7 @@ impl RedisServer {
         }
     }
 
-    pub fn dir(&self) -> &std::path::Path {
+    pub(crate) fn dir(&self) -> &std::path::Path {
         self.dir.path()
     }
 }
@@ -211,18 +211,18 @@ impl Drop for RedisServer {
 }
 
 /// A port nothing listens on now (the kernel's choice for port 0).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
 
 /// Three masters on loopback, slots split by `redis-cli --cluster create`.
-pub struct RedisCluster {
+pub(crate) struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
-    pub fn start() -> RedisCluster {
+    pub(crate) fn start() -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
                 RedisServer::start_on(
@@ -274,7 +274,7 @@ impl RedisCluster {
     }
 
     /// `127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`.
-    pub fn seeds(&self) -> String {
+    pub(crate) fn seeds(&self) -> String {
         self.nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
@@ -285,7 +285,7 @@ impl RedisCluster {
 
 /// Counts the farm's events.
 #[derive(Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     pub opened: AtomicUsize,
     pub closed: AtomicUsize,
     pub problems: AtomicUsize,
@@ -294,16 +294,16 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn opened(&self) -> usize {
+    pub(crate) fn opened(&self) -> usize {
         self.opened.load(Ordering::SeqCst)
     }
-    pub fn closed(&self) -> usize {
+    pub(crate) fn closed(&self) -> usize {
         self.closed.load(Ordering::SeqCst)
     }
 }
 
 /// The farm's `Box<dyn Events>` over a shared recorder.
-pub struct Recording(pub Arc<Recorder>);
+pub(crate) struct Recording(pub Arc<Recorder>);
 
 impl Events for Recording {
     fn breaker_opened(&self, why: &str) {
@@ -327,14 +327,14 @@ impl Events for Recording {
 }
 
 /// A key file's records, fresh random bytes.
-pub fn random_keys(records: usize) -> FarmKeys {
+pub(crate) fn random_keys(records: usize) -> FarmKeys {
     let mut bytes = vec![0u8; records * RECORD_LEN];
     openssl::rand::rand_bytes(&mut bytes).expect("rand");
     FarmKeys::from_bytes(std::path::Path::new("test keys"), &bytes).expect("keys")
 }
 
 /// A config for `endpoint` with sealing keys, two connections.
-pub fn config(endpoint: Endpoint, timeout: Duration) -> FarmConfig {
+pub(crate) fn config(endpoint: Endpoint, timeout: Duration) -> FarmConfig {
     FarmConfig {
         endpoint,
         replica: None,
@@ -350,24 +350,24 @@ pub fn config(endpoint: Endpoint, timeout: Duration) -> FarmConfig {
 }
 
 /// A farm on `server` and its recorder.
-pub fn farm_for(server: &RedisServer, timeout: Duration) -> (Farm, Arc<Recorder>) {
+pub(crate) fn farm_for(server: &RedisServer, timeout: Duration) -> (Farm, Arc<Recorder>) {
     let endpoint = Endpoint::parse(&server.url()).expect("endpoint");
     farm_with(config(endpoint, timeout))
 }
 
-pub fn farm_with(config: FarmConfig) -> (Farm, Arc<Recorder>) {
+pub(crate) fn farm_with(config: FarmConfig) -> (Farm, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
     let farm = Farm::new(config, Box::new(Recording(recorder.clone()))).expect("farm");
     (farm, recorder)
 }
 
 /// Fresh zeroed tier words (the segment header's, in the provider).
-pub fn words() -> Box<[AtomicU64; TIER_WORDS]> {
+pub(crate) fn words() -> Box<[AtomicU64; TIER_WORDS]> {
     Box::new(std::array::from_fn(|_| AtomicU64::new(0)))
 }
 
 /// Calls `f` every 10 ms until it returns `Some`, for at most `limit`.
-pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
@@ -381,7 +381,7 @@ pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 }
 
 /// A figure's value by key.
-pub fn figure(words: &[AtomicU64; TIER_WORDS], key: &str) -> String {
+pub(crate) fn figure(words: &[AtomicU64; TIER_WORDS], key: &str) -> String {
     socache_shm_farm::figures(words, socache_shm_farm::now_us())
         .into_iter()
         .find(|(k, _, _)| *k == key)
