@@ -27,7 +27,9 @@ impl Events for Quiet {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let url = args.next().unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let url = args
+        .next()
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let mut key = [0u8; 48];
     openssl::rand::rand_bytes(&mut key).expect("rand");
@@ -53,7 +55,10 @@ fn main() {
     let session = [9u8; 150]; // a TLS session's DER is about this size
     farm.store(&words, &id, &session, now_us() + 300_000_000, now_us());
     // Warm: the connection made, the reply of the store read.
-    assert!(matches!(farm.retrieve(&words, &id, now_us()), Lookup::Hit { .. }));
+    assert!(matches!(
+        farm.retrieve(&words, &id, now_us()),
+        Lookup::Hit { .. }
+    ));
     let started = Instant::now();
     for _ in 0..n {
         match farm.retrieve(&words, &id, now_us()) {

@@ -199,7 +199,9 @@ impl fmt::Debug for Sealer {
 
 /// `HMAC-SHA256(farm key, DERIVE_LABEL || salt)`: the value's single-use key.
 fn derive(farm_key: &[u8], salt: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
-    Ok(Zeroizing::new(hmac_sha256(farm_key, &[DERIVE_LABEL, salt]).to_vec()))
+    Ok(Zeroizing::new(
+        hmac_sha256(farm_key, &[DERIVE_LABEL, salt]).to_vec(),
+    ))
 }
 
 /// HMAC-SHA256 (RFC 2104) over OpenSSL's SHA-256, with no `EVP` object
