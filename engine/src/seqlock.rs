@@ -11,6 +11,10 @@
 // engine never sees it (so rustc's check of cfg names is told here, not in
 // the workspace's lint table).
 #![allow(unexpected_cfgs)]
+// `pub`: the loom model's crate includes this file as its public module
+// and calls these functions from its test; in the engine the module is
+// private, which `unreachable_pub` would flag.
+#![allow(unreachable_pub)]
 
 #[cfg(loom)]
 use loom::sync::atomic::{fence, AtomicU32, Ordering};
@@ -21,7 +25,7 @@ use std::sync::atomic::{fence, AtomicU32, Ordering};
 /// the sequence odd (if a writer that died mid-way left it odd already,
 /// it stays so), then order that before every write of the mutation.
 #[inline]
-pub(crate) fn write_begin(seq: &AtomicU32) {
+pub fn write_begin(seq: &AtomicU32) {
     let s = seq.load(Ordering::Relaxed);
     if s & 1 == 0 {
         seq.store(s.wrapping_add(1), Ordering::Relaxed);
@@ -35,7 +39,7 @@ pub(crate) fn write_begin(seq: &AtomicU32) {
 /// The writer's second half, before it clears `dirty`: make the sequence
 /// even, every write of the mutation ordered before it (`Release`).
 #[inline]
-pub(crate) fn write_end(seq: &AtomicU32) {
+pub fn write_end(seq: &AtomicU32) {
     let s = seq.load(Ordering::Relaxed);
     if s & 1 != 0 {
         seq.store(s.wrapping_add(1), Ordering::Release);
@@ -46,7 +50,7 @@ pub(crate) fn write_end(seq: &AtomicU32) {
 /// `None` while a mutation is running (odd). `Acquire`: the reads that
 /// follow see at least every write of the mutations that ended before it.
 #[inline]
-pub(crate) fn read_begin(seq: &AtomicU32) -> Option<u32> {
+pub fn read_begin(seq: &AtomicU32) -> Option<u32> {
     let before = seq.load(Ordering::Acquire);
     (before & 1 == 0).then_some(before)
 }
@@ -55,7 +59,7 @@ pub(crate) fn read_begin(seq: &AtomicU32) -> Option<u32> {
 /// gave `before` is consistent (no mutation began meanwhile). The fence
 /// orders every read above before the second load of the sequence.
 #[inline]
-pub(crate) fn read_end(seq: &AtomicU32, before: u32) -> bool {
+pub fn read_end(seq: &AtomicU32, before: u32) -> bool {
     fence(Ordering::Acquire);
     seq.load(Ordering::Relaxed) == before
 }

@@ -95,7 +95,12 @@ fn values_roundtrip_and_hosts_agree_through_memcached() {
             _ => None,
         }
     });
-    assert_eq!(hit.as_deref(), Some(&b"in memcached"[..]), "{:?}", stats(&words));
+    assert_eq!(
+        hit.as_deref(),
+        Some(&b"in memcached"[..]),
+        "{:?}",
+        stats(&words)
+    );
     assert_eq!(farm.retrieve(&words, b"absent", now_us()), Lookup::Miss);
     farm.remove(&words, b"id");
     let gone = poll(Duration::from_secs(5), || {
