@@ -6,13 +6,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    new_farm_key, start_farm_host, Client, FarmArg, Httpd, Mpm, Options, Provider, RedisServer,
-    Session, Tls, FARM_PREFIX,
+    new_farm_key, start_farm_host, Client, FarmArg, Httpd, Memcached, Mpm, Options, Provider,
+    RedisServer, Sentinel, Session, Tls, FARM_PREFIX,
 };
+use testkit::ServerDir;
 
 const SESSIONS: usize = 50;
 const RESUMED_AT_LEAST: usize = 49;
@@ -49,86 +49,24 @@ fn resumed_on(host: &mut Httpd, client: &Client, sessions: &[Session]) -> (usize
     (n, slowest)
 }
 
-/// A fresh directory of root's, mode 0755 (no other user may write in it).
-fn scratch_dir(what: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static SEQ: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "socache-{what}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    dir
+/// [`SESSIONS`] new sessions made on `a`: at least [`RESUMED_AT_LEAST`]
+/// resume on `b`.
+fn assert_shared(a: &mut Httpd, b: &mut Httpd, client: &Client, what: &str) {
+    let sessions = full_handshakes(a, client, SESSIONS);
+    let (resumed, slowest) = resumed_on(b, client, &sessions);
+    println!("{what}: {resumed}/{SESSIONS} resumed on B, slowest {slowest:?}");
+    assert!(resumed >= RESUMED_AT_LEAST, "{what}: {resumed}/{SESSIONS}");
 }
 
 fn ids(sessions: &[Session]) -> Vec<String> {
     sessions.iter().map(Session::server_id_hex).collect()
 }
 
-/// `redis-server --sentinel`, watching master `m` (down after 1 s).
-struct Sentinel {
-    child: Child,
-    port: u16,
-}
-
-impl Sentinel {
-    fn start(master_port: u16, dir: &std::path::Path, i: usize) -> Sentinel {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let conf = dir.join(format!("sentinel-{i}.conf"));
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n\
-                 sentinel monitor m 127.0.0.1 {master_port} 2\n\
-                 sentinel down-after-milliseconds m 1000\n\
-                 sentinel failover-timeout m 4000\n",
-                dir.display()
-            ),
-        )
-        .expect("sentinel.conf");
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server --sentinel");
-        Sentinel { child, port }
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_sentinel_failover_is_followed_by_both_hosts() {
     let mut primary = RedisServer::start();
-    let replica = RedisServer::start_with(vec![
-        "--replicaof".into(),
-        "127.0.0.1".into(),
-        primary.port.to_string(),
-    ]);
-    let dir = scratch_dir("sentinels");
-    let sentinels: Vec<Sentinel> = (0..3)
-        .map(|i| Sentinel::start(primary.port, &dir, i))
-        .collect();
-    let list = sentinels
-        .iter()
-        .map(|s| format!("127.0.0.1:{}", s.port))
-        .collect::<Vec<_>>()
-        .join(",");
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    let (_sentinels, list) = Sentinel::three(primary.port);
     std::thread::sleep(Duration::from_millis(1500)); // sentinels up
     let arg = FarmArg::redis("unused")
         .without("redis")
@@ -140,15 +78,7 @@ fn a_sentinel_failover_is_followed_by_both_hosts() {
     let mut b = start_farm_host(options(), &arg, Some(&key));
     let client = Client::new(Tls::V12);
 
-    let before = full_handshakes(&mut a, &client, SESSIONS);
-    let (resumed, slowest) = resumed_on(&mut b, &client, &before);
-    println!(
-        "sentinel, before the failover: {resumed}/{SESSIONS} resumed on B, slowest {slowest:?}"
-    );
-    assert!(
-        resumed >= RESUMED_AT_LEAST,
-        "{resumed}/{SESSIONS} before the failover"
-    );
+    assert_shared(&mut a, &mut b, &client, "sentinel, before the failover");
 
     primary.kill();
     let killed = Instant::now();
@@ -171,33 +101,24 @@ fn a_sentinel_failover_is_followed_by_both_hosts() {
     println!("sentinel failover: cross-host sharing back {back:?} after the primary died; slowest handshake on B meanwhile {slowest:?}");
     assert!(back.is_some(), "the failover was never followed");
     assert!(slowest < FAULT_BOUND, "{slowest:?}");
-    let after = full_handshakes(&mut a, &client, SESSIONS);
-    let (resumed, slowest) = resumed_on(&mut b, &client, &after);
-    println!(
-        "sentinel, after the failover: {resumed}/{SESSIONS} resumed on B, slowest {slowest:?}"
-    );
-    assert!(
-        resumed >= RESUMED_AT_LEAST,
-        "{resumed}/{SESSIONS} after the failover"
-    );
+    assert_shared(&mut a, &mut b, &client, "sentinel, after the failover");
     drop(replica);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn a_local_replica_answers_lookups_while_the_primary_is_stopped() {
     let primary = RedisServer::start();
     let with_socket = || {
-        let dir = scratch_dir("replica");
+        let dir = ServerDir::new("replica");
         let sock = dir.join("replica.sock");
-        let r = RedisServer::start_with(vec![
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            primary.port.to_string(),
-            "--unixsocket".into(),
-            sock.display().to_string(),
-            "--unixsocketperm".into(),
-            "777".into(),
+        let r = RedisServer::start_with(&[
+            "--replicaof",
+            "127.0.0.1",
+            &primary.port.to_string(),
+            "--unixsocket",
+            &sock.display().to_string(),
+            "--unixsocketperm",
+            "777",
         ]);
         (r, sock, dir)
     };
@@ -245,85 +166,12 @@ fn a_local_replica_answers_lookups_while_the_primary_is_stopped() {
     assert!(resumed >= 19, "{resumed}/20 with the primary stopped");
     assert!(slowest < FAULT_BOUND, "{slowest:?}");
     drop((replica_a, a));
-    let _ = std::fs::remove_dir_all(_dir_a);
-    let _ = std::fs::remove_dir_all(_dir_b);
-}
-
-/// A memcached on a free loopback port, killed on drop.
-struct Memcached {
-    child: Child,
-    port: u16,
-}
-
-impl Memcached {
-    fn start() -> Memcached {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("memcached")
-            .args([
-                "-l",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "0",
-                "-m",
-                "16",
-            ])
-            .args(["-u", "nobody"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("memcached (Debian's memcached package)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < common::WAIT, "memcached did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Memcached { child, port }
-    }
-
-    /// One text command's whole answer (up to `END`).
-    fn ask(&self, command: &str) -> Vec<u8> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        s.write_all(format!("{command}\r\n").as_bytes())
-            .expect("write");
-        let mut out = Vec::new();
-        let mut buf = [0u8; 65536];
-        while !out.ends_with(b"END\r\n") {
-            let n = s.read(&mut buf).expect("read");
-            assert!(n > 0, "memcached closed");
-            out.extend_from_slice(&buf[..n]);
-        }
-        out
-    }
-
-    fn stat(&self, name: &str) -> u64 {
-        String::from_utf8_lossy(&self.ask("stats"))
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn memcache_arg(servers: &[&Memcached]) -> FarmArg {
     let list = servers
         .iter()
-        .map(|m| format!("127.0.0.1:{}", m.port))
+        .map(|m| m.addr())
         .collect::<Vec<_>>()
         .join(",");
     FarmArg::redis("unused")
@@ -427,49 +275,25 @@ fn percent_decoded(text: &str) -> String {
 #[test]
 fn a_hung_or_dead_memcached_costs_no_handshake_and_sharing_returns() {
     let mut m = Memcached::start();
-    let port = m.port;
     let arg = memcache_arg(&[&m]);
     let key = new_farm_key();
     let mut a = start_farm_host(options(), &arg, Some(&key));
     let mut b = start_farm_host(options(), &arg, Some(&key));
     let client = Client::new(Tls::V12);
-    let signal = |sig: libc::c_int| {
-        let pid = libc::pid_t::try_from(m.child.id()).expect("pid");
-        // SAFETY: kill(2) on our own child process, which is alive.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill");
-    };
     // Hung: sessions B never saw, offered while memcached is stopped.
     let sessions = full_handshakes(&mut a, &client, 10);
-    signal(libc::SIGSTOP);
+    m.stop();
     let (_, slowest_hung) = resumed_on(&mut b, &client, &sessions);
-    signal(libc::SIGCONT);
+    m.cont();
     // Down.
-    m.child.kill().expect("kill");
-    let _ = m.child.wait();
+    m.kill();
     let sessions = full_handshakes(&mut a, &client, 10);
     let (_, slowest_down) = resumed_on(&mut b, &client, &sessions);
     println!("memcached hung: slowest handshake {slowest_hung:?}; down: {slowest_down:?}");
     assert!(slowest_hung < FAULT_BOUND, "{slowest_hung:?}");
     assert!(slowest_down < FAULT_BOUND, "{slowest_down:?}");
     // Back on the same port: sharing returns.
-    let back = Command::new("memcached")
-        .args([
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-m",
-            "16",
-        ])
-        .args(["-u", "nobody"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("memcached again");
-    let restarted = Memcached { child: back, port };
+    m.restart();
     let started = Instant::now();
     let mut returned = None;
     while started.elapsed() < Duration::from_secs(20) {
@@ -482,5 +306,4 @@ fn a_hung_or_dead_memcached_costs_no_handshake_and_sharing_returns() {
     }
     println!("memcached restarted: sharing back after {returned:?}");
     assert!(returned.is_some(), "sharing never returned");
-    drop(restarted);
 }

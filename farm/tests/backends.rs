@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,10 +16,7 @@ fn a_unix_socket_roundtrips_and_its_directory_is_checked() {
     let dir = tempfile::tempdir().expect("dir");
     let sock = dir.path().join("redis.sock");
     let sock_arg = sock.to_str().expect("utf-8 path").to_string();
-    let _server = RedisServer::start_on(
-        free_port(),
-        &["--unixsocket", &sock_arg, "--unixsocketperm", "700"],
-    );
+    let _server = RedisServer::start_with(&["--unixsocket", &sock_arg, "--unixsocketperm", "700"]);
     let url = format!("unix://{sock_arg}");
     let endpoint = Endpoint::parse(&url).expect("unix endpoint");
     socache_shm_farm::check(&endpoint, &Default::default()).expect("a private directory");
@@ -41,66 +37,11 @@ fn a_unix_socket_roundtrips_and_its_directory_is_checked() {
     assert_eq!(stats(&words).remote_hits, 1);
 }
 
-/// `redis-server --sentinel` with a config file of its own.
-struct Sentinel {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Sentinel {
-    fn start(master_port: u16) -> Sentinel {
-        let dir = tempfile::tempdir().expect("dir");
-        let port = free_port();
-        let conf = dir.path().join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n\
-                 sentinel monitor m 127.0.0.1 {master_port} 2\n\
-                 sentinel down-after-milliseconds m 1000\n\
-                 sentinel failover-timeout m 4000\n\
-                 sentinel parallel-syncs m 1\n",
-                dir.path().display()
-            ),
-        )
-        .expect("sentinel.conf");
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server --sentinel");
-        Sentinel {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn sentinel_names_the_master_and_a_failover_is_followed() {
     let mut primary = RedisServer::start();
-    let replica = RedisServer::start_on(
-        free_port(),
-        &["--replicaof", "127.0.0.1", &primary.port.to_string()],
-    );
-    let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(primary.port)).collect();
-    let list = sentinels
-        .iter()
-        .map(|s| format!("127.0.0.1:{}", s.port))
-        .collect::<Vec<_>>()
-        .join(",");
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    let (_sentinels, list) = Sentinel::three(primary.port);
     // Sentinels answer once they have loaded their configuration.
     std::thread::sleep(Duration::from_millis(1500));
     let timeout = Duration::from_millis(300);

@@ -10,7 +10,7 @@ use socache_shm_farm::{now_us, stats, Endpoint, Lookup, Topology};
 
 #[test]
 fn fifty_ids_roundtrip_across_the_cluster() {
-    let cluster = RedisCluster::start();
+    let cluster = RedisCluster::start(3);
     let endpoint = Endpoint::parse_cluster(&cluster.seeds()).expect("seeds");
     assert_eq!(endpoint.topology(), Topology::Cluster);
     let mut config = config(endpoint, Duration::from_millis(1000));

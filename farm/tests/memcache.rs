@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -15,75 +12,10 @@ use socache_shm_farm::{now_us, stats, Agreement, Endpoint, Lookup};
 
 const LIFE_US: i64 = 300_000_000;
 
-/// A memcached on a free loopback port, killed on drop.
-struct Memcached {
-    child: Child,
-    port: u16,
-}
-
-impl Memcached {
-    fn start() -> Memcached {
-        let port = free_port();
-        let child = Command::new("memcached")
-            .args([
-                "-l",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "0",
-                "-m",
-                "16",
-            ])
-            .args(["-u", "nobody"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("memcached (Debian's memcached package)");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < STARTUP, "memcached did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Memcached { child, port }
-    }
-
-    /// A `stats` figure.
-    fn stat(&self, name: &str) -> u64 {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        s.write_all(b"stats\r\n").expect("write");
-        let mut text = String::new();
-        let mut buf = [0u8; 4096];
-        while !text.ends_with("END\r\n") {
-            let n = s.read(&mut buf).expect("read");
-            assert!(n > 0, "memcached closed");
-            text.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[test]
 fn values_roundtrip_and_hosts_agree_through_memcached() {
     let server = Memcached::start();
-    let endpoint = Endpoint::parse_memcache(&format!("127.0.0.1:{}", server.port)).expect("list");
+    let endpoint = Endpoint::parse_memcache(&server.addr()).expect("list");
     let (farm, events) = farm_with(config(endpoint, Duration::from_millis(500)));
     let words = words();
     // On a loaded machine one op may time out, and the thread's writes are

@@ -4,18 +4,20 @@
 
 mod common;
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use socache_shm_farm::breaker::OPEN_AFTER;
-use socache_shm_farm::{now_us, stats, Endpoint, Lookup, Sealer};
+use socache_shm_farm::{now_us, stats, Endpoint, Farm, Lookup, Sealer, TIER_WORDS};
 
 const LIFE_US: i64 = 300_000_000;
 
 /// Polls `retrieve` until a hit (bounded), for values stored just before.
 fn await_hit(
-    farm: &socache_shm_farm::Farm,
-    words: &[std::sync::atomic::AtomicU64; socache_shm_farm::TIER_WORDS],
+    farm: &Farm,
+    words: &[AtomicU64; TIER_WORDS],
     id: &[u8],
     limit: Duration,
 ) -> Option<Vec<u8>> {
@@ -23,6 +25,35 @@ fn await_hit(
         Lookup::Hit { value, .. } => Some(value),
         _ => None,
     })
+}
+
+/// A farm on `server` with `timeout`, its recorder and words, once the
+/// value of `id` it stored can be read back.
+fn farm_holding_id(
+    server: &RedisServer,
+    timeout: Duration,
+) -> (Farm, Arc<Recorder>, Box<[AtomicU64; TIER_WORDS]>) {
+    let (farm, events) = farm_for(server, timeout);
+    let words = words();
+    farm.store(&words, b"id", b"v", now_us() + LIFE_US, now_us());
+    assert!(await_hit(&farm, &words, b"id", Duration::from_secs(10)).is_some());
+    (farm, events, words)
+}
+
+/// With the server hung or gone: OPEN_AFTER lookups in a row fail, each
+/// within 2 s, and the breaker opens at the last of them, once.
+fn fail_until_open(farm: &Farm, words: &[AtomicU64; TIER_WORDS], events: &Recorder) {
+    for n in 0..OPEN_AFTER {
+        let started = Instant::now();
+        assert_eq!(farm.retrieve(words, b"id", now_us()), Lookup::Failed);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let expected = usize::from(n + 1 == OPEN_AFTER);
+        assert_eq!(events.opened(), expected, "after {} failures", n + 1);
+    }
 }
 
 #[test]
@@ -164,24 +195,10 @@ fn a_value_altered_or_moved_in_redis_fails_and_is_counted() {
 fn a_hung_redis_times_out_opens_the_breaker_once_and_recovers() {
     let server = RedisServer::start();
     let timeout = Duration::from_millis(50);
-    let (farm, events) = farm_for(&server, timeout);
-    let words = words();
-    farm.store(&words, b"id", b"v", now_us() + LIFE_US, now_us());
-    assert!(await_hit(&farm, &words, b"id", Duration::from_secs(10)).is_some());
+    let (farm, events, words) = farm_holding_id(&server, timeout);
 
-    server.pause();
-    // OPEN_AFTER failures in a row open it; each call stays bounded.
-    for n in 0..OPEN_AFTER {
-        let started = Instant::now();
-        assert_eq!(farm.retrieve(&words, b"id", now_us()), Lookup::Failed);
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
-        let expected = usize::from(n + 1 == OPEN_AFTER);
-        assert_eq!(events.opened(), expected, "after {} failures", n + 1);
-    }
+    server.stop();
+    fail_until_open(&farm, &words, &events);
     assert_eq!(figure(&words, "FarmBreaker"), "open");
     assert_eq!(stats(&words).breaker_openings, 1);
 
@@ -208,7 +225,7 @@ fn a_hung_redis_times_out_opens_the_breaker_once_and_recovers() {
     assert_eq!(events.closed(), 0);
     assert!(stats(&words).timeouts >= 2, "{:?}", stats(&words));
 
-    server.resume();
+    server.cont();
     // After at most the largest backoff a probe succeeds.
     assert!(await_hit(&farm, &words, b"id", Duration::from_secs(20)).is_some());
     assert_eq!(events.closed(), 1);
@@ -219,19 +236,10 @@ fn a_hung_redis_times_out_opens_the_breaker_once_and_recovers() {
 #[test]
 fn a_killed_redis_fails_fast_and_a_restarted_one_is_used_again() {
     let mut server = RedisServer::start();
-    let port = server.port;
-    let (farm, events) = farm_for(&server, Duration::from_millis(50));
-    let words = words();
-    farm.store(&words, b"id", b"v", now_us() + LIFE_US, now_us());
-    assert!(await_hit(&farm, &words, b"id", Duration::from_secs(10)).is_some());
+    let (farm, events, words) = farm_holding_id(&server, Duration::from_millis(50));
 
     server.kill();
-    for _ in 0..OPEN_AFTER {
-        let started = Instant::now();
-        assert_eq!(farm.retrieve(&words, b"id", now_us()), Lookup::Failed);
-        assert!(started.elapsed() < Duration::from_secs(2));
-    }
-    assert_eq!(events.opened(), 1);
+    fail_until_open(&farm, &words, &events);
     assert_eq!(farm.retrieve(&words, b"id", now_us()), Lookup::Skipped);
     // Refused probes for a while.
     let until = Instant::now() + Duration::from_millis(500);
@@ -242,8 +250,8 @@ fn a_killed_redis_fails_fast_and_a_restarted_one_is_used_again() {
     assert_eq!(events.opened(), 1);
     assert!(stats(&words).errors + stats(&words).timeouts >= 1);
 
-    let _restarted = RedisServer::start_on(port, &[]);
-    // The restarted server is empty: store again until a retrieve hits.
+    server.restart(); // on the same port
+                      // The restarted server is empty: store again until a retrieve hits.
     let hit = poll(Duration::from_secs(20), || {
         farm.store(&words, b"id", b"again", now_us() + LIFE_US, now_us());
         match farm.retrieve(&words, b"id", now_us()) {
@@ -268,7 +276,7 @@ fn a_hung_redis_costs_stores_a_bounded_wait_until_the_breaker_opens() {
     let (farm, events) = farm_for(&server, timeout);
     let words = words();
     farm.store(&words, b"warm", b"v", now_us() + LIFE_US, now_us());
-    server.pause();
+    server.stop();
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
     for i in 0..200u32 {
@@ -288,7 +296,7 @@ fn a_hung_redis_costs_stores_a_bounded_wait_until_the_breaker_opens() {
     assert!(s.timeouts >= 1, "{s:?}");
     assert!(s.skipped > 100, "{s:?}");
     assert_eq!(s.stores_sent + s.stores_dropped + s.skipped, 201, "{s:?}");
-    server.resume();
+    server.cont();
 }
 
 #[test]

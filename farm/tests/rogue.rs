@@ -103,6 +103,26 @@ fn lookups(
     (slowest, words)
 }
 
+/// Five lookups against a plain (no TLS) rogue server running `serve`:
+/// the slowest, the farm's words, the bytes the server wrote.
+fn five_lookups(
+    serve: fn(TcpStream, &AtomicU64),
+    timeout: Duration,
+) -> (Duration, Box<[AtomicU64; 32]>, Arc<AtomicU64>) {
+    let (port, sent) = rogue(serve);
+    let url = format!("redis://127.0.0.1:{port}");
+    let (slowest, words) = lookups(&url, timeout, 5, TlsFiles::default());
+    (slowest, words, sent)
+}
+
+/// Every lookup ended within `timeout` (and [`MARGIN`]), and they timed
+/// out rather than failing otherwise.
+fn assert_timed_out(what: &str, slowest: Duration, timeout: Duration, words: &[AtomicU64; 32]) {
+    println!("{what}: slowest lookup {slowest:?}");
+    assert!(slowest < timeout + MARGIN, "{slowest:?}");
+    assert!(stats(words).timeouts >= 3, "{:?}", stats(words));
+}
+
 /// Generous: a loaded CI machine may be late waking us.
 const MARGIN: Duration = Duration::from_millis(400);
 
@@ -111,7 +131,7 @@ fn a_tls_handshake_that_never_completes_is_bounded_by_the_timeout() {
     let (port, _) = rogue(stall);
     // Any CA will do: the server never gets as far as a certificate.
     let server = RedisServer::start_tls();
-    let ca = server.tls_ca().expect("ca").to_path_buf();
+    let ca = server.ca_file();
     let timeout = Duration::from_millis(100);
     let (slowest, words) = lookups(
         &format!("rediss://127.0.0.1:{port}"),
@@ -123,36 +143,19 @@ fn a_tls_handshake_that_never_completes_is_bounded_by_the_timeout() {
             key: None,
         },
     );
-    println!("stalled TLS handshake: slowest lookup {slowest:?}");
-    assert!(slowest < timeout + MARGIN, "{slowest:?}");
-    assert!(stats(&words).timeouts >= 3, "{:?}", stats(&words));
+    assert_timed_out("stalled TLS handshake", slowest, timeout, &words);
 }
 
 #[test]
 fn a_dripped_reply_is_bounded_by_the_deadline_not_per_read() {
-    let (port, _) = rogue(drip);
     let timeout = Duration::from_millis(100);
-    let (slowest, words) = lookups(
-        &format!("redis://127.0.0.1:{port}"),
-        timeout,
-        5,
-        TlsFiles::default(),
-    );
-    println!("dripped reply: slowest lookup {slowest:?}");
-    assert!(slowest < timeout + MARGIN, "{slowest:?}");
-    assert!(stats(&words).timeouts >= 3, "{:?}", stats(&words));
+    let (slowest, words, _) = five_lookups(drip, timeout);
+    assert_timed_out("dripped reply", slowest, timeout, &words);
 }
 
 #[test]
 fn a_huge_reply_is_refused_without_being_read_whole() {
-    let (port, sent) = rogue(huge);
-    let timeout = Duration::from_secs(2);
-    let (slowest, words) = lookups(
-        &format!("redis://127.0.0.1:{port}"),
-        timeout,
-        5,
-        TlsFiles::default(),
-    );
+    let (slowest, words, sent) = five_lookups(huge, Duration::from_secs(2));
     let s = stats(&words);
     println!(
         "64 MiB replies: slowest lookup {slowest:?}, server wrote {} bytes in all, {s:?}",
@@ -171,13 +174,7 @@ fn a_huge_reply_is_refused_without_being_read_whole() {
 
 #[test]
 fn garbage_is_a_bad_reply() {
-    let (port, _) = rogue(garbage);
-    let (slowest, words) = lookups(
-        &format!("redis://127.0.0.1:{port}"),
-        Duration::from_millis(200),
-        5,
-        TlsFiles::default(),
-    );
+    let (slowest, words, _) = five_lookups(garbage, Duration::from_millis(200));
     let s = stats(&words);
     println!("garbage: slowest lookup {slowest:?}, {s:?}");
     assert_eq!(s.bad_replies, 5, "{s:?}");

@@ -12,12 +12,12 @@ use socache_shm_farm::{now_us, stats, Endpoint, Lookup, TlsFiles};
 #[test]
 fn rediss_with_the_ca_file_roundtrips_and_without_it_fails() {
     let server = RedisServer::start_tls();
-    let endpoint = Endpoint::parse(&server.url()).expect("rediss endpoint");
+    let endpoint = Endpoint::parse(&server.tls_url()).expect("rediss endpoint");
     assert!(endpoint.is_tls());
 
     let mut trusted = config(endpoint.clone(), Duration::from_secs(2));
     trusted.tls = TlsFiles {
-        ca: server.tls_ca().map(|p| p.to_path_buf()),
+        ca: Some(server.ca_file()),
         cert: None,
         key: None,
     };

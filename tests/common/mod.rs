@@ -19,9 +19,10 @@
 //!   tagged with a unique query string and finds its access-log line, which
 //!   records `%P %{SSL_SESSION_RESUMED}x %{SSL_PROTOCOL}x %{SSL_SESSION_ID}x %r`.
 //!
-//! - [`RedisServer`], [`RedisCluster`] (redis.rs): real `redis-server`s on
-//!   loopback for the farm tier, with SIGSTOP/SIGKILL faults and
-//!   `INFO commandstats`, and over TLS ([`RedisServer::start_tls`]);
+//! - [`RedisServer`], [`RedisCluster`], [`Sentinel`], [`Memcached`]: the
+//!   workspace's test kit (`testkit/`, shared with the farm's own tests):
+//!   real servers on loopback for the farm tier, with SIGSTOP/SIGKILL
+//!   faults, `INFO commandstats`, and TLS ([`RedisServer::start_tls`]);
 //!   [`FarmArg`] and the module's farm names (farm.rs).
 //! - [`Rogue`] (rogue.rs): small misbehaving servers for the farm's fault
 //!   tests (silent, dripping, huge replies, garbage), counting connections
@@ -87,7 +88,6 @@ mod farm;
 mod instance;
 mod options;
 mod paths;
-mod redis;
 pub(crate) mod rogue;
 mod server;
 
@@ -99,7 +99,9 @@ pub(crate) use instance::*;
 pub(crate) use options::*;
 pub(crate) use paths::*;
 #[allow(unused_imports)]
-pub(crate) use redis::*;
-#[allow(unused_imports)]
 pub(crate) use rogue::*;
 pub(crate) use server::*;
+#[allow(unused_imports)]
+pub(crate) use testkit::{
+    parse_commandstats, resp_command, Memcached, RedisCluster, RedisServer, Resp, Sentinel,
+};
