@@ -129,6 +129,10 @@ pub struct Outcome<T> {
     pub drained: Drained,
 }
 
+/// How an op on one connection ended ([`Link::run`]): the late replies
+/// read on the way and the op's own result; `Err`: the connection failed.
+type ConnOp<T> = Result<(Drained, Result<T, Failure>), Failure>;
+
 /// A process's link (cheap to clone: one shared state).
 #[derive(Clone)]
 pub struct Link {
@@ -345,7 +349,7 @@ impl Link {
         &self,
         key: &[u8],
         deadline: Instant,
-        op: impl FnMut(&mut Conn) -> Result<(Drained, Result<T, Failure>), Failure>,
+        op: impl FnMut(&mut Conn) -> ConnOp<T>,
     ) -> Outcome<T> {
         self.run_at(key, deadline, None, op)
     }
@@ -357,7 +361,7 @@ impl Link {
         key: &[u8],
         deadline: Instant,
         fixed: Option<&Address>,
-        mut op: impl FnMut(&mut Conn) -> Result<(Drained, Result<T, Failure>), Failure>,
+        mut op: impl FnMut(&mut Conn) -> ConnOp<T>,
     ) -> Outcome<T> {
         let mut drained = Drained::new();
         let failed = |failure: Failure, drained: Drained| Outcome {
@@ -778,7 +782,7 @@ fn add_then_get(
     get: &[u8],
     deadline: Instant,
     budget: usize,
-) -> Result<(Drained, Result<Option<Vec<u8>>, Failure>), Failure> {
+) -> ConnOp<Option<Vec<u8>>> {
     let (mut drained, reply) = conn.call("ms (add)", add, deadline, crate::conn::SLACK)?;
     match reply {
         Value::Okay => return Ok((drained, Ok(None))),
