@@ -611,9 +611,24 @@ impl fmt::Display for EndpointError {
 impl std::error::Error for EndpointError {}
 
 #[cfg(test)]
-mod unix_and_sentinel_tests {
+mod tests {
     use super::*;
     use redis::ConnectionAddr;
+    use EndpointError as E;
+
+    /// What a refused value's error must match.
+    type Expect = fn(&EndpointError) -> bool;
+
+    /// A row of a refusals table: the pattern an error must match, and
+    /// the values refused with it.
+    macro_rules! refused {
+        ($pattern:pat, $($value:expr),+) => {
+            (
+                (|e: &EndpointError| matches!(e, $pattern)) as Expect,
+                &[$($value),+][..],
+            )
+        };
+    }
 
     #[test]
     fn unix_sockets_and_sentinels_parse() {
@@ -641,12 +656,6 @@ mod unix_and_sentinel_tests {
             Err(EndpointError::UnixInList { .. })
         ));
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use redis::ConnectionAddr;
 
     #[test]
     fn single_plain_and_tls() {
@@ -681,42 +690,36 @@ mod tests {
 
     #[test]
     fn refusals_name_the_problem() {
-        use EndpointError as E;
-        type Expect = fn(&EndpointError) -> bool;
-        let cases: &[(&str, Expect)] = &[
-            ("", |e| matches!(e, E::Empty)),
-            ("127.0.0.1:6379", |e| matches!(e, E::NoScheme { .. })),
-            ("http://h:1", |e| matches!(e, E::UnknownScheme { .. })),
-            ("unix://run/redis.sock", |e| matches!(e, E::UnixPath { .. })),
-            ("unix://", |e| matches!(e, E::UnixPath { .. })),
-            ("redis://:6379", |e| matches!(e, E::EmptyHost { .. })),
-            ("redis://", |e| matches!(e, E::EmptyHost { .. })),
-            ("redis://host", |e| matches!(e, E::MissingPort { .. })),
-            ("redis://host:0", |e| matches!(e, E::ZeroPort { .. })),
-            ("redis://host:70000", |e| matches!(e, E::BadPort { .. })),
-            ("redis://host:x1", |e| matches!(e, E::BadPort { .. })),
-            ("redis://host:1/x", |e| matches!(e, E::BadDb { .. })),
-            ("redis://host:1/-1", |e| matches!(e, E::BadDb { .. })),
-            ("redis://host:1/99999999999", |e| {
-                matches!(e, E::BadDb { .. })
-            }),
-            ("redis://host:1/?protocol=resp3", |e| {
-                matches!(e, E::Query { .. })
-            }),
-            ("rediss://host:1/#insecure", |e| {
-                matches!(e, E::Fragment { .. })
-            }),
-            ("redis://0.0.0.0:1", |e| matches!(e, E::Refused { .. })),
+        let cases = [
+            refused!(E::Empty, ""),
+            refused!(E::NoScheme { .. }, "127.0.0.1:6379"),
+            refused!(E::UnknownScheme { .. }, "http://h:1"),
+            refused!(E::UnixPath { .. }, "unix://run/redis.sock", "unix://"),
+            refused!(E::EmptyHost { .. }, "redis://:6379", "redis://"),
+            refused!(E::MissingPort { .. }, "redis://host"),
+            refused!(E::ZeroPort { .. }, "redis://host:0"),
+            refused!(E::BadPort { .. }, "redis://host:70000", "redis://host:x1"),
+            refused!(
+                E::BadDb { .. },
+                "redis://host:1/x",
+                "redis://host:1/-1",
+                "redis://host:1/99999999999"
+            ),
+            refused!(E::Query { .. }, "redis://host:1/?protocol=resp3"),
+            refused!(E::Fragment { .. }, "rediss://host:1/#insecure"),
+            refused!(E::Refused { .. }, "redis://0.0.0.0:1"),
         ];
-        for (value, expected) in cases {
-            let err = Endpoint::parse(value).expect_err(value);
-            assert!(expected(&err), "{value}: {err:?}");
-            assert!(
-                err.to_string().contains(value.trim_end_matches('/'))
-                    || value.is_empty()
-                    || err.to_string().contains("Redis address"),
-                "{value}: {err}"
-            );
+        for (expected, values) in cases {
+            for value in values {
+                let err = Endpoint::parse(value).expect_err(value);
+                assert!(expected(&err), "{value}: {err:?}");
+                assert!(
+                    err.to_string().contains(value.trim_end_matches('/'))
+                        || value.is_empty()
+                        || err.to_string().contains("Redis address"),
+                    "{value}: {err}"
+                );
+            }
         }
     }
 
@@ -750,36 +753,22 @@ mod tests {
         assert!(matches!(e.nodes()[1].addr(), ConnectionAddr::TcpTls { .. }));
         assert!(!e.to_string().contains("pw@"));
 
-        use EndpointError as E;
-        assert!(matches!(Endpoint::parse_cluster(""), Err(E::Empty)));
-        assert!(matches!(
-            Endpoint::parse_cluster("a:1,,b:2"),
-            Err(E::EmptyEntry { .. })
-        ));
-        assert!(matches!(
-            Endpoint::parse_cluster("a:1,b"),
-            Err(E::MissingPort { .. })
-        ));
-        assert!(matches!(
-            Endpoint::parse_cluster("a:0"),
-            Err(E::ZeroPort { .. })
-        ));
-        assert!(matches!(
-            Endpoint::parse_cluster(":1"),
-            Err(E::EmptyHost { .. })
-        ));
-        assert!(matches!(
-            Endpoint::parse_cluster("a:port"),
-            Err(E::BadPort { .. })
-        ));
-        assert!(matches!(
-            Endpoint::parse_cluster("redis://a:1/3,b:2"),
-            Err(E::ClusterDb { db: 3, .. })
-        ));
-        assert!(matches!(
-            Endpoint::parse_cluster("redis://a:1,rediss://b:2"),
-            Err(E::MixedSchemes { .. })
-        ));
+        let refusals = [
+            refused!(E::Empty, ""),
+            refused!(E::EmptyEntry { .. }, "a:1,,b:2"),
+            refused!(E::MissingPort { .. }, "a:1,b"),
+            refused!(E::ZeroPort { .. }, "a:0"),
+            refused!(E::EmptyHost { .. }, ":1"),
+            refused!(E::BadPort { .. }, "a:port"),
+            refused!(E::ClusterDb { db: 3, .. }, "redis://a:1/3,b:2"),
+            refused!(E::MixedSchemes { .. }, "redis://a:1,rediss://b:2"),
+        ];
+        for (expected, values) in refusals {
+            for value in values {
+                let err = Endpoint::parse_cluster(value).expect_err(value);
+                assert!(expected(&err), "{value}: {err:?}");
+            }
+        }
         assert!(matches!(
             Endpoint::parse_cluster("redis://a:1/0,b:2"),
             Ok(e) if e.nodes().len() == 2

@@ -70,7 +70,7 @@ pub use seal::{SealError, Sealer};
 pub use words::{figures, stats, ticket_figures, ticket_words, TICKET_ROWS, TIER_WORDS};
 
 use conn::{Drained, Failure, FailureKind, Login, Sent};
-use link::{Answer, Link, Route};
+use link::{Answer, Link, Outcome, Route};
 use transport::Connector;
 use words::{breaker_of, counter_words, episodes_of};
 
@@ -197,9 +197,7 @@ impl Farm {
             return;
         };
         let now_ms = ms(now_us);
-        let px_ms = u64::try_from(remaining_us.saturating_add(999) / 1000)
-            .unwrap_or(1)
-            .max(1);
+        let px_ms = px_ms(remaining_us);
         let admission = breaker_of(words).admit(now_ms);
         if admission == Admission::Open || self.thread_just_timed_out() {
             counters::bump(counter_words(words), Counter::Skipped);
@@ -221,21 +219,7 @@ impl Farm {
             started + self.timeout,
             probe,
         );
-        self.settle(words, &out.drained, now_ms);
-        let counter = match out.answer {
-            Answer::Busy => Counter::StoresDropped,
-            _ => Counter::StoresSent,
-        };
-        counters::bump(counter_words(words), counter);
-        self.conclude(
-            words,
-            Sent::Set,
-            out.answer,
-            admission,
-            now_ms,
-            started,
-            probe,
-        );
+        self.conclude(words, Sent::Set, out, admission, now_ms, started);
     }
 
     /// One GET; the caller waits at most `timeout`, connect and TLS
@@ -258,7 +242,6 @@ impl Farm {
             self.reply_budget,
         );
         self.settle(words, &out.drained, now_ms);
-        let episodes = episodes_of(words);
         match out.answer {
             Answer::Done(Some(sealed)) => {
                 match self.sealer.open(&self.namespace, id, now_us, &sealed) {
@@ -275,16 +258,8 @@ impl Farm {
                         Lookup::Miss
                     }
                     Err(e) => {
-                        // Redis answered, but not with a value of ours: that
-                        // says nothing good about Redis (no breaker success),
-                        // nor that it is gone.
-                        counters::bump(counters, Counter::SealFailures);
-                        if episodes.failed(Problem::Values, now_ms) {
-                            self.events.problem_started(
-                                Problem::Values,
-                                &format!("{}: {e} (another farm key, or tampering)", self.endpoint),
-                            );
-                        }
+                        // Redis answered, but not with a value of ours.
+                        self.bad_value(words, &e, now_ms);
                         Lookup::Failed
                     }
                 }
@@ -342,9 +317,7 @@ impl Farm {
             counters::bump(counter_words(words), Counter::SealFailures);
             return Agreement::Unreachable;
         };
-        let px_ms = u64::try_from(remaining_us.saturating_add(999) / 1000)
-            .unwrap_or(1)
-            .max(1);
+        let px_ms = px_ms(remaining_us);
         let started = Instant::now();
         let out = link.set_nx_get(
             &self.redis_key(id),
@@ -364,13 +337,7 @@ impl Farm {
                 match self.sealer.open(&self.namespace, id, now_us, &theirs) {
                     Ok((value, _)) => Agreement::Theirs { value },
                     Err(e) => {
-                        counters::bump(counter_words(words), Counter::SealFailures);
-                        if episodes_of(words).failed(Problem::Values, now_ms) {
-                            self.events.problem_started(
-                                Problem::Values,
-                                &format!("{}: {e} (another farm key, or tampering)", self.endpoint),
-                            );
-                        }
+                        self.bad_value(words, &e, now_ms);
                         Agreement::Unreachable
                     }
                 }
@@ -405,21 +372,7 @@ impl Farm {
         let started = Instant::now();
         let probe = admission == Admission::Probe;
         let out = link.del(&self.redis_key(id), started + self.timeout, probe);
-        self.settle(words, &out.drained, now_ms);
-        let counter = match out.answer {
-            Answer::Busy => Counter::RemovesDropped,
-            _ => Counter::RemovesSent,
-        };
-        counters::bump(counter_words(words), counter);
-        self.conclude(
-            words,
-            Sent::Del,
-            out.answer,
-            admission,
-            now_ms,
-            started,
-            probe,
-        );
+        self.conclude(words, Sent::Del, out, admission, now_ms, started);
     }
 
     /// The redis key of `id`: `{prefix}{namespace}:{hex(id)}`.
@@ -483,22 +436,30 @@ impl Farm {
         Some(link)
     }
 
-    /// How a store or remove ended: a failure is counted (and moves the
-    /// breaker or starts an episode); a probe's success closes the breaker.
-    #[allow(clippy::too_many_arguments)]
+    /// How a store or remove ended: its late replies settled, the op
+    /// counted as sent or dropped (every connection busy), a failure
+    /// counted (and moves the breaker or starts an episode); a probe's
+    /// success closes the breaker.
     fn conclude(
         &self,
         words: &[AtomicU64; TIER_WORDS],
         sent: Sent,
-        answer: Answer<()>,
+        out: Outcome<()>,
         admission: Admission,
         now_ms: u64,
         started: Instant,
-        probe: bool,
     ) {
+        self.settle(words, &out.drained, now_ms);
+        let counter = match (sent, &out.answer) {
+            (Sent::Set, Answer::Busy) => Counter::StoresDropped,
+            (Sent::Set, _) => Counter::StoresSent,
+            (Sent::Del, Answer::Busy) => Counter::RemovesDropped,
+            (Sent::Del, _) => Counter::RemovesSent,
+        };
+        counters::bump(counter_words(words), counter);
         let problem = problem_of(sent);
-        match answer {
-            Answer::Done(()) if probe => {
+        match out.answer {
+            Answer::Done(()) if admission == Admission::Probe => {
                 self.report_success(words, admission, now_ms);
                 self.problem_over(words, problem, now_ms);
             }
@@ -518,7 +479,7 @@ impl Farm {
                 Ok(()) => self.problem_over(words, problem, now_ms),
                 Err(failure) => {
                     count_failure(words, failure);
-                    self.problem(words, problem, failure, now_ms);
+                    self.problem(words, problem, &failure.why, now_ms);
                 }
             }
         }
@@ -545,19 +506,26 @@ impl Farm {
             self.report_failure(words, admission, ended_ms, &failure.why);
         }
         if !failure.moves_breaker() {
-            self.problem(words, problem, failure, now_ms);
+            self.problem(words, problem, &failure.why, now_ms);
         }
     }
 
-    fn problem(
-        &self,
-        words: &[AtomicU64; TIER_WORDS],
-        problem: Problem,
-        failure: &Failure,
-        now_ms: u64,
-    ) {
+    fn problem(&self, words: &[AtomicU64; TIER_WORDS], problem: Problem, why: &str, now_ms: u64) {
         if episodes_of(words).failed(problem, now_ms) {
-            self.events.problem_started(problem, &failure.why);
+            self.events.problem_started(problem, why);
+        }
+    }
+
+    /// A value Redis answered that did not open: counted, and an episode
+    /// of [`Problem::Values`] started (or continued). That says nothing
+    /// good about Redis (no breaker success), nor that it is gone.
+    fn bad_value(&self, words: &[AtomicU64; TIER_WORDS], e: &SealError, now_ms: u64) {
+        counters::bump(counter_words(words), Counter::SealFailures);
+        if episodes_of(words).failed(Problem::Values, now_ms) {
+            self.events.problem_started(
+                Problem::Values,
+                &format!("{}: {e} (another farm key, or tampering)", self.endpoint),
+            );
         }
     }
 
@@ -598,6 +566,13 @@ fn count_failure(words: &[AtomicU64; TIER_WORDS], failure: &Failure) {
         FailureKind::BadReply => Counter::BadReplies,
     };
     counters::bump(counter_words(words), counter);
+}
+
+/// A lifetime in µs as Redis's `PX` (ms, rounded up, at least 1).
+fn px_ms(remaining_us: i64) -> u64 {
+    u64::try_from(remaining_us.saturating_add(999) / 1000)
+        .unwrap_or(1)
+        .max(1)
 }
 
 fn problem_of(sent: Sent) -> Problem {
@@ -682,42 +657,50 @@ mod tests {
 
     #[test]
     fn configuration_errors() {
-        let mut c = config("redis://127.0.0.1:1");
-        c.tls.ca = Some("/nonexistent".into());
-        assert!(matches!(
-            Farm::new(c, Box::new(Quiet)),
-            Err(FarmError::TlsWithoutRediss { .. })
-        ));
-        let mut c = config("rediss://127.0.0.1:1");
-        c.tls.cert = Some("/nonexistent".into());
-        assert!(matches!(
-            Farm::new(c, Box::new(Quiet)),
-            Err(FarmError::CertWithoutKey)
-        ));
-        let mut c = config("rediss://127.0.0.1:1");
-        c.tls.key = Some("/nonexistent".into());
-        assert!(matches!(
-            Farm::new(c, Box::new(Quiet)),
-            Err(FarmError::KeyWithoutCert)
-        ));
-        let mut c = config("rediss://127.0.0.1:1");
-        c.tls.ca = Some("/nonexistent/ca.pem".into());
-        assert!(matches!(
-            Farm::new(c, Box::new(Quiet)),
-            Err(FarmError::TlsFile { .. })
-        ));
-        let mut c = config("redis://127.0.0.1:1");
-        c.connections = 0;
-        assert!(matches!(
-            Farm::new(c, Box::new(Quiet)),
-            Err(FarmError::NoConnections)
-        ));
-        let mut c = config("redis://127.0.0.1:1");
-        c.timeout = Duration::ZERO;
-        assert!(matches!(
-            Farm::new(c, Box::new(Quiet)),
-            Err(FarmError::TimeoutTooShort(_))
-        ));
+        use FarmError as E;
+        type Change = fn(&mut FarmConfig);
+        type Expect = fn(&FarmError) -> bool;
+        let cases: &[(&str, Change, Expect)] = &[
+            (
+                "redis://127.0.0.1:1",
+                |c| c.tls.ca = Some("/nonexistent".into()),
+                |e| matches!(e, E::TlsWithoutRediss { .. }),
+            ),
+            (
+                "rediss://127.0.0.1:1",
+                |c| c.tls.cert = Some("/nonexistent".into()),
+                |e| matches!(e, E::CertWithoutKey),
+            ),
+            (
+                "rediss://127.0.0.1:1",
+                |c| c.tls.key = Some("/nonexistent".into()),
+                |e| matches!(e, E::KeyWithoutCert),
+            ),
+            (
+                "rediss://127.0.0.1:1",
+                |c| c.tls.ca = Some("/nonexistent/ca.pem".into()),
+                |e| matches!(e, E::TlsFile { .. }),
+            ),
+            (
+                "redis://127.0.0.1:1",
+                |c| c.connections = 0,
+                |e| matches!(e, E::NoConnections),
+            ),
+            (
+                "redis://127.0.0.1:1",
+                |c| c.timeout = Duration::ZERO,
+                |e| matches!(e, E::TimeoutTooShort(_)),
+            ),
+        ];
+        for (i, (endpoint, change, expected)) in cases.iter().enumerate() {
+            let mut c = config(endpoint);
+            change(&mut c);
+            let result = Farm::new(c, Box::new(Quiet));
+            assert!(
+                matches!(&result, Err(e) if expected(e)),
+                "case {i} ({endpoint}): {result:?}"
+            );
+        }
     }
 
     #[test]

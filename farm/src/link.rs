@@ -129,6 +129,10 @@ pub struct Outcome<T> {
     pub drained: Drained,
 }
 
+/// How an op on one connection ended ([`Link::run`]): the late replies
+/// read on the way and the op's own result; `Err`: the connection failed.
+type ConnOp<T> = Result<(Drained, Result<T, Failure>), Failure>;
+
 /// A process's link (cheap to clone: one shared state).
 #[derive(Clone)]
 pub struct Link {
@@ -245,13 +249,7 @@ impl Link {
         };
         self.run_at(key, deadline, self.shared.replica.as_ref(), |conn| {
             let (drained, value) = conn.call("GET", &command, deadline, budget)?;
-            let found = match value {
-                Value::BulkString(bytes) => Ok(Some(bytes)),
-                Value::Nil => Ok(None),
-                Value::ServerError(e) => Err(refused(conn, "GET", e)),
-                other => Err(conn.unexpected("GET", &other)),
-            };
-            Ok((drained, found))
+            Ok((drained, found(conn, "GET", value)))
         })
     }
 
@@ -289,7 +287,11 @@ impl Link {
         budget: usize,
     ) -> Outcome<Option<Vec<u8>>> {
         if self.protocol() == Protocol::Meta {
-            return self.add_then_get(key, value, px_ms, deadline, budget);
+            let add = meta::set(key, value, px_ms, true);
+            let get = meta::get(key);
+            return self.run(key, deadline, |conn| {
+                add_then_get(conn, &add, &get, deadline, budget)
+            });
         }
         let command = redis::cmd("SET")
             .arg(key)
@@ -301,46 +303,7 @@ impl Link {
             .get_packed_command();
         self.run(key, deadline, |conn| {
             let (drained, reply) = conn.call("SET NX GET", &command, deadline, budget)?;
-            let found = match reply {
-                Value::BulkString(bytes) => Ok(Some(bytes)),
-                Value::Nil => Ok(None),
-                Value::ServerError(e) => Err(refused(conn, "SET NX GET", e)),
-                other => Err(conn.unexpected("SET NX GET", &other)),
-            };
-            Ok((drained, found))
-        })
-    }
-
-    /// memcached's agreement: `ms` in add mode, then (if another value was
-    /// there) `mg`, on one connection, within one deadline.
-    fn add_then_get(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        px_ms: u64,
-        deadline: Instant,
-        budget: usize,
-    ) -> Outcome<Option<Vec<u8>>> {
-        let add = meta::set(key, value, px_ms, true);
-        let get = meta::get(key);
-        self.run(key, deadline, |conn| {
-            let (mut drained, reply) = conn.call("ms (add)", &add, deadline, crate::conn::SLACK)?;
-            match reply {
-                Value::Okay => return Ok((drained, Ok(None))),
-                Value::ServerError(e) if e.code() == "NOTSTORED" => {}
-                Value::ServerError(e) => return Ok((drained, Err(refused(conn, "ms (add)", e)))),
-                other => return Ok((drained, Err(conn.unexpected("ms (add)", &other)))),
-            }
-            let (more, reply) = conn.call("mg", &get, deadline, budget)?;
-            drained.extend(more);
-            let found = match reply {
-                Value::BulkString(bytes) => Ok(Some(bytes)),
-                // Gone between the two commands: ours may be stored now.
-                Value::Nil => Ok(None),
-                Value::ServerError(e) => Err(refused(conn, "mg", e)),
-                other => Err(conn.unexpected("mg", &other)),
-            };
-            Ok((drained, found))
+            Ok((drained, found(conn, "SET NX GET", reply)))
         })
     }
 
@@ -386,7 +349,7 @@ impl Link {
         &self,
         key: &[u8],
         deadline: Instant,
-        op: impl FnMut(&mut Conn) -> Result<(Drained, Result<T, Failure>), Failure>,
+        op: impl FnMut(&mut Conn) -> ConnOp<T>,
     ) -> Outcome<T> {
         self.run_at(key, deadline, None, op)
     }
@@ -398,21 +361,20 @@ impl Link {
         key: &[u8],
         deadline: Instant,
         fixed: Option<&Address>,
-        mut op: impl FnMut(&mut Conn) -> Result<(Drained, Result<T, Failure>), Failure>,
+        mut op: impl FnMut(&mut Conn) -> ConnOp<T>,
     ) -> Outcome<T> {
         let mut drained = Drained::new();
+        let failed = |failure: Failure, drained: Drained| Outcome {
+            answer: Answer::Failed(self.note(failure)),
+            drained,
+        };
         let routed = match fixed {
             Some(address) => Ok(address.clone()),
             None => self.route(key, deadline),
         };
         let mut address = match routed {
             Ok(address) => address,
-            Err(failure) => {
-                return Outcome {
-                    answer: Answer::Failed(self.note(failure)),
-                    drained,
-                }
-            }
+            Err(failure) => return failed(failure, drained),
         };
         let mut retried = false;
         loop {
@@ -424,12 +386,7 @@ impl Link {
                         drained,
                     }
                 }
-                Err(failure) => {
-                    return Outcome {
-                        answer: Answer::Failed(self.note(failure)),
-                        drained,
-                    }
-                }
+                Err(failure) => return failed(failure, drained),
             };
             match op(&mut conn) {
                 Ok((late, result)) => {
@@ -449,13 +406,13 @@ impl Link {
                             retried = true;
                             address = to;
                         }
-                        (result, _) => {
-                            let answer = match result {
-                                Ok(value) => Answer::Done(value),
-                                Err(failure) => Answer::Failed(self.note(failure)),
-                            };
-                            return Outcome { answer, drained };
+                        (Ok(value), _) => {
+                            return Outcome {
+                                answer: Answer::Done(value),
+                                drained,
+                            }
                         }
+                        (Err(failure), _) => return failed(failure, drained),
                     }
                 }
                 Err(failure) => {
@@ -477,10 +434,7 @@ impl Link {
                         }
                         continue;
                     }
-                    return Outcome {
-                        answer: Answer::Failed(self.note(failure)),
-                        drained,
-                    };
+                    return failed(failure, drained);
                 }
             }
         }
@@ -705,20 +659,8 @@ impl Link {
             if Instant::now() >= deadline {
                 break;
             }
-            let reply = match self.take(sentinel, deadline) {
-                Ok(Some((mut conn, _))) => {
-                    match conn.call("SENTINEL", &command, deadline, SLOTS_BUDGET) {
-                        Ok((_, value)) => {
-                            self.put(conn);
-                            value
-                        }
-                        Err(failure) => {
-                            self.discard(conn, &failure);
-                            last = Some(failure);
-                            continue;
-                        }
-                    }
-                }
+            let reply = match self.ask(sentinel, "SENTINEL", &command, deadline) {
+                Ok(Some(value)) => value,
                 Ok(None) => continue,
                 Err(failure) => {
                     last = Some(failure);
@@ -748,6 +690,31 @@ impl Link {
         }
     }
 
+    /// One question to `address` (a sentinel, a cluster node), its reply at
+    /// most [`SLOTS_BUDGET`] bytes: `Ok(None)` if every connection is busy.
+    /// The connection is kept if it answered, dropped if it failed.
+    fn ask(
+        &self,
+        address: &Address,
+        what: &str,
+        command: &[u8],
+        deadline: Instant,
+    ) -> Result<Option<Value>, Failure> {
+        let Some((mut conn, _)) = self.take(address, deadline)? else {
+            return Ok(None);
+        };
+        match conn.call(what, command, deadline, SLOTS_BUDGET) {
+            Ok((_, value)) => {
+                self.put(conn);
+                Ok(Some(value))
+            }
+            Err(failure) => {
+                self.discard(conn, &failure);
+                Err(failure)
+            }
+        }
+    }
+
     /// Asks a node (known ones first, then the seeds) for the slot map.
     fn refresh(&self, seeds: &[Address], deadline: Instant) {
         let mut candidates: Vec<Address> = self.slots().nodes.clone();
@@ -765,20 +732,8 @@ impl Link {
             if Instant::now() >= deadline {
                 return;
             }
-            let reply = match self.take(&candidate, deadline) {
-                Ok(Some((mut conn, _))) => {
-                    match conn.call("CLUSTER SLOTS", &command, deadline, SLOTS_BUDGET) {
-                        Ok((_, value)) => {
-                            self.put(conn);
-                            value
-                        }
-                        Err(failure) => {
-                            self.discard(conn, &failure);
-                            continue;
-                        }
-                    }
-                }
-                _ => continue,
+            let Ok(Some(reply)) = self.ask(&candidate, "CLUSTER SLOTS", &command, deadline) else {
+                continue;
             };
             if let Some(map) = parse_slots(&reply) {
                 let mut current = self.slots();
@@ -807,6 +762,40 @@ fn refused(conn: &Conn, what: &str, e: redis::ServerError) -> Failure {
     Failure::new(kind, format!("{what} {}: {e}", conn.address()))
 }
 
+/// A value reply (`GET`, `mg`, `SET NX GET`): the value, none (`Nil`), or
+/// the failure an error reply or any other reply makes.
+fn found(conn: &Conn, what: &str, reply: Value) -> Result<Option<Vec<u8>>, Failure> {
+    match reply {
+        Value::BulkString(bytes) => Ok(Some(bytes)),
+        Value::Nil => Ok(None),
+        Value::ServerError(e) => Err(refused(conn, what, e)),
+        other => Err(conn.unexpected(what, &other)),
+    }
+}
+
+/// memcached's agreement on `conn`: `add` (`ms` in add mode), then (if
+/// another value was there) `get` (`mg`), within one deadline. Answers as
+/// [`Link::run`]'s `op` does.
+fn add_then_get(
+    conn: &mut Conn,
+    add: &[u8],
+    get: &[u8],
+    deadline: Instant,
+    budget: usize,
+) -> ConnOp<Option<Vec<u8>>> {
+    let (mut drained, reply) = conn.call("ms (add)", add, deadline, crate::conn::SLACK)?;
+    match reply {
+        Value::Okay => return Ok((drained, Ok(None))),
+        Value::ServerError(e) if e.code() == "NOTSTORED" => {}
+        Value::ServerError(e) => return Ok((drained, Err(refused(conn, "ms (add)", e)))),
+        other => return Ok((drained, Err(conn.unexpected("ms (add)", &other)))),
+    }
+    let (more, reply) = conn.call("mg", get, deadline, budget)?;
+    drained.extend(more);
+    // `Nil`: gone between the two commands; ours may be stored now.
+    Ok((drained, found(conn, "mg", reply)))
+}
+
 impl SlotMap {
     /// `slot` is served by `to` (a `MOVED` said so); the rest of the map
     /// is refreshed when next due.
@@ -814,14 +803,7 @@ impl SlotMap {
         if self.owner.len() != SLOTS {
             self.owner = vec![UNKNOWN; SLOTS];
         }
-        let index = match self.nodes.iter().position(|n| *n == to) {
-            Some(i) => i,
-            None => {
-                self.nodes.push(to);
-                self.nodes.len() - 1
-            }
-        };
-        if let Ok(index) = u16::try_from(index) {
+        if let Ok(index) = u16::try_from(node_index(&mut self.nodes, to)) {
             self.owner[usize::from(slot) % SLOTS] = index;
         }
         self.stale = true;
@@ -901,15 +883,30 @@ mod meta {
     }
 }
 
+/// A string reply's text (bulk or simple); `None` for any other reply.
+fn text(reply: Option<&Value>) -> Option<String> {
+    match reply {
+        Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        Some(Value::SimpleString(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The index of `node` in `nodes`, where it is added if it is not there.
+fn node_index(nodes: &mut Vec<Address>, node: Address) -> usize {
+    match nodes.iter().position(|n| *n == node) {
+        Some(i) => i,
+        None => {
+            nodes.push(node);
+            nodes.len() - 1
+        }
+    }
+}
+
 /// The master's address in a `SENTINEL get-master-addr-by-name` reply.
 fn parse_master(reply: &Value) -> Option<Address> {
     let Value::Array(parts) = reply else {
         return None;
-    };
-    let text = |v: Option<&Value>| match v {
-        Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-        Some(Value::SimpleString(s)) => Some(s.clone()),
-        _ => None,
     };
     let host = text(parts.first())?;
     let port = text(parts.get(1))?.parse().ok()?;
@@ -932,24 +929,14 @@ fn parse_slots(reply: &Value) -> Option<(Vec<Address>, Vec<u16>)> {
         else {
             return None;
         };
-        let host = match master.first() {
-            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-            Some(Value::SimpleString(s)) => s.clone(),
-            _ => return None,
-        };
+        let host = text(master.first())?;
         let Some(Value::Int(port)) = master.get(1) else {
             return None;
         };
         let Some(address) = Address::literal(&host, u16::try_from(*port).ok()?) else {
             continue; // a name: not followed (see `moved_to`)
         };
-        let index = match nodes.iter().position(|n| *n == address) {
-            Some(i) => i,
-            None => {
-                nodes.push(address);
-                nodes.len() - 1
-            }
-        };
+        let index = node_index(&mut nodes, address);
         let (start, end) = (usize::try_from(*start).ok()?, usize::try_from(*end).ok()?);
         if start > end || end >= SLOTS {
             return None;
@@ -994,44 +981,39 @@ mod tests {
 
     #[test]
     fn moved_points_to_literals_only() {
-        let f = Failure::new(
-            FailureKind::Refused,
-            "GET 127.0.0.1:7000: MOVED 3999 127.0.0.1:7001".into(),
-        );
-        assert_eq!(moved_to(&f), Address::literal("127.0.0.1", 7001));
-        let f = Failure::new(
-            FailureKind::Refused,
-            "GET 127.0.0.1:7000: MOVED 3999 redis-b:7001".into(),
-        );
-        assert_eq!(moved_to(&f), None);
-        let f = Failure::new(FailureKind::Refused, "GET x: NOPERM no".into());
-        assert_eq!(moved_to(&f), None);
+        let cases = [
+            (
+                "GET 127.0.0.1:7000: MOVED 3999 127.0.0.1:7001",
+                Address::literal("127.0.0.1", 7001),
+            ),
+            ("GET 127.0.0.1:7000: MOVED 3999 redis-b:7001", None),
+            ("GET x: NOPERM no", None),
+        ];
+        for (why, to) in cases {
+            let f = Failure::new(FailureKind::Refused, why.into());
+            assert_eq!(moved_to(&f), to, "{why}");
+        }
     }
 
     #[test]
     fn slot_maps_parse_and_garbage_is_refused() {
-        let reply = Value::Array(vec![Value::Array(vec![
-            Value::Int(0),
-            Value::Int(100),
-            Value::Array(vec![
-                Value::BulkString(b"127.0.0.1".to_vec()),
-                Value::Int(7000),
-            ]),
-        ])]);
-        let (nodes, owner) = parse_slots(&reply).expect("map");
+        // A `CLUSTER SLOTS` reply of one range, served by 127.0.0.1:7000.
+        let one_range = |start, end| {
+            Value::Array(vec![Value::Array(vec![
+                Value::Int(start),
+                Value::Int(end),
+                Value::Array(vec![
+                    Value::BulkString(b"127.0.0.1".to_vec()),
+                    Value::Int(7000),
+                ]),
+            ])])
+        };
+        let (nodes, owner) = parse_slots(&one_range(0, 100)).expect("map");
         assert_eq!(nodes.len(), 1);
         assert_eq!(owner[100], 0);
         assert_eq!(owner[101], UNKNOWN);
         assert!(parse_slots(&Value::Int(3)).is_none());
-        let bad = Value::Array(vec![Value::Array(vec![
-            Value::Int(5),
-            Value::Int(99999),
-            Value::Array(vec![
-                Value::BulkString(b"127.0.0.1".to_vec()),
-                Value::Int(7000),
-            ]),
-        ])]);
-        assert!(parse_slots(&bad).is_none());
+        assert!(parse_slots(&one_range(5, 99999)).is_none());
     }
 
     #[test]

@@ -360,6 +360,14 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000_000;
     const LATER: i64 = NOW + 300_000_000;
 
+    /// A sealer of one key (name 1, key bytes 9), and `v` it sealed for
+    /// `id` in [`NS`] until [`LATER`].
+    fn sealed_v() -> (Sealer, Vec<u8>) {
+        let sealer = Sealer::keys(keys(&[(1, 9)]));
+        let sealed = sealer.seal(NS, b"id", LATER, b"v").expect("seal");
+        (sealer, sealed)
+    }
+
     /// RFC 4231, test cases 1 and 2 (and 6: a key longer than a block).
     #[test]
     fn hmac_sha256_matches_rfc_4231() {
@@ -404,40 +412,37 @@ mod tests {
 
     #[test]
     fn salts_differ() {
-        let sealer = Sealer::keys(keys(&[(1, 9)]));
-        let a = sealer.seal(NS, b"id", LATER, b"v").expect("seal");
+        let (sealer, a) = sealed_v();
         let b = sealer.seal(NS, b"id", LATER, b"v").expect("seal");
         assert_ne!(a, b);
     }
 
     #[test]
     fn bound_to_id_namespace_and_expiry() {
-        let sealer = Sealer::keys(keys(&[(1, 9)]));
-        let sealed = sealer.seal(NS, b"id", LATER, b"v").expect("seal");
-        assert_eq!(
-            sealer.open(NS, b"other", NOW, &sealed),
-            Err(SealError::Tampered)
-        );
-        assert_eq!(
-            sealer.open("mod_ssl-staple", b"id", NOW, &sealed),
-            Err(SealError::Tampered)
-        );
+        let (sealer, sealed) = sealed_v();
         // Length prefixes: ("ab", "c") and ("a", "bc") are not the same.
         let ab = sealer.seal("ab", b"c", LATER, b"v").expect("seal");
-        assert_eq!(sealer.open("a", b"bc", NOW, &ab), Err(SealError::Tampered));
         // A longer life written into the header.
         let mut longer = sealed.clone();
         longer[1 + NAME_LEN..1 + NAME_LEN + 8].copy_from_slice(&(LATER * 2).to_be_bytes());
-        assert_eq!(
-            sealer.open(NS, b"id", NOW, &longer),
-            Err(SealError::Tampered)
-        );
+        let moved: [(&str, &[u8], &[u8]); 4] = [
+            (NS, b"other", &sealed),
+            ("mod_ssl-staple", b"id", &sealed),
+            ("a", b"bc", &ab),
+            (NS, b"id", &longer),
+        ];
+        for (namespace, id, value) in moved {
+            assert_eq!(
+                sealer.open(namespace, id, NOW, value),
+                Err(SealError::Tampered),
+                "{namespace} {id:?}"
+            );
+        }
     }
 
     #[test]
     fn expired() {
-        let sealer = Sealer::keys(keys(&[(1, 9)]));
-        let sealed = sealer.seal(NS, b"id", LATER, b"v").expect("seal");
+        let (sealer, sealed) = sealed_v();
         assert_eq!(
             sealer.open(NS, b"id", LATER, &sealed),
             Err(SealError::Expired)
@@ -450,9 +455,8 @@ mod tests {
 
     #[test]
     fn rotation_and_unknown_keys() {
-        let old = Sealer::keys(keys(&[(1, 9)]));
+        let (old, by_old) = sealed_v();
         let rotated = Sealer::keys(keys(&[(2, 8), (1, 9)]));
-        let by_old = old.seal(NS, b"id", LATER, b"v").expect("seal");
         assert_eq!(
             rotated.open(NS, b"id", NOW, &by_old),
             Ok((b"v".to_vec(), LATER))
