@@ -116,8 +116,9 @@ enum Op {
     },
 }
 
-/// Store the next unique value under `ids[id % len]`; its length is
-/// `len_per_mille` of the regime's value cap; it expires `ttl_us` from now.
+/// Store the next unique value under the id `id` names ([`Ids::get`]); its
+/// length is `len_per_mille` of the regime's value cap; it expires `ttl_us`
+/// from now.
 #[derive(Clone, Debug)]
 struct Store {
     id: usize,
@@ -144,7 +145,7 @@ impl Ids {
         Ids { pool, stored: 0 }
     }
 
-    /// The id an op's `id` names.
+    /// The id an op's `id` names: `pool[id % pool.len()]`.
     fn get(&self, id: usize) -> &Vec<u8> {
         &self.pool[id % self.pool.len()]
     }
