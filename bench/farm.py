@@ -311,22 +311,14 @@ def farm_host(cfg, name, host, port, cache, certdir):
     if cfg == "memcache":
         mods.append(("socache_memcache_module",
                      os.path.join(MODDIR, "mod_socache_memcache.so")))
-    body = """SSLEngine on
-SSLCertificateFile "%s/cert.pem"
-SSLCertificateKeyFile "%s/key.pem"
-SSLProtocol -all +TLSv1.2 +TLSv1.3
-SSLSessionTickets off
-SSLSessionCache %s
-SSLSessionCacheTimeout 300
+    body = run.ssl_directives(certdir, cache) + """
 <Location /server-status>
   SetHandler server-status
   Require all granted
-</Location>""" % (certdir, certdir, cache)
+</Location>"""
     h = Httpd("farm %s %s" % (cfg, name), body, children=CHILDREN, threads=THREADS,
               modules=mods, mpm="event", host=host, port=port)
-    ctx = run.client_ctx("1.2")
-    h.start(lambda: run.tls_get(h.port, ctx, None, timeout=2, host=h.host))
-    return h
+    return run.start_tls(h)
 
 
 def cache_status(h):
@@ -337,12 +329,7 @@ def cache_status(h):
             with ctx.wrap_socket(raw, server_hostname="localhost") as s:
                 s.sendall(b"GET /server-status?auto HTTP/1.1\r\nHost: localhost\r\n"
                           b"Connection: close\r\n\r\n")
-                data = b""
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = run.recv_all(s, 65536)
     except (OSError, ssl.SSLError) as e:
         return {"error": repr(e)}
     body = data.partition(b"\r\n\r\n")[2].decode(errors="replace")

@@ -280,6 +280,47 @@ static apr_status_t do_retrieve(call_ctx *c, const unsigned char *id,
     return rv;
 }
 
+/* Stores entries [lo, hi) of namespace ns (clearing the call pool every 4096
+ * stores); returns how many stores failed. */
+static uint64_t store_range(call_ctx *c, uint64_t ns, uint64_t lo, uint64_t hi,
+                            apr_time_t expiry)
+{
+    unsigned char id[ID_LEN], value[VALUE_LEN];
+    uint64_t k, failed = 0;
+    for (k = lo; k < hi; k++) {
+        make_id(id, ns, k);
+        make_value(value, ns, k);
+        if (do_store(c, id, value, expiry) != APR_SUCCESS) {
+            failed++;
+        }
+        if ((k & 4095) == 0) {
+            apr_pool_clear(c->pool);
+        }
+    }
+    return failed;
+}
+
+/* Retrieves id (made by make_id from ns and index) and checks its value:
+ * counts one in *found (unless NULL) when it is the entry's own, in *bad
+ * when it is another; a miss counts nowhere. Returns 1 for its own value. */
+static int lookup(call_ctx *c, const unsigned char *id, uint64_t ns,
+                  uint64_t index, uint64_t *found, uint64_t *bad)
+{
+    unsigned char dest[1024];
+    unsigned int len = sizeof(dest);
+    if (do_retrieve(c, id, dest, &len) != APR_SUCCESS) {
+        return 0;
+    }
+    if (!value_matches(dest, len, ns, index)) {
+        (*bad)++;
+        return 0;
+    }
+    if (found) {
+        (*found)++;
+    }
+    return 1;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Histograms                                                                */
 
@@ -381,7 +422,7 @@ static void op_check(request_rec *r, call_ctx *c)
 {
     uint64_t lo = qnum(r, "lo", 0), hi = qnum(r, "hi", bench->shared->next);
     uint64_t sample = qnum(r, "sample", 0), span, k, checked = 0, found = 0, bad = 0;
-    unsigned char id[ID_LEN], dest[1024];
+    unsigned char id[ID_LEN];
     uint64_t t0 = now_ns(), t1;
     if (hi < lo) {
         hi = lo;
@@ -393,17 +434,9 @@ static void op_check(request_rec *r, call_ctx *c)
     for (k = 0; k < sample; k++) {
         /* evenly spread over [lo, hi) */
         uint64_t idx = lo + (sample == span ? k : (uint64_t)((double)k * span / sample));
-        unsigned int len = sizeof(dest);
         make_id(id, NS_STORE, idx);
         checked++;
-        if (do_retrieve(c, id, dest, &len) == APR_SUCCESS) {
-            if (value_matches(dest, len, NS_STORE, idx)) {
-                found++;
-            }
-            else {
-                bad++;
-            }
-        }
+        lookup(c, id, NS_STORE, idx, &found, &bad);
     }
     t1 = now_ns();
     ap_rprintf(r,
@@ -558,25 +591,17 @@ typedef struct {
 static pass_res read_pass(call_ctx *c, const uint64_t *idx, uint64_t n, int retrieve)
 {
     pass_res p = {0, n, 0, 0};
-    unsigned char id[ID_LEN], dest[1024];
+    unsigned char id[ID_LEN];
     volatile unsigned char sink = 0;
     uint64_t k, t0, t1;
     t0 = now_ns();
     for (k = 0; k < n; k++) {
-        unsigned int len = sizeof(dest);
         make_id(id, NS_STORE, idx[k]);
         if (!retrieve) {
             sink ^= id[k & 31];
             continue;
         }
-        if (do_retrieve(c, id, dest, &len) == APR_SUCCESS) {
-            if (value_matches(dest, len, NS_STORE, idx[k])) {
-                p.found++;
-            }
-            else {
-                p.bad++;
-            }
-        }
+        lookup(c, id, NS_STORE, idx[k], &p.found, &p.bad);
     }
     t1 = now_ns();
     p.ns = t1 - t0;
@@ -614,21 +639,11 @@ static void op_firstread(request_rec *r, call_ctx *c)
     }
     if (n > 0) {
         /* Fresh ids stored here, in this child: the window is theirs. */
-        unsigned char id[ID_LEN], value[VALUE_LEN];
         apr_time_t expiry = apr_time_now() + apr_time_from_sec(EXPIRY_SECONDS);
         uint64_t t0 = now_ns();
         lo = __atomic_fetch_add(&bench->shared->next, n, __ATOMIC_RELAXED);
         hi = lo + n;
-        for (k = lo; k < hi; k++) {
-            make_id(id, NS_STORE, k);
-            make_value(value, NS_STORE, k);
-            if (do_store(c, id, value, expiry) != APR_SUCCESS) {
-                store_failed++;
-            }
-            if ((k & 4095) == 0) {
-                apr_pool_clear(c->pool);
-            }
-        }
+        store_failed += store_range(c, NS_STORE, lo, hi, expiry);
         fill_ns = now_ns() - t0;
     }
     if (hi > lo + offset) {
@@ -696,7 +711,7 @@ static void op_zipf(request_rec *r, call_ctx *c)
     uint64_t *perm;
     uint64_t held = 0, hits = 0, attempts = 0, stores = 0, store_failed = 0, bad = 0;
     uint64_t t0, t1, t2;
-    unsigned char id[ID_LEN], value[VALUE_LEN], dest[1024];
+    unsigned char id[ID_LEN], value[VALUE_LEN];
     apr_time_t expiry = apr_time_now() + apr_time_from_sec(EXPIRY_SECONDS);
     rng_t rng;
 
@@ -721,45 +736,20 @@ static void op_zipf(request_rec *r, call_ctx *c)
 
     /* Issue every distinct session once (in index order). */
     t0 = now_ns();
-    for (k = 0; k < d; k++) {
-        make_id(id, NS_ZIPF, k);
-        make_value(value, NS_ZIPF, k);
-        if (do_store(c, id, value, expiry) != APR_SUCCESS) {
-            store_failed++;
-        }
-        if ((k & 4095) == 0) {
-            apr_pool_clear(c->pool);
-        }
-    }
+    store_failed += store_range(c, NS_ZIPF, 0, d, expiry);
     /* Sessions held when full. */
     for (k = 0; k < d; k++) {
-        unsigned int len = sizeof(dest);
         make_id(id, NS_ZIPF, k);
-        if (do_retrieve(c, id, dest, &len) == APR_SUCCESS) {
-            if (value_matches(dest, len, NS_ZIPF, k)) {
-                held++;
-            }
-            else {
-                bad++;
-            }
-        }
+        lookup(c, id, NS_ZIPF, k, &held, &bad);
     }
     t1 = now_ns();
 
     /* Resumption attempts with skewed reuse; a miss makes a new session. */
     for (i = 0; i < warm + a; i++) {
         uint64_t idx = perm[zipf_pick(cdf, d, &rng)];
-        unsigned int len = sizeof(dest);
-        int hit = 0;
+        int hit;
         make_id(id, NS_ZIPF, idx);
-        if (do_retrieve(c, id, dest, &len) == APR_SUCCESS) {
-            if (value_matches(dest, len, NS_ZIPF, idx)) {
-                hit = 1;
-            }
-            else {
-                bad++;
-            }
-        }
+        hit = lookup(c, id, NS_ZIPF, idx, NULL, &bad);
         if (!hit) {
             make_value(value, NS_ZIPF, idx);
             if (do_store(c, id, value, expiry) != APR_SUCCESS) {

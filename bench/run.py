@@ -751,26 +751,36 @@ def make_cert(d):
     return cert, key
 
 
+def ssl_directives(certdir, cache):
+    """The mod_ssl lines of a benchmark host: cert.pem and key.pem of
+    certdir, TLS 1.2 and 1.3, no tickets, cache as its SSLSessionCache."""
+    return """SSLEngine on
+SSLCertificateFile "%s/cert.pem"
+SSLCertificateKeyFile "%s/key.pem"
+SSLProtocol -all +TLSv1.2 +TLSv1.3
+SSLSessionTickets off
+SSLSessionCache %s
+SSLSessionCacheTimeout 300""" % (certdir, certdir, cache)
+
+
+def start_tls(h):
+    """Starts Httpd h, ready once it answers a TLS 1.2 request; returns h."""
+    ctx = client_ctx("1.2")
+    h.start(lambda: tls_get(h.port, ctx, None, timeout=2, host=h.host))
+    return h
+
+
 def tls_httpd(cache, label, children=10, extra="", modules=(), **kw):
     """mod_ssl on loopback; cache is an SSLSessionCache argument with {dir};
     `modules` more (name, path) to load, `kw` passed to Httpd (mpm, threads,
     host, port)."""
-    body = """SSLEngine on
-SSLCertificateFile "{dir}/cert.pem"
-SSLCertificateKeyFile "{dir}/key.pem"
-SSLProtocol -all +TLSv1.2 +TLSv1.3
-SSLSessionTickets off
-SSLSessionCache %s
-SSLSessionCacheTimeout 300
-%s""" % (cache, extra)
+    body = ssl_directives("{dir}", cache) + "\n" + extra
     h = Httpd(label, body, children=children,
               modules=[("ssl_module", os.path.join(MODDIR, "mod_ssl.so"))] + (
                   [("socache_bench_module", BENCH_SO)] if "SocacheBench" in extra else [])
               + list(modules), **kw)
     make_cert(h.dir)
-    ctx = client_ctx("1.2")
-    h.start(lambda: tls_get(h.port, ctx, None, timeout=2, host=h.host))
-    return h
+    return start_tls(h)
 
 
 def client_ctx(version):
@@ -783,17 +793,22 @@ def client_ctx(version):
     return ctx
 
 
+def recv_all(s, bufsize):
+    """All that socket s receives until the peer closes."""
+    data = b""
+    while True:
+        chunk = s.recv(bufsize)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def tls_get(port, ctx, session, timeout=WAIT, host="127.0.0.1"):
     """One HTTPS request; returns (session, resumed)."""
     with socket.create_connection((host, port), timeout=timeout) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
             s.sendall(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            data = recv_all(s, 4096)
             if not data.startswith(b"HTTP/1.1 200"):
                 raise RuntimeError("unexpected response %r" % data[:60])
             return s.session, s.session_reused
@@ -1050,12 +1065,7 @@ def tls_bench_get(h, path, timeout=WAIT):
         with ctx.wrap_socket(raw, server_hostname="localhost") as s:
             s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
                        % path).encode())
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = recv_all(s, 65536)
     head, _, body = data.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
         h.fail("GET %s: %r" % (path, head[:80]))

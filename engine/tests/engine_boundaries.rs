@@ -46,6 +46,30 @@ fn far(cache: &Cache) -> Timestamp {
     cache.now().plus_secs(3600)
 }
 
+/// Store entries `0..n` (`bytes(i, 32)` → `bytes(i, 160)`), expiring in
+/// 2096: segments that outlive their cache (reattached) keep them.
+fn store_numbered(c: &Cache, n: u64) {
+    for i in 0..n {
+        c.store(
+            &bytes(i, 32),
+            &bytes(i, 160),
+            Timestamp::from_secs(4_000_000_000),
+        )
+        .unwrap();
+    }
+}
+
+/// Every entry of [`store_numbered`]`(_, n)` is there, with its value.
+fn assert_numbered(c: &Cache, n: u64, when: &str) {
+    for i in 0..n {
+        assert_eq!(
+            c.get(&bytes(i, 32)),
+            Some(bytes(i, 160)),
+            "entry {i} {when}"
+        );
+    }
+}
+
 fn snapshot(cache: &Cache) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     cache.iterate(&mut |id, v, _| {
@@ -574,14 +598,7 @@ fn file_segment_is_private_and_reattaches_with_the_same_config() {
         256 * 1024,
         "never past the budget"
     );
-    for i in 0..100u64 {
-        c.store(
-            &bytes(i, 32),
-            &bytes(i, 160),
-            Timestamp::from_secs(4_000_000_000),
-        )
-        .unwrap();
-    }
+    store_numbered(&c, 100);
     // Another mapping of the same file sees the same entries, both ways.
     let other = Cache::attach(&p).unwrap();
     assert_eq!(other.get(&bytes(5, 32)), Some(bytes(5, 160)));
@@ -595,13 +612,7 @@ fn file_segment_is_private_and_reattaches_with_the_same_config() {
     // Same config, through the kept descriptor: reattached, entries kept.
     let (c, opened) = Cache::reopen_fd(fd, &cfg).unwrap();
     assert_eq!(opened, Opened::Reattached);
-    for i in 0..100u64 {
-        assert_eq!(
-            c.get(&bytes(i, 32)),
-            Some(bytes(i, 160)),
-            "entry {i} after reattach"
-        );
-    }
+    assert_numbered(&c, 100, "after reattach");
     assert_eq!(c.stats().entries, 101);
     drop(c);
 
@@ -809,22 +820,13 @@ fn attach_refuses_garbage_and_damaged_files() {
 fn dup_fd_and_reopen_fd_keep_an_anonymous_segment() {
     let cfg = CacheConfig::new(256 * 1024);
     let c = Cache::create(&cfg).unwrap();
-    for i in 0..50u64 {
-        c.store(
-            &bytes(i, 32),
-            &bytes(i, 160),
-            Timestamp::from_secs(4_000_000_000),
-        )
-        .unwrap();
-    }
+    store_numbered(&c, 50);
     let fd = c.dup_fd().unwrap();
     drop(c);
 
     let (c, opened) = Cache::reopen_fd(fd, &cfg).unwrap();
     assert_eq!(opened, Opened::Reattached);
-    for i in 0..50u64 {
-        assert_eq!(c.get(&bytes(i, 32)), Some(bytes(i, 160)));
-    }
+    assert_numbered(&c, 50, "after reopen_fd");
     // The fd stays the caller's: a second reopen works too.
     let (c2, opened) = Cache::reopen_fd(fd, &cfg).unwrap();
     assert_eq!(opened, Opened::Reattached);
@@ -880,6 +882,11 @@ impl SecretCache {
         }
     }
 
+    /// Store [`secret`]`(n)` under `id`, for an hour.
+    fn store_secret(&self, id: &[u8], n: u64) {
+        self.cache.store(id, &secret(n), far(&self.cache)).unwrap();
+    }
+
     fn image(&self) -> Vec<u8> {
         std::fs::read(&self.path).unwrap()
     }
@@ -907,13 +914,12 @@ fn secret(n: u64) -> Vec<u8> {
 #[test]
 fn removed_entries_are_zeroed() {
     let s = SecretCache::new("sec-remove", 131_072);
-    let c = &s.cache;
     let id = bytes(1, 32);
-    c.store(&id, &secret(1), far(c)).unwrap();
-    c.store(b"keep", &secret(2), far(c)).unwrap();
+    s.store_secret(&id, 1);
+    s.store_secret(b"keep", 2);
     s.assert_present("stored value", &secret(1));
     s.assert_present("stored id", &id);
-    assert!(c.remove(&id));
+    assert!(s.cache.remove(&id));
     s.assert_absent("removed value", &secret(1));
     s.assert_absent("removed id", &id);
     s.assert_present("kept value", &secret(2));
@@ -923,10 +929,10 @@ fn removed_entries_are_zeroed() {
 fn replaced_values_are_zeroed() {
     let s = SecretCache::new("sec-replace", 131_072);
     let c = &s.cache;
-    c.store(b"id", &secret(10), far(c)).unwrap();
+    s.store_secret(b"id", 10);
     s.assert_present("v1", &secret(10));
     // Same length.
-    c.store(b"id", &secret(11), far(c)).unwrap();
+    s.store_secret(b"id", 11);
     s.assert_absent("replaced v1", &secret(10));
     // Shorter (the old tail must not survive) and longer.
     let mut short = secret(12);
@@ -949,7 +955,7 @@ fn evicted_entries_are_zeroed() {
     let s = SecretCache::new("sec-evict", 65_536);
     let c = &s.cache;
     let victim = bytes(77, 32);
-    c.store(&victim, &secret(20), far(c)).unwrap();
+    s.store_secret(&victim, 20);
     s.assert_present("victim", &secret(20));
     let mut i = 0u64;
     loop {
@@ -1005,7 +1011,7 @@ fn flushed_entries_are_zeroed() {
     let s = SecretCache::new("sec-flush", 262_144);
     let c = &s.cache;
     for n in 40..80 {
-        c.store(&bytes(n, 32), &secret(n), far(c)).unwrap();
+        s.store_secret(&bytes(n, 32), n);
     }
     s.assert_present("before flush", &secret(40));
     c.flush();

@@ -39,7 +39,7 @@
 //!
 //! Needs root's SCHED_FIFO (the tests run as root, as CI does); Linux only.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use socache_shm_engine::layout::Geometry;
@@ -280,12 +280,46 @@ fn kill_owner_and_the_woken_waiter(owner: libc::pid_t, waiters: &[libc::pid_t]) 
     victim
 }
 
-#[test]
-fn the_kernel_passes_the_wakeup_on_when_the_woken_waiter_dies() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+/// Kill the owner and the waiter its death woke
+/// ([`kill_owner_and_the_woken_waiter`]), unpin, then wait until `bound`
+/// after the owner's death for each other waiter: `failed(i, pid, status)`
+/// is called for each that did not exit 0 by then (`status`: its exit code,
+/// or None if it still runs). Returns the killed waiter's index and the
+/// moment of the owner's death.
+fn kill_and_wait_for_the_others(
+    owner: libc::pid_t,
+    waiters: &[libc::pid_t],
+    bound: Duration,
+    mut failed: impl FnMut(usize, libc::pid_t, Option<i32>),
+) -> (usize, Instant) {
+    let died = Instant::now();
+    let victim = kill_owner_and_the_woken_waiter(owner, waiters);
+    unpin();
+    for (i, &w) in waiters.iter().enumerate() {
+        if i == victim {
+            continue;
+        }
+        match wait_until(w, died + bound) {
+            Some(0) => {}
+            other => failed(i, w, other),
+        }
+    }
+    (victim, died)
+}
+
+/// What each test starts from: its turn (hold the guard to the end), the
+/// test thread pinned to CPU 0, and a fresh cache with its geometry.
+fn pinned_cache() -> (MutexGuard<'static, ()>, Cache, Geometry) {
+    let one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     pin_to_cpu0();
     let cache = Cache::create(&CacheConfig::new(BYTES)).expect("create");
     let geo = Geometry::new(BYTES, 32, 160).expect("geometry");
+    (one, cache, geo)
+}
+
+#[test]
+fn the_kernel_passes_the_wakeup_on_when_the_woken_waiter_dies() {
+    let (_one, cache, geo) = pinned_cache();
     let fd = cache.dup_fd().expect("dup");
     let owner = start_owner(fd, &geo);
     // The owner holds the lock once a try from here fails.
@@ -327,24 +361,14 @@ fn the_kernel_passes_the_wakeup_on_when_the_woken_waiter_dies() {
         }
         pid
     });
-    let died = Instant::now();
-    let victim = kill_owner_and_the_woken_waiter(owner, &waiters);
-    unpin();
     // Every other waiter, in an untimed wait, still gets the lock.
     let mut stranded = Vec::new();
-    for (i, &w) in waiters.iter().enumerate() {
-        if i == victim {
-            continue;
-        }
-        match wait_until(w, died + Duration::from_secs(5)) {
-            Some(0) => {}
-            other => {
-                stranded.push((i, other, state(w)));
-                kill(w);
-                reap(w);
-            }
-        }
-    }
+    let (_, died) =
+        kill_and_wait_for_the_others(owner, &waiters, Duration::from_secs(5), |i, w, other| {
+            stranded.push((i, other, state(w)));
+            kill(w);
+            reap(w);
+        });
     println!(
         "untimed waiters: the last one got the lock {:?} after the owner's death",
         died.elapsed()
@@ -359,10 +383,7 @@ fn the_kernel_passes_the_wakeup_on_when_the_woken_waiter_dies() {
 
 #[test]
 fn the_engine_lock_takes_over_when_the_woken_waiter_dies() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    pin_to_cpu0();
-    let cache = Cache::create(&CacheConfig::new(BYTES)).expect("create");
-    let geo = Geometry::new(BYTES, 32, 160).expect("geometry");
+    let (_one, cache, geo) = pinned_cache();
     let ids = ids_of_shard_0(&cache, WAITERS);
     let fd = cache.dup_fd().expect("dup");
     let owner = start_owner(fd, &geo);
@@ -382,24 +403,20 @@ fn the_engine_lock_takes_over_when_the_woken_waiter_dies() {
         }
         pid
     });
-    let died = Instant::now();
-    let victim = kill_owner_and_the_woken_waiter(owner, &waiters);
-    unpin();
     let mut late = Vec::new();
-    for (i, &w) in waiters.iter().enumerate() {
-        if i == victim {
-            continue;
-        }
-        match wait_until(w, died + Duration::from_millis(500)) {
-            Some(0) => {}
+    let (victim, died) = kill_and_wait_for_the_others(
+        owner,
+        &waiters,
+        Duration::from_millis(500),
+        |i, w, status| match status {
             Some(c) => late.push(format!("waiter {i}: its store failed (exit {c})")),
             None => {
                 kill(w);
                 reap(w);
                 late.push(format!("waiter {i}: no lock within 500 ms"));
             }
-        }
-    }
+        },
+    );
     println!(
         "the other waiters stored {:?} after the owner's death",
         died.elapsed()

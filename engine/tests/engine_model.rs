@@ -94,13 +94,7 @@ fn pressure_ids(n: usize) -> Vec<Vec<u8>> {
 
 #[derive(Clone, Debug)]
 enum Op {
-    /// Store the next unique value under `ids[id % len]`; its length is
-    /// `len_per_mille` of the regime's value cap; it expires `ttl_us` from now.
-    Store {
-        id: usize,
-        len_per_mille: u16,
-        ttl_us: i64,
-    },
+    Store(Store),
     /// `get` and, alternately, `retrieve` into an exact or a short buffer.
     Retrieve {
         id: usize,
@@ -120,6 +114,57 @@ enum Op {
         id: usize,
         extra: u16,
     },
+}
+
+/// Store the next unique value under the id `id` names ([`Ids::get`]); its
+/// length is `len_per_mille` of the regime's value cap; it expires `ttl_us`
+/// from now.
+#[derive(Clone, Debug)]
+struct Store {
+    id: usize,
+    len_per_mille: u16,
+    ttl_us: i64,
+}
+
+impl Store {
+    /// Its value's length under a value cap of `cap` bytes.
+    fn len(&self, cap: usize) -> usize {
+        cap * self.len_per_mille as usize / 1000
+    }
+}
+
+/// A regime's id pool, and the count of the values stored under its ids
+/// (every store's value is a new one).
+struct Ids {
+    pool: Vec<Vec<u8>>,
+    stored: u64,
+}
+
+impl Ids {
+    fn new(pool: Vec<Vec<u8>>) -> Ids {
+        Ids { pool, stored: 0 }
+    }
+
+    /// The id an op's `id` names: `pool[id % pool.len()]`.
+    fn get(&self, id: usize) -> &Vec<u8> {
+        &self.pool[id % self.pool.len()]
+    }
+
+    /// What `store` writes at `now`: its id and an entry with the next
+    /// unique value, `len(id)` bytes long, expiring `ttl_us` after `now`.
+    fn new_entry(
+        &mut self,
+        store: &Store,
+        now: Timestamp,
+        len: impl FnOnce(&[u8]) -> usize,
+    ) -> (Vec<u8>, Entry) {
+        let id = self.get(store.id).clone();
+        let len = len(&id);
+        self.stored += 1;
+        let value = value_for(self.stored, len);
+        let expiry = Timestamp(now.0 + store.ttl_us);
+        (id, Entry { value, expiry })
+    }
 }
 
 fn ttl_strategy() -> impl Strategy<Value = i64> {
@@ -142,7 +187,7 @@ fn op_strategy(pressure: bool) -> impl Strategy<Value = Op> {
     };
     prop_oneof![
         store => (any::<usize>(), 0u16..=1000, ttl_strategy())
-            .prop_map(|(id, len_per_mille, ttl_us)| Op::Store { id, len_per_mille, ttl_us }),
+            .prop_map(|(id, len_per_mille, ttl_us)| Op::Store(Store { id, len_per_mille, ttl_us })),
         30 => (any::<usize>(), any::<u8>()).prop_map(|(id, how)| Op::Retrieve { id, how }),
         remove => any::<usize>().prop_map(|id| Op::Remove { id }),
         8 => prop_oneof![
@@ -185,10 +230,9 @@ const EXACT_SETUPS: [(u64, usize, usize); 3] =
 
 fn run_exact(setup: usize, ops: &[Op]) -> Result<(), TestCaseError> {
     let (bytes, n_ids, max_len) = EXACT_SETUPS[setup];
-    let ids: Vec<Vec<u8>> = exact_ids().into_iter().take(n_ids).collect();
+    let mut ids = Ids::new(exact_ids().into_iter().take(n_ids).collect());
     let (cache, clock) = new_cache(bytes);
     let mut model = Model::default();
-    let mut seq = 0u64;
     let mut replacements = 0u64;
     let mut hits = 0u64;
     let mut misses = 0u64;
@@ -197,18 +241,12 @@ fn run_exact(setup: usize, ops: &[Op]) -> Result<(), TestCaseError> {
     for (step, op) in ops.iter().enumerate() {
         let now = clock.now();
         match *op {
-            Op::Store {
-                id,
-                len_per_mille,
-                ttl_us,
-            } => {
-                let id = &ids[id % ids.len()];
-                let len = max_len * len_per_mille as usize / 1000;
-                seq += 1;
-                let value = value_for(seq, len);
-                let expiry = Timestamp(now.0 + ttl_us);
-                let got = cache.store(id, &value, expiry);
+            Op::Store(ref store) => {
+                let (id, entry) = ids.new_entry(store, now, |_| store.len(max_len));
+                let expiry = entry.expiry;
+                let got = cache.store(&id, &entry.value, expiry);
                 let stored = got.map_err(|e| {
+                    let len = entry.value.len();
                     TestCaseError::fail(format!("step {step}: store of {len} B failed: {e}"))
                 })?;
                 match model.map.get(id.as_slice()) {
@@ -233,11 +271,11 @@ fn run_exact(setup: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                     // Not stored, and whatever was there is gone.
                     model.map.remove(id.as_slice());
                 } else {
-                    model.map.insert(id.clone(), Entry { value, expiry });
+                    model.map.insert(id, entry);
                 }
             }
             Op::Retrieve { id, how } => {
-                let id = &ids[id % ids.len()];
+                let id = ids.get(id);
                 let want = model.live(id, now).map(|e| e.value.clone());
                 match how % 3 {
                     0 => {
@@ -294,7 +332,7 @@ fn run_exact(setup: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                 }
             }
             Op::Remove { id } => {
-                let id = &ids[id % ids.len()];
+                let id = ids.get(id);
                 let want = model.live(id, now).is_some();
                 prop_assert_eq!(cache.remove(id), want, "step {}: remove", step);
                 prop_assert_eq!(cache.get(id), None, "step {}: get after remove", step);
@@ -348,7 +386,7 @@ fn run_exact(setup: usize, ops: &[Op]) -> Result<(), TestCaseError> {
 
     // Finally every id, and the whole live set.
     let now = clock.now();
-    for id in &ids {
+    for id in &ids.pool {
         prop_assert_eq!(cache.get(id), model.live(id, now).map(|e| e.value.clone()));
     }
     prop_assert_eq!(snapshot(&cache)?, model.live_set(now));
@@ -362,50 +400,49 @@ const PRESSURE_BUDGETS: [u64; 4] = [8192, 16_384, 65_536, 131_072];
 
 fn run_pressure(budget: usize, ops: &[Op]) -> Result<(), TestCaseError> {
     let bytes = PRESSURE_BUDGETS[budget];
-    let ids = pressure_ids(400);
+    let mut ids = Ids::new(pressure_ids(400));
     let (cache, clock) = new_cache(bytes);
     let max = cache.max_entry_size() as usize;
     prop_assert!(max >= 192, "max_entry_size {} at {} bytes", max, bytes);
     // "Normal size": up to a quarter of the maximum entry, and at most 2 KB.
     let cap = (max / 4).min(2048);
     let mut model = Model::default();
-    let mut seq = 0u64;
 
     for (step, op) in ops.iter().enumerate() {
         let now = clock.now();
         match *op {
-            Op::Store {
-                id,
-                len_per_mille,
-                ttl_us,
-            } => {
-                let id = &ids[id % ids.len()];
-                let len = (cap * len_per_mille as usize / 1000).min(max - id.len());
-                seq += 1;
-                let value = value_for(seq, len);
-                let expiry = Timestamp(now.0 + ttl_us);
-                if let Err(e) = cache.store(id, &value, expiry) {
+            Op::Store(ref store) => {
+                let (id, entry) =
+                    ids.new_entry(store, now, |id| store.len(cap).min(max - id.len()));
+                let expiry = entry.expiry;
+                if let Err(e) = cache.store(&id, &entry.value, expiry) {
                     return Err(TestCaseError::fail(format!(
-                        "step {step}: normal-size store ({} + {len} B, max {max}) refused: {e}",
-                        id.len()
+                        "step {step}: normal-size store ({} + {} B, max {max}) refused: {e}",
+                        id.len(),
+                        entry.value.len()
                     )));
                 }
                 if expired(expiry, now) {
                     model.map.remove(id.as_slice());
-                    prop_assert_eq!(cache.get(id), None, "step {}: expired store returned", step);
+                    prop_assert_eq!(
+                        cache.get(&id),
+                        None,
+                        "step {}: expired store returned",
+                        step
+                    );
                 } else {
-                    let got = cache.get(id);
+                    let got = cache.get(&id);
                     prop_assert_eq!(
                         got.as_ref(),
-                        Some(&value),
+                        Some(&entry.value),
                         "step {}: not retrievable right after store",
                         step
                     );
-                    model.map.insert(id.clone(), Entry { value, expiry });
+                    model.map.insert(id, entry);
                 }
             }
             Op::Retrieve { id, how } => {
-                let id = &ids[id % ids.len()];
+                let id = ids.get(id);
                 let want = model.live(id, now).map(|e| e.value.clone());
                 let got = if how % 2 == 0 {
                     cache.get(id)
@@ -424,7 +461,7 @@ fn run_pressure(budget: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                 }
             }
             Op::Remove { id } => {
-                let id = &ids[id % ids.len()];
+                let id = ids.get(id);
                 let removed = cache.remove(id);
                 prop_assert!(
                     !removed || model.live(id, now).is_some(),
@@ -454,7 +491,7 @@ fn run_pressure(budget: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(snapshot(&cache)?.len(), 0, "step {}: flush", step);
             }
             Op::StoreOversize { id, extra } => {
-                let id = &ids[id % ids.len()];
+                let id = ids.get(id);
                 let len = max + extra as usize - id.len().min(max);
                 let before = snapshot(&cache)?;
                 let st_before = cache.stats();
@@ -496,29 +533,41 @@ fn run_pressure(budget: usize, ops: &[Op]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(config(256, 0x50C4_C4E5_0001))]
+/// The property test `$name`: `$run(setup, &ops)` for `config(256, $seed)`'s
+/// cases, each a setup index in `$setups` and an op sequence (its length in
+/// `$len`) of `op_strategy($pressure)`.
+macro_rules! model_test {
+    ($name:ident, $seed:expr, $run:ident, $setups:expr, $pressure:expr, $len:expr) => {
+        proptest! {
+            #![proptest_config(config(256, $seed))]
 
-    #[test]
-    fn exact_model(
-        setup in 0..EXACT_SETUPS.len(),
-        ops in proptest::collection::vec(op_strategy(false), 1..400),
-    ) {
-        run_exact(setup, &ops)?;
-    }
+            #[test]
+            fn $name(
+                setup in $setups,
+                ops in proptest::collection::vec(op_strategy($pressure), $len),
+            ) {
+                $run(setup, &ops)?;
+            }
+        }
+    };
 }
 
-proptest! {
-    #![proptest_config(config(256, 0x50C4_C4E5_0002))]
-
-    #[test]
-    fn eviction_under_pressure(
-        budget in 0..PRESSURE_BUDGETS.len(),
-        ops in proptest::collection::vec(op_strategy(true), 1..1200),
-    ) {
-        run_pressure(budget, &ops)?;
-    }
-}
+model_test!(
+    exact_model,
+    0x50C4_C4E5_0001,
+    run_exact,
+    0..EXACT_SETUPS.len(),
+    false,
+    1..400
+);
+model_test!(
+    eviction_under_pressure,
+    0x50C4_C4E5_0002,
+    run_pressure,
+    0..PRESSURE_BUDGETS.len(),
+    true,
+    1..1200
+);
 
 // ---------------------------------------------------------------------------
 // The eviction policy, deterministically.

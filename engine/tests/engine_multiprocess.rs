@@ -144,6 +144,25 @@ struct Report {
     removes: u64,
 }
 
+impl std::ops::AddAssign for Report {
+    fn add_assign(&mut self, r: Report) {
+        self.stores += r.stores;
+        self.gets += r.gets;
+        self.hits += r.hits;
+        self.removes += r.removes;
+    }
+}
+
+impl std::iter::Sum for Report {
+    fn sum<I: Iterator<Item = Report>>(reports: I) -> Report {
+        let mut total = Report::default();
+        for r in reports {
+            total += r;
+        }
+        total
+    }
+}
+
 fn far_expiry() -> Timestamp {
     SystemClock.now().plus_secs(3600)
 }
@@ -600,26 +619,12 @@ fn forked_processes_hammer_one_segment() {
                     .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
                     .collect()
             });
-            let mut total = Report::default();
-            for r in results {
-                let r = r?;
-                total.stores += r.stores;
-                total.gets += r.gets;
-                total.hits += r.hits;
-                total.removes += r.removes;
-            }
+            let total = results.into_iter().sum::<Result<Report, String>>()?;
             Ok(report_line(&total))
         }));
     }
     let msgs = wait_all(children, Instant::now() + Duration::from_secs(20));
-    let mut sum = Report::default();
-    for m in &msgs {
-        let r = parse_report(m);
-        sum.stores += r.stores;
-        sum.gets += r.gets;
-        sum.hits += r.hits;
-        sum.removes += r.removes;
-    }
+    let sum: Report = msgs.iter().map(|m| parse_report(m)).sum();
     let st = cache.stats();
     eprintln!("processes: {sum:?}; cache {st:?}");
     assert!(
@@ -668,14 +673,10 @@ fn threads_hammer_one_cache() {
             .map(|h| h.join().expect("worker thread panicked"))
             .collect()
     });
-    let mut sum = Report::default();
-    for r in results {
-        let r = r.unwrap_or_else(|e| panic!("{e}"));
-        sum.stores += r.stores;
-        sum.gets += r.gets;
-        sum.hits += r.hits;
-        sum.removes += r.removes;
-    }
+    let sum: Report = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("{e}")))
+        .sum();
     let st = cache.stats();
     eprintln!("threads: {sum:?}; cache {st:?}");
     assert_eq!(st.stores, sum.stores);

@@ -4,44 +4,28 @@
 //! `check` survives a few operations and still passes. No panic, no hang.
 #![no_main]
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use socache_shm_engine::{layout, Cache, CacheConfig};
+use socache_shm_engine::Cache;
 
-const BYTES: u64 = 64 * 1024;
+mod common;
 
 /// A valid segment with entries, made once.
 fn pristine() -> &'static (Vec<u8>, u64) {
     static SEG: OnceLock<(Vec<u8>, u64)> = OnceLock::new();
     SEG.get_or_init(|| {
-        let path = scratch("pristine");
-        let _ = std::fs::remove_file(&path);
-        let mut cfg = CacheConfig::new(BYTES);
-        cfg.path = Some(path.clone());
-        let cache = Cache::create(&cfg).expect("create");
-        let exp = cache.now().plus_secs(3600);
-        for i in 0..120u32 {
-            let v = vec![i as u8; (i as usize * 37) % 600];
-            cache.store(&i.to_le_bytes(), &v, exp).expect("store");
-        }
-        for i in (0..120u32).step_by(3) {
-            cache.remove(&i.to_le_bytes());
-        }
-        drop(cache);
-        let bytes = std::fs::read(&path).expect("read");
-        let geo = layout::Geometry::new(BYTES, 32, 160).expect("geometry");
+        let (bytes, geo) = common::pristine_segment("attach", |cache, exp| {
+            for i in 0..120u32 {
+                let v = vec![i as u8; (i as usize * 37) % 600];
+                cache.store(&i.to_le_bytes(), &v, exp).expect("store");
+            }
+            for i in (0..120u32).step_by(3) {
+                cache.remove(&i.to_le_bytes());
+            }
+        });
         (bytes, geo.regions_offset)
     })
-}
-
-/// A file in this process's own directory (segments are refused in a
-/// directory others can write, such as /tmp itself).
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("shm-fuzz-attach-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir.join(name)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -55,10 +39,14 @@ fuzz_target!(|data: &[u8]| {
         let off = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as u64;
         let span = 136 + (seg.len() as u64 - regions);
         let off = off % span;
-        let at = if off < 136 { off } else { regions + (off - 136) };
+        let at = if off < 136 {
+            off
+        } else {
+            regions + (off - 136)
+        };
         seg[at as usize] = p[4];
     }
-    let path = scratch("case");
+    let path = common::scratch("attach", "case");
     std::fs::write(&path, &seg).expect("write");
     if let Ok(cache) = Cache::attach(&path) {
         if cache.check().is_ok() {
@@ -68,7 +56,9 @@ fuzz_target!(|data: &[u8]| {
                 let _ = cache.get(&i.to_le_bytes());
                 cache.remove(&(i * 3).to_le_bytes());
             }
-            cache.check().expect("a cache that passed check stays consistent");
+            cache
+                .check()
+                .expect("a cache that passed check stays consistent");
         }
     }
 });

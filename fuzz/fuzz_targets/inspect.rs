@@ -4,47 +4,31 @@
 //! the bytes: an error or an answer, never a panic or a hang.
 #![no_main]
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use socache_shm_engine::{layout, Cache, CacheConfig};
 use shmcache as inspect;
+use socache_shm_engine::{layout, Cache};
 
-const BYTES: u64 = 64 * 1024;
+mod common;
 
 /// A valid segment with live entries (some of them TLS-session-shaped DER
 /// prefixes for dump's decoder), made once.
 fn pristine() -> &'static (Vec<u8>, u64, u64) {
     static SEG: OnceLock<(Vec<u8>, u64, u64)> = OnceLock::new();
     SEG.get_or_init(|| {
-        let path = scratch("pristine");
-        let _ = std::fs::remove_file(&path);
-        let mut cfg = CacheConfig::new(BYTES);
-        cfg.path = Some(path.clone());
-        let cache = Cache::create(&cfg).expect("create");
-        let exp = cache.now().plus_secs(3600);
-        for i in 0..80u32 {
-            let mut v = vec![0x30, 0x81, 0x90, 0x02, 0x01, 0x01];
-            v.resize(6 + (i as usize * 29) % 400, i as u8);
-            cache.store(&[i as u8; 32], &v, exp).expect("store");
-        }
-        for i in (0..80u32).step_by(4) {
-            cache.remove(&[i as u8; 32]);
-        }
-        drop(cache);
-        let bytes = std::fs::read(&path).expect("read");
-        let geo = layout::Geometry::new(BYTES, 32, 160).expect("geometry");
+        let (bytes, geo) = common::pristine_segment("inspect", |cache, exp| {
+            for i in 0..80u32 {
+                let mut v = vec![0x30, 0x81, 0x90, 0x02, 0x01, 0x01];
+                v.resize(6 + (i as usize * 29) % 400, i as u8);
+                cache.store(&[i as u8; 32], &v, exp).expect("store");
+            }
+            for i in (0..80u32).step_by(4) {
+                cache.remove(&[i as u8; 32]);
+            }
+        });
         (bytes, geo.shard_headers_offset, geo.stripes_offset)
     })
-}
-
-/// A file in this process's own directory (segments are refused in a
-/// directory others can write, such as /tmp itself).
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("shm-fuzz-inspect-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir.join(name)
 }
 
 /// Size of a `pthread_mutex_t` on this target: the shard header's lock.
@@ -72,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
             seg[off as usize] = p[4];
         }
     }
-    let path = scratch("case");
+    let path = common::scratch("inspect", "case");
     std::fs::write(&path, &seg).expect("write");
     if let Ok(cache) = Cache::attach(&path) {
         let _ = inspect::check(&cache);

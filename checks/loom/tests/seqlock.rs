@@ -420,35 +420,33 @@ fn seqlock_and_owner_death_recovery() {
     }
 }
 
-#[test]
-#[should_panic(expected = "sequence left odd")]
-fn broken_end_clearing_dirty_first_is_found() {
-    // Killed between end's two steps (after step 5, its first).
-    run(Variant::EndClearsDirtyFirst, Stop::KilledAfter(6));
+/// The tests that each broken variant, stopped where its flaw shows, fails
+/// the model: `fn name: Variant, stop => "what the failure says";`.
+macro_rules! broken_is_found {
+    ($($(#[$meta:meta])* fn $name:ident: $variant:ident, $stop:expr => $expected:literal;)*) => {
+        $(
+            $(#[$meta])*
+            #[test]
+            #[should_panic(expected = $expected)]
+            fn $name() {
+                run(Variant::$variant, $stop);
+            }
+        )*
+    };
 }
 
-#[test]
-#[should_panic(expected = "torn value")]
-fn broken_reader_without_fence_is_found() {
-    run(Variant::ReaderWithoutFence, Stop::KilledAfter(8));
-}
-
-#[test]
-#[should_panic(expected = "torn value")]
-fn broken_begin_without_fence_is_found() {
-    run(Variant::BeginWithoutFence, Stop::KilledAfter(8));
-}
-
-#[test]
-#[should_panic(expected = "half-updated")]
-fn broken_recovery_on_owner_death_only_is_found() {
-    // Panics after its first byte store: unlocks normally, dirty set.
-    run(Variant::RecoverOnOwnerDeathOnly, Stop::PanicsAfter(4));
-}
-
-#[test]
-#[should_panic(expected = "torn value")]
-fn broken_begin_as_it_was_is_found() {
-    // Killed after begin, before any byte store: the locker recovers.
-    run(Variant::FenceOnlyWhenItMadeOdd, Stop::KilledAfter(3));
+broken_is_found! {
+    /// Killed between end's two steps (after step 5, its first).
+    fn broken_end_clearing_dirty_first_is_found:
+        EndClearsDirtyFirst, Stop::KilledAfter(6) => "sequence left odd";
+    fn broken_reader_without_fence_is_found:
+        ReaderWithoutFence, Stop::KilledAfter(8) => "torn value";
+    fn broken_begin_without_fence_is_found:
+        BeginWithoutFence, Stop::KilledAfter(8) => "torn value";
+    /// Panics after its first byte store: unlocks normally, dirty set.
+    fn broken_recovery_on_owner_death_only_is_found:
+        RecoverOnOwnerDeathOnly, Stop::PanicsAfter(4) => "half-updated";
+    /// Killed after begin, before any byte store: the locker recovers.
+    fn broken_begin_as_it_was_is_found:
+        FenceOnlyWhenItMadeOdd, Stop::KilledAfter(3) => "torn value";
 }
