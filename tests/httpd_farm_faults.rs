@@ -845,7 +845,7 @@ fn cluster_case(slots_on_self: bool) {
     const N: usize = 50;
     let timeout = Duration::from_millis(200);
     let bound = timeout + MARGIN;
-    let dead_port = common::pick_port();
+    let dead_port = common::free_port();
     let dead = format!("127.0.0.1:{dead_port}");
     let rogue = Rogue::start(Misbehaviour::MovedToDead {
         dead_port,

@@ -49,22 +49,6 @@ pub(crate) fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// A port below Linux's ephemeral range (32768..) so the kernel never hands
-/// it to a client socket meanwhile; distinct per call in this process and
-/// spread by pid across processes; checked free by binding it.
-pub(crate) fn pick_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = 20_000 + (std::process::id() % 500) * 20;
-    for _ in 0..2000 {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (base + n % 12_000) as u16;
-        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port found in 20000..32000");
-}
-
 /// The uid/gid httpd's children run as when httpd starts as root (we are
 /// root and no [`Options::start_as`]).
 pub(crate) fn run_as(opts: &Options) -> Option<(String, String)> {
@@ -151,7 +135,7 @@ impl Prepared {
         let mut prepared = Prepared {
             opts,
             dir,
-            port: pick_port(),
+            port: free_port(),
             conf: PathBuf::new(),
             keep: std::env::var_os("HTTPD_TEST_KEEP").is_some(),
             module,
@@ -350,7 +334,7 @@ impl Prepared {
                 Err(why) => {
                     terminate(child, WAIT);
                     if why.contains("Address already in use") && attempt < 5 {
-                        self.port = pick_port();
+                        self.port = free_port();
                         self.write_conf();
                         continue;
                     }
@@ -443,24 +427,6 @@ pub(crate) fn unix_nanos() -> u128 {
 /// `apache2 -t` on a fresh instance with these options.
 pub(crate) fn config_test(opts: Options) -> (bool, String) {
     Prepared::new(opts).config_test()
-}
-
-pub(crate) fn tail(text: &str, lines: usize) -> String {
-    let v: Vec<&str> = text.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Wait for a child up to `limit`; `None` if it is still running.
-pub(crate) fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
-            Ok(None) => return None,
-            Err(e) => panic!("waiting for pid {}: {e}", child.id()),
-        }
-    }
 }
 
 /// Poll `/server-status?auto` until it answers for the configured MPM;

@@ -152,7 +152,7 @@ impl Rogue {
     pub(crate) fn start(what: Misbehaviour) -> Rogue {
         let (port, listener) = (0..20)
             .find_map(|_| {
-                let port = pick_port();
+                let port = free_port();
                 TcpListener::bind((Ipv4Addr::LOCALHOST, port))
                     .ok()
                     .map(|l| (port, l))
