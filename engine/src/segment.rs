@@ -405,6 +405,8 @@ impl Segment {
         tmp.push(format!(".{}.{:016x}.tmp", std::process::id(), random_u64()));
         let ctmp = cstr(&tmp).map_err(|e| io_err(Some(path), "create", e))?;
         let cname = cstr(name).map_err(|e| io_err(Some(path), "create", e))?;
+        let flags =
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         // SAFETY: dirfd is open, ctmp NUL-terminated; openat's new fd, ours
         // alone, goes straight (errno and all) to owned_fd.
         let owned = unsafe {
@@ -412,11 +414,7 @@ impl Segment {
                 libc::openat(
                     dirfd.as_raw_fd(),
                     ctmp.as_ptr(),
-                    libc::O_RDWR
-                        | libc::O_CREAT
-                        | libc::O_EXCL
-                        | libc::O_NOFOLLOW
-                        | libc::O_CLOEXEC,
+                    flags,
                     0o600 as libc::c_uint,
                 ),
                 Some(path),
