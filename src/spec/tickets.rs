@@ -234,7 +234,9 @@ mod tests {
             assert!(msg.contains(want), "{arg}: {msg:?} does not name {want:?}");
         }
         // The unknown-option message lists the ticket options too.
-        assert!(err("/c(1M) colour=red").contains("tickets, ticket-keys"));
+        assert!(err("/c(1M) colour=red")
+            .to_string()
+            .contains("tickets, ticket-keys"));
     }
 
     #[test]
@@ -247,6 +249,8 @@ mod tests {
 
     #[test]
     fn farm_options_without_redis_are_still_refused_with_tickets() {
-        assert!(err("/c(1M) tickets=1h seal=off").contains("needs redis="));
+        assert!(err("/c(1M) tickets=1h seal=off")
+            .to_string()
+            .contains("needs redis="));
     }
 }
