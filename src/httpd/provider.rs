@@ -2,8 +2,9 @@
 //! `apache-glue/socache_shm_rust.h` and put in the `ap_socache_provider_t`
 //! of `apache-glue/mod_socache_shm.c`. Each is a few lines over a plainly
 //! named Rust type: [`Instance`] (module `instance`: create, init,
-//! shutdown), [`Tiers`] (the local cache and the farm
-//! tier behind it) and the figures of module `status`.
+//! shutdown), [`Tiers`] (the local cache and the farm tier behind it, which
+//! the data-path callbacks reach through `over_tiers`) and the figures of
+//! module `status`.
 //!
 //! Lifecycle (httpd 2.4), and what each step does here:
 //!
