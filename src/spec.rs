@@ -442,49 +442,45 @@ pub fn physical_memory() -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn ok(arg: Option<&str>) -> CacheSpec {
+    /// What `arg` parses to; a refusal fails the test. (The options' tests,
+    /// in the submodules, use it too.)
+    pub(super) fn ok(arg: Option<&str>) -> CacheSpec {
         match parse(arg) {
             Ok(s) => s,
             Err(e) => panic!("{arg:?} refused: {e}"),
         }
     }
 
-    fn err(arg: &str) -> SpecError {
+    /// Why `arg` is refused; an acceptance fails the test.
+    pub(super) fn err(arg: &str) -> SpecError {
         match parse(Some(arg)) {
             Ok(s) => panic!("{arg:?} accepted as {s:?}"),
             Err(e) => e,
         }
     }
 
-    fn file(p: &str, bytes: u64) -> CacheSpec {
+    /// An anonymous segment of `bytes`, without options.
+    fn anonymous(bytes: u64) -> CacheSpec {
         CacheSpec {
-            path: Some(PathBuf::from(p)),
+            path: None,
             bytes,
             farm: None,
             tickets: None,
         }
     }
 
+    /// A segment file at `p` of `bytes`, without options.
+    fn file(p: impl Into<PathBuf>, bytes: u64) -> CacheSpec {
+        CacheSpec {
+            path: Some(p.into()),
+            ..anonymous(bytes)
+        }
+    }
+
     #[test]
     fn no_argument_is_anonymous_default() {
-        assert_eq!(
-            ok(None),
-            CacheSpec {
-                path: None,
-                bytes: 512_000,
-                farm: None,
-                tickets: None,
-            }
-        );
-        assert_eq!(
-            ok(Some("")),
-            CacheSpec {
-                path: None,
-                bytes: 512_000,
-                farm: None,
-                tickets: None,
-            }
-        );
+        assert_eq!(ok(None), anonymous(512_000));
+        assert_eq!(ok(Some("")), anonymous(512_000));
     }
 
     #[test]
@@ -522,15 +518,7 @@ mod tests {
 
     #[test]
     fn size_without_path_is_anonymous() {
-        assert_eq!(
-            ok(Some("(1M)")),
-            CacheSpec {
-                path: None,
-                bytes: 1 << 20,
-                farm: None,
-                tickets: None,
-            }
-        );
+        assert_eq!(ok(Some("(1M)")), anonymous(1 << 20));
     }
 
     #[test]
@@ -651,12 +639,7 @@ mod tests {
 
     #[test]
     fn validate_checks_memory() {
-        let spec = CacheSpec {
-            path: None,
-            bytes: 1 << 30,
-            farm: None,
-            tickets: None,
-        };
+        let spec = anonymous(1 << 30);
         assert_eq!(validate_with_memory(&spec, Some(1 << 30)), Ok(()));
         assert_eq!(
             validate_with_memory(&spec, Some((1 << 30) - 1)),
@@ -679,20 +662,10 @@ mod tests {
     fn validate_checks_directory() {
         let dir = std::env::temp_dir().join(format!("socache_shm_spec_{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let good = CacheSpec {
-            path: Some(dir.join("cache")),
-            bytes: DEFAULT_BYTES,
-            farm: None,
-            tickets: None,
-        };
+        let good = file(dir.join("cache"), DEFAULT_BYTES);
         assert_eq!(validate(&good), Ok(()));
 
-        let missing = CacheSpec {
-            path: Some(dir.join("nope/cache")),
-            bytes: DEFAULT_BYTES,
-            farm: None,
-            tickets: None,
-        };
+        let missing = file(dir.join("nope/cache"), DEFAULT_BYTES);
         let e = validate(&missing).expect_err("missing dir");
         assert_eq!(
             e,
@@ -702,12 +675,7 @@ mod tests {
         );
         assert!(e.to_string().contains("does not exist"), "{e}");
 
-        let is_dir = CacheSpec {
-            path: Some(dir.clone()),
-            bytes: DEFAULT_BYTES,
-            farm: None,
-            tickets: None,
-        };
+        let is_dir = file(dir.clone(), DEFAULT_BYTES);
         assert_eq!(
             validate(&is_dir),
             Err(SpecError::PathIsDirectory { path: dir.clone() })
@@ -716,12 +684,7 @@ mod tests {
         // A file where the directory should be.
         let plain = dir.join("plain");
         std::fs::write(&plain, b"x").expect("write");
-        let under_file = CacheSpec {
-            path: Some(plain.join("cache")),
-            bytes: DEFAULT_BYTES,
-            farm: None,
-            tickets: None,
-        };
+        let under_file = file(plain.join("cache"), DEFAULT_BYTES);
         assert_eq!(
             validate(&under_file),
             Err(SpecError::DirectoryMissing { dir: plain.clone() })
@@ -736,12 +699,7 @@ mod tests {
             std::fs::create_dir(&ro_dir).expect("mkdir");
             std::fs::set_permissions(&ro_dir, std::fs::Permissions::from_mode(0o500))
                 .expect("chmod");
-            let ro = CacheSpec {
-                path: Some(ro_dir.join("cache")),
-                bytes: DEFAULT_BYTES,
-                farm: None,
-                tickets: None,
-            };
+            let ro = file(ro_dir.join("cache"), DEFAULT_BYTES);
             let e = validate(&ro).expect_err("read-only dir");
             assert!(matches!(e, SpecError::NotWritable { .. }), "{e:?}");
             assert!(e.to_string().contains("is not writable"), "{e}");

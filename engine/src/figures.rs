@@ -12,6 +12,17 @@ pub struct Figure {
     pub value: String,
 }
 
+impl Figure {
+    /// The figure `key`, labelled `label`, of `value` as text.
+    pub fn new(key: &'static str, label: &'static str, value: impl ToString) -> Self {
+        Figure {
+            key,
+            label,
+            value: value.to_string(),
+        }
+    }
+}
+
 fn pct(part: u64, whole: u64) -> String {
     match (part * 100).checked_div(whole) {
         Some(p) => format!("{p}%"),
@@ -23,72 +34,59 @@ fn pct(part: u64, whole: u64) -> String {
 /// element of `Cache::shard_stats`); the sizes that are the cache's own
 /// (segment bytes, shard count, largest entry) come from `cache` either way.
 pub fn figures(cache: &Cache, s: &Stats) -> Vec<Figure> {
-    let f = |key, label, value: String| Figure { key, label, value };
     let mut all = vec![
-        f("CacheType", "cache type", "SHM".into()),
-        f(
+        Figure::new("CacheType", "cache type", "SHM"),
+        Figure::new(
             "CacheSharedMemory",
             "shared memory (bytes)",
-            cache.segment_bytes().to_string(),
+            cache.segment_bytes(),
         ),
-        f(
-            "CacheCurrentEntries",
-            "current entries",
-            s.entries.to_string(),
-        ),
-        f("CacheSubcaches", "shards", cache.shard_count().to_string()),
-        f("CacheShards", "shards", cache.shard_count().to_string()),
-        f(
+        Figure::new("CacheCurrentEntries", "current entries", s.entries),
+        Figure::new("CacheSubcaches", "shards", cache.shard_count()),
+        Figure::new("CacheShards", "shards", cache.shard_count()),
+        Figure::new(
             "CacheIndexesPerSubcaches",
             "index slots per shard",
-            (s.index_slots / cache.shard_count().max(1) as u64).to_string(),
+            s.index_slots / cache.shard_count().max(1) as u64,
         ),
-        f(
+        Figure::new(
             "CacheIndexUsage",
             "index usage",
             pct(s.entries, s.index_slots),
         ),
-        f(
+        Figure::new(
             "CacheUsage",
             "arena usage",
             pct(s.bytes_used, s.bytes_total),
         ),
-        f(
-            "CacheBytesUsed",
-            "arena bytes used",
-            s.bytes_used.to_string(),
-        ),
-        f(
-            "CacheBytesFree",
-            "arena bytes free",
-            s.bytes_free.to_string(),
-        ),
-        f(
+        Figure::new("CacheBytesUsed", "arena bytes used", s.bytes_used),
+        Figure::new("CacheBytesFree", "arena bytes free", s.bytes_free),
+        Figure::new(
             "CacheLargestFreeBlock",
             "largest free block (bytes)",
-            s.largest_free_block.to_string(),
+            s.largest_free_block,
         ),
-        f(
+        Figure::new(
             "CacheMaxEntrySize",
             "largest entry accepted (id + value bytes)",
-            cache.max_entry_size().to_string(),
+            cache.max_entry_size(),
         ),
-        f(
+        Figure::new(
             "CacheLockTimeouts",
             "operations that gave up on a shard lock after 1 s",
-            s.lock_timeouts.to_string(),
+            s.lock_timeouts,
         ),
-        f(
+        Figure::new(
             "CacheUnlockedReads",
             "retrieves answered without a lock (whole cache only)",
-            s.unlocked_reads.to_string(),
+            s.unlocked_reads,
         ),
     ];
     // Then every event counter, from the one table (counters.rs).
     all.extend(
         s.counters()
             .into_iter()
-            .map(|(key, label, value)| f(key, label, value.to_string())),
+            .map(|(key, label, value)| Figure::new(key, label, value)),
     );
     all
 }

@@ -111,6 +111,36 @@ fn fstat(fd: RawFd) -> std::io::Result<libc::stat> {
     Ok(st)
 }
 
+/// The descriptor a call just returned, owned; or, if the call failed (`fd`
+/// negative), the error it left in `errno`, as an [`Error::Io`] of `op`.
+///
+/// # Safety
+///
+/// `fd` is negative or a fresh descriptor that nothing else owns or closes,
+/// and nothing has run since the call that could have changed `errno`.
+unsafe fn owned_fd(fd: RawFd, path: Option<&Path>, op: &'static str) -> Result<OwnedFd, Error> {
+    if fd < 0 {
+        return Err(io_err(path, op, std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is fresh and ours alone (the caller's promise).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `open(path, flags | O_NOFOLLOW | O_CLOEXEC)`; its failures are [`Error::Io`]
+/// of `op`.
+fn open_nofollow(path: &Path, flags: libc::c_int, op: &'static str) -> Result<OwnedFd, Error> {
+    let c = cstr(path.as_os_str()).map_err(|e| io_err(Some(path), op, e))?;
+    // SAFETY: c is NUL-terminated; open's new fd, ours alone, goes straight
+    // (errno and all) to owned_fd.
+    unsafe {
+        owned_fd(
+            libc::open(c.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC),
+            Some(path),
+            op,
+        )
+    }
+}
+
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; `None` if there is nothing there.
 fn stat_at(dir: &OwnedFd, name: &CString) -> std::io::Result<Option<libc::stat>> {
     // SAFETY: all-zero is a valid `stat` for fstatat to overwrite.
@@ -163,23 +193,7 @@ fn split(path: &Path) -> Result<(&Path, &OsStr), Error> {
 /// Open `dir` and check that only root (or this process's user) can change
 /// what it holds (rule 1 of the module doc).
 pub(crate) fn open_trusted_dir(dir: &Path) -> Result<OwnedFd, Error> {
-    let c = cstr(dir.as_os_str()).map_err(|e| io_err(Some(dir), "open directory", e))?;
-    // SAFETY: c is NUL-terminated; the returned fd is checked.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io_err(
-            Some(dir),
-            "open directory",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let dirfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let dirfd = open_nofollow(dir, libc::O_RDONLY | libc::O_DIRECTORY, "open directory")?;
     let st = fstat(dirfd.as_raw_fd()).map_err(|e| io_err(Some(dir), "stat directory", e))?;
     if !trusted_owner(st.st_uid) {
         return Err(refused(
@@ -240,20 +254,21 @@ fn existing_at(dirfd: &OwnedFd, name: &OsStr, path: &Path) -> Result<Existing, E
     if st.st_size == 0 {
         return Ok(Existing::EmptyFile);
     }
-    // SAFETY: dirfd is open, cname NUL-terminated. O_NONBLOCK: should the
-    // name be swapped for a FIFO meanwhile, open does not wait for a writer.
-    let fd = unsafe {
-        libc::openat(
-            dirfd.as_raw_fd(),
-            cname.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+    // SAFETY: dirfd is open, cname NUL-terminated; openat's new fd, ours
+    // alone, goes straight (errno and all) to owned_fd. O_NONBLOCK: should
+    // the name be swapped for a FIFO meanwhile, open does not wait for a
+    // writer.
+    let file = File::from(unsafe {
+        owned_fd(
+            libc::openat(
+                dirfd.as_raw_fd(),
+                cname.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            ),
+            Some(path),
+            "open",
         )
-    };
-    if fd < 0 {
-        return Err(io_err(Some(path), "open", std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let file = unsafe { File::from_raw_fd(fd) };
+    }?);
     let st = fstat(file.as_raw_fd()).map_err(|e| io_err(Some(path), "stat", e))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(refused(
@@ -343,19 +358,17 @@ impl Segment {
     #[cfg(not(miri))]
     pub(crate) fn create_anonymous(len: u64) -> Result<Segment, Error> {
         let name = c"mod_socache_shm";
-        // SAFETY: name is a valid C string; the returned fd is checked.
-        let fd = unsafe {
-            libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-        };
-        if fd < 0 {
-            return Err(io_err(
+        let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+        // SAFETY: name is a valid C string; memfd_create's new fd, ours
+        // alone, goes straight (errno and all) to owned_fd.
+        let owned = unsafe {
+            owned_fd(
+                libc::memfd_create(name.as_ptr(), flags),
                 None,
                 "memfd_create",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: fd is a fresh descriptor we own exclusively.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            )
+        }?;
+        let fd = owned.as_raw_fd();
         reserve(fd, len, None)?;
         // SAFETY: plain fcntl on our memfd.
         let rc = unsafe {
@@ -392,24 +405,23 @@ impl Segment {
         tmp.push(format!(".{}.{:016x}.tmp", std::process::id(), random_u64()));
         let ctmp = cstr(&tmp).map_err(|e| io_err(Some(path), "create", e))?;
         let cname = cstr(name).map_err(|e| io_err(Some(path), "create", e))?;
-        // SAFETY: dirfd is open, ctmp NUL-terminated; the fd is checked.
-        let fd = unsafe {
-            libc::openat(
-                dirfd.as_raw_fd(),
-                ctmp.as_ptr(),
-                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return Err(io_err(
+        let flags =
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: dirfd is open, ctmp NUL-terminated; openat's new fd, ours
+        // alone, goes straight (errno and all) to owned_fd.
+        let owned = unsafe {
+            owned_fd(
+                libc::openat(
+                    dirfd.as_raw_fd(),
+                    ctmp.as_ptr(),
+                    flags,
+                    0o600 as libc::c_uint,
+                ),
                 Some(path),
                 "create",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            )
+        }?;
+        let fd = owned.as_raw_fd();
         let made = (|| {
             reserve(fd, len, Some(path))?;
             let map = map(fd).map_err(|e| io_err(Some(path), "mmap", e))?;
@@ -456,20 +468,9 @@ impl Segment {
     /// Map an existing segment file read-write (the inspector's way in): a
     /// regular file, not followed if a symbolic link.
     pub(crate) fn open_file(path: &Path) -> Result<Segment, Error> {
-        let c = cstr(path.as_os_str()).map_err(|e| io_err(Some(path), "open", e))?;
-        // SAFETY: c is NUL-terminated; the fd is checked. O_NONBLOCK: a FIFO
-        // does not block the open.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io_err(Some(path), "open", std::io::Error::last_os_error()));
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // O_NONBLOCK: a FIFO does not block the open.
+        let owned = open_nofollow(path, libc::O_RDWR | libc::O_NONBLOCK, "open")?;
+        let fd = owned.as_raw_fd();
         let st = fstat(fd).map_err(|e| io_err(Some(path), "stat", e))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(refused(
@@ -491,13 +492,10 @@ impl Segment {
     /// link; `Ok(false)` in the answer means the path no longer names it
     /// (removed or replaced), which the caller may repair by making a new one.
     pub(crate) fn reopen(fd: RawFd, path: Option<&Path>) -> Result<(Segment, bool), Error> {
-        // SAFETY: dup of a descriptor the caller says is open; checked below.
-        let mine = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-        if mine < 0 {
-            return Err(io_err(path, "dup", std::io::Error::last_os_error()));
-        }
-        // SAFETY: `mine` is a fresh descriptor we own.
-        let owned = unsafe { OwnedFd::from_raw_fd(mine) };
+        // SAFETY: dup of a descriptor the caller says is open; the new fd,
+        // ours alone, goes straight (errno and all) to owned_fd.
+        let owned = unsafe { owned_fd(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0), path, "dup") }?;
+        let mine = owned.as_raw_fd();
         let st = fstat(mine).map_err(|e| io_err(path, "stat", e))?;
         let mut at_path = true;
         if let Some(path) = path {

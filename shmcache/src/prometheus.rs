@@ -83,283 +83,102 @@ const fn spec(
     }
 }
 
-use Conv::{Alias, Info, Millis, Number, Open, Ratio};
-use Kind::{Counter, Gauge};
+/// A counter of the whole cache only.
+const fn counter(key: &'static str, name: &'static str) -> Spec {
+    spec(key, name, Kind::Counter, Conv::Number, false)
+}
+
+/// A counter a shard also has of its own.
+const fn shard_counter(key: &'static str, name: &'static str) -> Spec {
+    spec(key, name, Kind::Counter, Conv::Number, true)
+}
+
+/// An integer gauge of the whole cache only.
+const fn gauge(key: &'static str, name: &'static str) -> Spec {
+    gauge_of(key, name, Conv::Number)
+}
+
+/// An integer gauge a shard also has of its own.
+const fn shard_gauge(key: &'static str, name: &'static str) -> Spec {
+    shard_gauge_of(key, name, Conv::Number)
+}
+
+/// A gauge of the whole cache only, its value converted by `conv`.
+const fn gauge_of(key: &'static str, name: &'static str, conv: Conv) -> Spec {
+    spec(key, name, Kind::Gauge, conv, false)
+}
+
+/// A gauge a shard also has of its own, its value converted by `conv`.
+const fn shard_gauge_of(key: &'static str, name: &'static str, conv: Conv) -> Spec {
+    spec(key, name, Kind::Gauge, conv, true)
+}
+
+use Conv::{Alias, Info, Millis, Open, Ratio};
 
 /// Every figure's metric. The names are an interface (dashboards and alerts
 /// use them): keep them, add new ones.
 pub const SPECS: &[Spec] = &[
-    spec("CacheType", "cache_info", Gauge, Info("cache_type"), false),
-    spec("CacheSharedMemory", "segment_bytes", Gauge, Number, false),
-    spec("CacheCurrentEntries", "entries", Gauge, Number, true),
-    spec("CacheShards", "shards", Gauge, Number, false),
-    spec(
-        "CacheSubcaches",
-        "shards",
-        Gauge,
-        Alias("CacheShards"),
-        false,
-    ),
-    spec(
-        "CacheIndexesPerSubcaches",
-        "index_slots_per_shard",
-        Gauge,
-        Number,
-        false,
-    ),
-    spec(
+    gauge_of("CacheType", "cache_info", Info("cache_type")),
+    gauge("CacheSharedMemory", "segment_bytes"),
+    shard_gauge("CacheCurrentEntries", "entries"),
+    gauge("CacheShards", "shards"),
+    gauge_of("CacheSubcaches", "shards", Alias("CacheShards")),
+    gauge("CacheIndexesPerSubcaches", "index_slots_per_shard"),
+    shard_gauge_of(
         "CacheIndexUsage",
         "index_usage_ratio",
-        Gauge,
         Ratio(|s| (s.entries, s.index_slots)),
-        true,
     ),
-    spec(
+    shard_gauge_of(
         "CacheUsage",
         "arena_usage_ratio",
-        Gauge,
         Ratio(|s| (s.bytes_used, s.bytes_total)),
-        true,
     ),
-    spec("CacheBytesUsed", "arena_used_bytes", Gauge, Number, true),
-    spec("CacheBytesFree", "arena_free_bytes", Gauge, Number, true),
-    spec(
-        "CacheLargestFreeBlock",
-        "arena_largest_free_block_bytes",
-        Gauge,
-        Number,
-        true,
-    ),
-    spec(
-        "CacheMaxEntrySize",
-        "max_entry_size_bytes",
-        Gauge,
-        Number,
-        false,
-    ),
-    spec(
-        "CacheLockTimeouts",
-        "lock_timeouts_total",
-        Counter,
-        Number,
-        true,
-    ),
-    spec(
-        "CacheUnlockedReads",
-        "unlocked_reads_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "CacheRetrieveHitCount",
-        "retrieve_hits_total",
-        Counter,
-        Number,
-        true,
-    ),
-    spec(
-        "CacheRetrieveMissCount",
-        "retrieve_misses_total",
-        Counter,
-        Number,
-        true,
-    ),
-    spec("CacheStoreCount", "stores_total", Counter, Number, true),
-    spec(
-        "CacheReplaceCount",
-        "replacements_total",
-        Counter,
-        Number,
-        true,
-    ),
-    spec(
-        "CacheExpireCount",
-        "expirations_total",
-        Counter,
-        Number,
-        true,
-    ),
-    spec(
-        "CacheDiscardCount",
-        "evictions_total",
-        Counter,
-        Number,
-        true,
-    ),
-    spec(
-        "CacheRefusedCount",
-        "refused_stores_total",
-        Counter,
-        Number,
-        true,
-    ),
-    spec(
-        "CacheRemoveHitCount",
-        "removals_total",
-        Counter,
-        Number,
-        true,
-    ),
-    spec(
-        "CacheRemoveMissCount",
-        "remove_misses_total",
-        Counter,
-        Number,
-        true,
-    ),
-    spec("CacheLockWaits", "lock_waits_total", Counter, Number, true),
-    spec("CacheRecoveries", "recoveries_total", Counter, Number, true),
-    spec(
-        "CacheCorruptEntries",
-        "corrupt_entries_total",
-        Counter,
-        Number,
-        true,
-    ),
-    spec(
-        "FarmRemoteHits",
-        "farm_remote_hits_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "FarmRemoteMisses",
-        "farm_remote_misses_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "FarmStoresSent",
-        "farm_stores_sent_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "FarmStoresDropped",
-        "farm_stores_dropped_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "FarmRemovesSent",
-        "farm_removes_sent_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "FarmRemovesDropped",
-        "farm_removes_dropped_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec("FarmErrors", "farm_errors_total", Counter, Number, false),
-    spec(
-        "FarmTimeouts",
-        "farm_timeouts_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "FarmSealFailures",
-        "farm_seal_failures_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec("FarmSkipped", "farm_skipped_total", Counter, Number, false),
-    spec(
-        "FarmBreakerOpenings",
-        "farm_breaker_openings_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "FarmErrorReplies",
-        "farm_error_replies_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "FarmBadReplies",
-        "farm_bad_replies_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec("FarmBreaker", "farm_breaker_open", Gauge, Open, false),
-    spec(
-        "FarmBreakerOpenSecs",
-        "farm_breaker_open_seconds",
-        Gauge,
-        Number,
-        false,
-    ),
-    spec(
+    shard_gauge("CacheBytesUsed", "arena_used_bytes"),
+    shard_gauge("CacheBytesFree", "arena_free_bytes"),
+    shard_gauge("CacheLargestFreeBlock", "arena_largest_free_block_bytes"),
+    gauge("CacheMaxEntrySize", "max_entry_size_bytes"),
+    shard_counter("CacheLockTimeouts", "lock_timeouts_total"),
+    counter("CacheUnlockedReads", "unlocked_reads_total"),
+    shard_counter("CacheRetrieveHitCount", "retrieve_hits_total"),
+    shard_counter("CacheRetrieveMissCount", "retrieve_misses_total"),
+    shard_counter("CacheStoreCount", "stores_total"),
+    shard_counter("CacheReplaceCount", "replacements_total"),
+    shard_counter("CacheExpireCount", "expirations_total"),
+    shard_counter("CacheDiscardCount", "evictions_total"),
+    shard_counter("CacheRefusedCount", "refused_stores_total"),
+    shard_counter("CacheRemoveHitCount", "removals_total"),
+    shard_counter("CacheRemoveMissCount", "remove_misses_total"),
+    shard_counter("CacheLockWaits", "lock_waits_total"),
+    shard_counter("CacheRecoveries", "recoveries_total"),
+    shard_counter("CacheCorruptEntries", "corrupt_entries_total"),
+    counter("FarmRemoteHits", "farm_remote_hits_total"),
+    counter("FarmRemoteMisses", "farm_remote_misses_total"),
+    counter("FarmStoresSent", "farm_stores_sent_total"),
+    counter("FarmStoresDropped", "farm_stores_dropped_total"),
+    counter("FarmRemovesSent", "farm_removes_sent_total"),
+    counter("FarmRemovesDropped", "farm_removes_dropped_total"),
+    counter("FarmErrors", "farm_errors_total"),
+    counter("FarmTimeouts", "farm_timeouts_total"),
+    counter("FarmSealFailures", "farm_seal_failures_total"),
+    counter("FarmSkipped", "farm_skipped_total"),
+    counter("FarmBreakerOpenings", "farm_breaker_openings_total"),
+    counter("FarmErrorReplies", "farm_error_replies_total"),
+    counter("FarmBadReplies", "farm_bad_replies_total"),
+    gauge_of("FarmBreaker", "farm_breaker_open", Open),
+    gauge("FarmBreakerOpenSecs", "farm_breaker_open_seconds"),
+    gauge_of(
         "FarmBreakerBackoffMs",
         "farm_breaker_backoff_seconds",
-        Gauge,
         Millis,
-        false,
     ),
-    spec(
-        "TicketsIssued",
-        "tickets_issued_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "TicketsOpenedNewestKey",
-        "tickets_opened_newest_key_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "TicketsOpenedOlderKey",
-        "tickets_opened_older_key_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "TicketsNotOpened",
-        "tickets_not_opened_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "TicketKeysMade",
-        "ticket_keys_made_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "TicketKeysAgreed",
-        "ticket_keys_agreed_total",
-        Counter,
-        Number,
-        false,
-    ),
-    spec(
-        "TicketKeysMadeAlone",
-        "ticket_keys_made_alone_total",
-        Counter,
-        Number,
-        false,
-    ),
+    counter("TicketsIssued", "tickets_issued_total"),
+    counter("TicketsOpenedNewestKey", "tickets_opened_newest_key_total"),
+    counter("TicketsOpenedOlderKey", "tickets_opened_older_key_total"),
+    counter("TicketsNotOpened", "tickets_not_opened_total"),
+    counter("TicketKeysMade", "ticket_keys_made_total"),
+    counter("TicketKeysAgreed", "ticket_keys_agreed_total"),
+    counter("TicketKeysMadeAlone", "ticket_keys_made_alone_total"),
 ];
 
 /// The name (after [`PREFIX`]) of a figure [`SPECS`] does not list: its key
@@ -394,16 +213,9 @@ pub fn derived_name(key: &str, kind: Kind) -> String {
 /// A label value in the text format: backslash, double quote and line feed
 /// escaped (`\\`, `\"`, `\n`); everything else as it is.
 pub fn escape_label_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+    // The backslashes and line feeds as in a help text; the quotes last, so
+    // that the backslashes escaping them are not escaped again.
+    escape_help(v).replace('"', "\\\"")
 }
 
 /// A `# HELP` text: backslash and line feed escaped.
@@ -520,17 +332,20 @@ pub fn exposition(
 ) -> String {
     let segment = escape_label_value(segment);
     let mut families: Vec<Family> = Vec::new();
-    let mut add = |name: String, kind: Kind, help: String, sample: String| match families
-        .iter_mut()
-        .find(|f| f.name == name)
-    {
-        Some(f) => f.samples.push(sample),
-        None => families.push(Family {
-            name,
-            kind,
-            help,
-            samples: vec![sample],
-        }),
+    // A sample of `r`'s family (its shard's with `shard`), the family
+    // created, header and all, by its first sample.
+    let mut add = |r: &Resolved, f: &Figure, shard: bool, labels: &str, value: String| {
+        let name = format!("{PREFIX}{}{}", if shard { "shard_" } else { "" }, r.name);
+        let sample = format!("{name}{{{labels}}} {value}");
+        match families.iter_mut().find(|family| family.name == name) {
+            Some(family) => family.samples.push(sample),
+            None => families.push(Family {
+                help: help_of(f.label, f.key, r.conv, shard),
+                name,
+                kind: r.kind,
+                samples: vec![sample],
+            }),
+        }
     };
     for f in figures {
         let r = resolve(f.key, &f.value, counters, shard_counters);
@@ -541,16 +356,10 @@ pub fn exposition(
         if let Some((label, text)) = info {
             let _ = write!(labels, ",{label}=\"{}\"", escape_label_value(&text));
         }
-        let name = format!("{PREFIX}{}", r.name);
-        let help = help_of(f.label, f.key, r.conv, false);
-        add(
-            name.clone(),
-            r.kind,
-            help,
-            format!("{name}{{{labels}}} {value}"),
-        );
+        add(&r, f, false, &labels, value);
     }
     for (i, (stats, figures)) in shards.iter().enumerate() {
+        let labels = format!("segment=\"{segment}\",shard=\"{i}\"");
         for f in figures {
             let r = resolve(f.key, &f.value, counters, shard_counters);
             if !r.per_shard {
@@ -559,14 +368,7 @@ pub fn exposition(
             let Some((value, _)) = sample(r.conv, &f.value, stats) else {
                 continue;
             };
-            let name = format!("{PREFIX}shard_{}", r.name);
-            let help = help_of(f.label, f.key, r.conv, true);
-            add(
-                name.clone(),
-                r.kind,
-                help,
-                format!("{name}{{segment=\"{segment}\",shard=\"{i}\"}} {value}"),
-            );
+            add(&r, f, true, &labels, value);
         }
     }
     let mut out = String::new();

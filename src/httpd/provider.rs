@@ -2,8 +2,9 @@
 //! `apache-glue/socache_shm_rust.h` and put in the `ap_socache_provider_t`
 //! of `apache-glue/mod_socache_shm.c`. Each is a few lines over a plainly
 //! named Rust type: [`Instance`] (module `instance`: create, init,
-//! shutdown), [`Tiers`](super::tiers::Tiers) (the local cache and the farm
-//! tier behind it) and the figures of module `status`.
+//! shutdown), [`Tiers`] (the local cache and the farm tier behind it, which
+//! the data-path callbacks reach through `over_tiers`) and the figures of
+//! module `status`.
 //!
 //! Lifecycle (httpd 2.4), and what each step does here:
 //!
@@ -42,6 +43,7 @@ use super::instance::{self, Instance};
 use super::log::{self, log, CurrentServer, Level};
 use super::pools;
 use super::status;
+use super::tiers::Tiers;
 use crate::engine::{ControlFlow, Error, Miss, Timestamp};
 
 /// Run a callback body with the panic hook installed and `s` recorded for
@@ -64,6 +66,20 @@ pub(crate) fn guard<R>(s: *const server_rec, on_panic: R, body: impl FnOnce() ->
 unsafe fn live<'a>(inst: *mut ap_socache_instance_t) -> Option<&'a Instance> {
     // SAFETY: per the caller.
     unsafe { inst.cast::<Instance>().as_ref() }
+}
+
+/// A data-path callback's `body` over `inst`'s [`Tiers`], behind [`guard`]
+/// (`on_panic` if it panics); `None` if there is no instance or it is not
+/// initialised.
+fn over_tiers(
+    inst: Option<&Instance>,
+    s: *const server_rec,
+    on_panic: apr_status_t,
+    body: impl FnOnce(Tiers<'_>) -> apr_status_t,
+) -> Option<apr_status_t> {
+    guard(s, Some(on_panic), || {
+        inst.and_then(Instance::tiers).map(body)
+    })
 }
 
 /// A byte slice from httpd's (pointer, length); empty for a null pointer.
@@ -215,18 +231,18 @@ pub unsafe extern "C" fn socache_shm_store(
     datalen: c_uint,
     _pool: *mut apr_pool_t,
 ) -> apr_status_t {
-    guard(s, EGENERAL, || {
-        // SAFETY: `instance` is live (caller).
-        let Some(tiers) = (unsafe { live(instance) }).and_then(Instance::tiers) else {
-            log!(s, Level::Debug, "SHM0101", "store: cache not initialised");
-            return EINIT;
-        };
+    // SAFETY: `instance` is live (caller).
+    over_tiers(unsafe { live(instance) }, s, EGENERAL, |tiers| {
         // SAFETY: valid for their lengths during the call (caller).
         let (id, value) = unsafe { (bytes(id, idlen), bytes(data.cast_const(), datalen)) };
         match tiers.store(id, value, Timestamp(expiry)) {
             Ok(()) => SUCCESS,
             Err(e) => store_failed(s, &e, id.len()),
         }
+    })
+    .unwrap_or_else(|| {
+        log!(s, Level::Debug, "SHM0101", "store: cache not initialised");
+        EINIT
     })
 }
 
@@ -273,11 +289,8 @@ pub unsafe extern "C" fn socache_shm_retrieve(
     destlen: *mut c_uint,
     _pool: *mut apr_pool_t,
 ) -> apr_status_t {
-    guard(s, NOTFOUND, || {
-        // SAFETY: `instance` is live (caller).
-        let Some(tiers) = (unsafe { live(instance) }).and_then(Instance::tiers) else {
-            return NOTFOUND;
-        };
+    // SAFETY: `instance` is live (caller).
+    over_tiers(unsafe { live(instance) }, s, NOTFOUND, |tiers| {
         // SAFETY: `destlen` is null or valid (caller).
         let Some(cap) = (unsafe { destlen.as_ref() }).copied() else {
             return EINVAL;
@@ -295,6 +308,7 @@ pub unsafe extern "C" fn socache_shm_retrieve(
             None => NOTFOUND,
         }
     })
+    .unwrap_or(NOTFOUND)
 }
 
 /// A writable byte slice from httpd's (pointer, capacity).
@@ -348,11 +362,8 @@ pub unsafe extern "C" fn socache_shm_remove(
     idlen: c_uint,
     _pool: *mut apr_pool_t,
 ) -> apr_status_t {
-    guard(s, EGENERAL, || {
-        // SAFETY: `instance` is live (caller).
-        let Some(tiers) = (unsafe { live(instance) }).and_then(Instance::tiers) else {
-            return NOTFOUND;
-        };
+    // SAFETY: `instance` is live (caller).
+    over_tiers(unsafe { live(instance) }, s, EGENERAL, |tiers| {
         // SAFETY: valid for its length (caller).
         if tiers.remove(unsafe { bytes(id, idlen) }) {
             SUCCESS
@@ -360,6 +371,7 @@ pub unsafe extern "C" fn socache_shm_remove(
             NOTFOUND
         }
     })
+    .unwrap_or(NOTFOUND)
 }
 
 /// `status(instance, r, flags)`: the figures for mod_status, HTML or, with
@@ -404,16 +416,13 @@ pub unsafe extern "C" fn socache_shm_iterate(
     iterator: ap_socache_iterator_t,
     pool: *mut apr_pool_t,
 ) -> apr_status_t {
-    guard(s, EGENERAL, || {
-        // SAFETY: `instance` is live (caller).
-        let Some(cache) = (unsafe { live(instance) }).and_then(Instance::cache) else {
-            return EINIT;
-        };
+    // SAFETY: `instance` is live (caller).
+    over_tiers(unsafe { live(instance) }, s, EGENERAL, |tiers| {
         let Some(iterator) = iterator else {
             return EINVAL;
         };
         let mut rv = SUCCESS;
-        cache.iterate(&mut |id, value, _expiry| {
+        tiers.cache.iterate(&mut |id, value, _expiry| {
             let (Ok(idlen), Ok(datalen)) =
                 (c_uint::try_from(id.len()), c_uint::try_from(value.len()))
             else {
@@ -443,6 +452,7 @@ pub unsafe extern "C" fn socache_shm_iterate(
         });
         rv
     })
+    .unwrap_or(EINIT)
 }
 
 #[cfg(test)]

@@ -109,6 +109,59 @@ unsafe extern "C" fn count_two(
     }
 }
 
+/// `socache_shm_store` of `id` and `value`, to expire in a minute, with a
+/// null server and pool (used only for logging).
+///
+/// # Safety
+///
+/// `inst` is a live instance, or one `socache_shm_destroy` left behind.
+unsafe fn store(inst: *mut ap_socache_instance_t, id: &[u8], value: &mut [u8]) -> apr_status_t {
+    // SAFETY: the buffers are valid for the lengths passed; `inst` is the
+    // caller's.
+    unsafe {
+        socache_shm_store(
+            inst,
+            ptr::null_mut(),
+            id.as_ptr(),
+            id.len() as c_uint,
+            in_a_minute(),
+            value.as_mut_ptr(),
+            value.len() as c_uint,
+            ptr::null_mut(),
+        )
+    }
+}
+
+/// `socache_shm_retrieve` of `id` into a 512-byte buffer of which it may
+/// fill `room` bytes, with a null server and pool: its status, and the
+/// bytes it says it wrote.
+///
+/// # Safety
+///
+/// As for [`store`].
+unsafe fn retrieve(
+    inst: *mut ap_socache_instance_t,
+    id: &[u8],
+    room: c_uint,
+) -> (apr_status_t, Vec<u8>) {
+    let mut buf = [0u8; 512];
+    let mut len = room;
+    // SAFETY: `buf` holds 512 >= `room` writable bytes, `id` its length;
+    // `inst` is the caller's.
+    let rv = unsafe {
+        socache_shm_retrieve(
+            inst,
+            ptr::null_mut(),
+            id.as_ptr(),
+            id.len() as c_uint,
+            buf.as_mut_ptr(),
+            &raw mut len,
+            ptr::null_mut(),
+        )
+    };
+    (rv, buf[..len.min(room) as usize].to_vec())
+}
+
 #[test]
 fn data_path_callbacks_over_a_real_cache() {
     let inst = live_instance();
@@ -119,76 +172,22 @@ fn data_path_callbacks_over_a_real_cache() {
     // SAFETY: every call below gets a live instance, buffers valid for
     // the lengths passed, and a null server/pool (used only for logging).
     unsafe {
-        let rv = socache_shm_store(
-            inst,
-            s,
-            id.as_ptr(),
-            32,
-            in_a_minute(),
-            value.as_mut_ptr(),
-            150,
-            p,
-        );
-        assert_eq!(rv, SUCCESS);
-
-        let mut buf = [0u8; 512];
-        let mut len: c_uint = 512;
-        assert_eq!(
-            socache_shm_retrieve(inst, s, id.as_ptr(), 32, buf.as_mut_ptr(), &raw mut len, p),
-            SUCCESS
-        );
-        assert_eq!(len, 150);
-        assert_eq!(&buf[..150], &value[..]);
+        assert_eq!(store(inst, &id, &mut value), SUCCESS);
+        assert_eq!(retrieve(inst, &id, 512), (SUCCESS, value.to_vec()));
 
         // Too small a buffer reads as a miss.
-        let mut len: c_uint = 10;
-        assert_eq!(
-            socache_shm_retrieve(inst, s, id.as_ptr(), 32, buf.as_mut_ptr(), &raw mut len, p),
-            NOTFOUND
-        );
+        assert_eq!(retrieve(inst, &id, 10).0, NOTFOUND);
         // So does an unknown id.
-        let mut len: c_uint = 512;
         let other = [8u8; 32];
-        assert_eq!(
-            socache_shm_retrieve(
-                inst,
-                s,
-                other.as_ptr(),
-                32,
-                buf.as_mut_ptr(),
-                &raw mut len,
-                p
-            ),
-            NOTFOUND
-        );
+        assert_eq!(retrieve(inst, &other, 512).0, NOTFOUND);
 
         // Larger than the cache accepts: ENOSPC, and nothing else changes.
         let mut huge = vec![1u8; 60 * 1024];
-        let rv = socache_shm_store(
-            inst,
-            s,
-            other.as_ptr(),
-            32,
-            in_a_minute(),
-            huge.as_mut_ptr(),
-            huge.len() as c_uint,
-            p,
-        );
-        assert_eq!(rv, ENOSPC);
+        assert_eq!(store(inst, &other, &mut huge), ENOSPC);
 
         // Iterate stops where the consumer says so.
         for i in 0..5u8 {
-            let k = [i; 32];
-            socache_shm_store(
-                inst,
-                s,
-                k.as_ptr(),
-                32,
-                in_a_minute(),
-                value.as_mut_ptr(),
-                150,
-                p,
-            );
+            store(inst, &[i; 32], &mut value);
         }
         let mut seen = 0u32;
         let rv = socache_shm_iterate(inst, s, (&raw mut seen).cast(), Some(count_two), p);
@@ -199,22 +198,8 @@ fn data_path_callbacks_over_a_real_cache() {
 
         // destroy unmaps; later calls see an uninitialised instance.
         socache_shm_destroy(inst, s);
-        let rv = socache_shm_store(
-            inst,
-            s,
-            id.as_ptr(),
-            32,
-            in_a_minute(),
-            value.as_mut_ptr(),
-            150,
-            p,
-        );
-        assert_eq!(rv, EINIT);
-        let mut len: c_uint = 512;
-        assert_eq!(
-            socache_shm_retrieve(inst, s, id.as_ptr(), 32, buf.as_mut_ptr(), &raw mut len, p),
-            NOTFOUND
-        );
+        assert_eq!(store(inst, &id, &mut value), EINIT);
+        assert_eq!(retrieve(inst, &id, 512).0, NOTFOUND);
         // A second destroy is harmless.
         socache_shm_destroy(inst, s);
     }

@@ -94,6 +94,11 @@ mod tests {
         Cache::create(&CacheConfig::new(64 * 1024)).expect("engine cache")
     }
 
+    /// The tiers of a cache without a farm tier.
+    fn local_only(cache: &Cache) -> Tiers<'_> {
+        Tiers { cache, farm: None }
+    }
+
     fn later() -> Timestamp {
         SystemClock.now().plus_secs(60)
     }
@@ -101,10 +106,7 @@ mod tests {
     #[test]
     fn local_only_stores_retrieves_and_removes() {
         let cache = cache();
-        let tiers = Tiers {
-            cache: &cache,
-            farm: None,
-        };
+        let tiers = local_only(&cache);
         tiers.store(b"id", b"value", later()).expect("store");
         let mut buf = [0u8; 64];
         let mut misses = 0;
@@ -122,10 +124,7 @@ mod tests {
     #[test]
     fn a_value_too_large_for_the_buffer_is_a_miss_that_is_said() {
         let cache = cache();
-        let tiers = Tiers {
-            cache: &cache,
-            farm: None,
-        };
+        let tiers = local_only(&cache);
         tiers.store(b"id", &[7u8; 100], later()).expect("store");
         let mut small = [0u8; 10];
         let mut heard = None;
@@ -139,10 +138,7 @@ mod tests {
     #[test]
     fn a_refused_local_store_is_an_error() {
         let cache = cache();
-        let tiers = Tiers {
-            cache: &cache,
-            farm: None,
-        };
+        let tiers = local_only(&cache);
         let huge = vec![1u8; 60 * 1024];
         assert!(matches!(
             tiers.store(b"id", &huge, later()),

@@ -236,29 +236,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, SpecError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse as parse_arg;
+    use super::super::tests::{err, ok};
     use super::*;
-
-    fn farm(arg: &str) -> FarmSpec {
-        match parse_arg(Some(arg)) {
-            Ok(s) => s.farm.unwrap_or_else(|| panic!("{arg:?}: no farm options")),
-            Err(e) => panic!("{arg:?} refused: {e}"),
-        }
-    }
-
-    fn err(arg: &str) -> String {
-        match parse_arg(Some(arg)) {
-            Ok(s) => panic!("{arg:?} accepted as {s:?}"),
-            Err(e) => e.to_string(),
-        }
-    }
 
     #[test]
     fn the_issue_example_parses_with_defaults() {
-        let s = parse_arg(Some(
+        let s = ok(Some(
             "/run/apache2/ssl_scache(64M) redis=redis://10.0.0.5:6379/0 seal=/etc/apache2/socache-farm.key",
-        ))
-        .unwrap();
+        ));
         assert_eq!(
             s.path.as_deref(),
             Some(std::path::Path::new("/run/apache2/ssl_scache"))
@@ -274,10 +259,12 @@ mod tests {
 
     #[test]
     fn every_option_in_any_order_and_blanks() {
-        let f = farm(
+        let f = ok(Some(
             "/c(1M)   prefix=farm1:\ttimeout=150ms seal=off redis-key=k.pem redis-cert=c.pem \
              redis-ca=ca.pem redis-cluster=10.0.0.1:7000,10.0.0.2:7000",
-        );
+        ))
+        .farm
+        .expect("farm options");
         assert_eq!(
             f.redis,
             Redis::Cluster("10.0.0.1:7000,10.0.0.2:7000".into())
@@ -292,20 +279,20 @@ mod tests {
 
     #[test]
     fn options_alone_mean_the_default_anonymous_segment() {
-        let s = parse_arg(Some("redis=redis://h:1 seal=off")).unwrap();
+        let s = ok(Some("redis=redis://h:1 seal=off"));
         assert_eq!((s.path, s.bytes), (None, super::super::DEFAULT_BYTES));
         assert!(s.farm.is_some());
     }
 
     #[test]
     fn a_path_with_blanks_still_means_what_it_meant() {
-        let s = parse_arg(Some("/srv/my cache/scache(1M)")).unwrap();
+        let s = ok(Some("/srv/my cache/scache(1M)"));
         assert_eq!(
             s.path.as_deref(),
             Some(std::path::Path::new("/srv/my cache/scache"))
         );
         assert_eq!(s.farm, None);
-        let s = parse_arg(Some("/srv/my cache/scache(1M) redis=redis://h:1 seal=off")).unwrap();
+        let s = ok(Some("/srv/my cache/scache(1M) redis=redis://h:1 seal=off"));
         assert_eq!(
             s.path.as_deref(),
             Some(std::path::Path::new("/srv/my cache/scache"))
@@ -367,7 +354,7 @@ mod tests {
             ),
         ];
         for (arg, want) in cases {
-            let msg = err(arg);
+            let msg = err(arg).to_string();
             assert!(msg.starts_with("Invalid argument: "), "{arg}: {msg}");
             assert!(msg.contains(want), "{arg}: {msg:?} does not name {want:?}");
         }
@@ -375,7 +362,7 @@ mod tests {
             "/c(1M) redis=redis://h:1 seal=off prefix={}",
             "p".repeat(129)
         );
-        assert!(err(&long).contains("prefix"));
+        assert!(err(&long).to_string().contains("prefix"));
     }
 
     #[test]

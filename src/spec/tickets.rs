@@ -148,28 +148,12 @@ fn parse_keys(text: &str) -> Result<u32, SpecError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse as parse_arg;
+    use super::super::tests::{err, ok};
     use super::*;
-
-    fn tickets(arg: &str) -> TicketSpec {
-        match parse_arg(Some(arg)) {
-            Ok(s) => s
-                .tickets
-                .unwrap_or_else(|| panic!("{arg:?}: no ticket options")),
-            Err(e) => panic!("{arg:?} refused: {e}"),
-        }
-    }
-
-    fn err(arg: &str) -> String {
-        match parse_arg(Some(arg)) {
-            Ok(s) => panic!("{arg:?} accepted as {s:?}"),
-            Err(e) => e.to_string(),
-        }
-    }
 
     #[test]
     fn the_issue_example() {
-        let s = parse_arg(Some("/run/apache2/ssl_scache(64M) tickets=12h")).unwrap();
+        let s = ok(Some("/run/apache2/ssl_scache(64M) tickets=12h"));
         assert_eq!(s.bytes, 64 << 20);
         assert_eq!(s.farm, None);
         let t = s.tickets.unwrap();
@@ -180,10 +164,9 @@ mod tests {
 
     #[test]
     fn with_the_farm_options_in_any_order() {
-        let s = parse_arg(Some(
+        let s = ok(Some(
             "/c(1M) ticket-keys=4 redis=redis://h:1 tickets=2s seal=off timeout=5ms",
-        ))
-        .unwrap();
+        ));
         assert_eq!(
             s.tickets,
             Some(TicketSpec {
@@ -207,7 +190,8 @@ mod tests {
             ("7d", 7 * 86400),
             ("168h", 7 * 86400),
         ] {
-            assert_eq!(tickets(&format!("tickets={text}")).period.as_secs(), secs);
+            let t = ok(Some(&format!("tickets={text}"))).tickets;
+            assert_eq!(t.expect("ticket options").period.as_secs(), secs);
         }
     }
 
@@ -245,17 +229,19 @@ mod tests {
             ("/c(1M) tickets=1h colour=red", "unknown option \"colour\""),
         ];
         for (arg, want) in cases {
-            let msg = err(arg);
+            let msg = err(arg).to_string();
             assert!(msg.starts_with("Invalid argument: "), "{arg}: {msg}");
             assert!(msg.contains(want), "{arg}: {msg:?} does not name {want:?}");
         }
         // The unknown-option message lists the ticket options too.
-        assert!(err("/c(1M) colour=red").contains("tickets, ticket-keys"));
+        assert!(err("/c(1M) colour=red")
+            .to_string()
+            .contains("tickets, ticket-keys"));
     }
 
     #[test]
     fn tickets_alone_need_no_redis() {
-        let s = parse_arg(Some("tickets=1h")).unwrap();
+        let s = ok(Some("tickets=1h"));
         assert_eq!(s.path, None);
         assert_eq!(s.farm, None);
         assert!(s.tickets.is_some());
@@ -263,6 +249,8 @@ mod tests {
 
     #[test]
     fn farm_options_without_redis_are_still_refused_with_tickets() {
-        assert!(err("/c(1M) tickets=1h seal=off").contains("needs redis="));
+        assert!(err("/c(1M) tickets=1h seal=off")
+            .to_string()
+            .contains("needs redis="));
     }
 }
