@@ -34,7 +34,7 @@ mod server;
 mod tls;
 
 pub use memcached::{Memcache, Memcached};
-pub use process::{wait_child, ServerProcess};
+pub use process::{run_captured, wait_child, Captured, ServerProcess};
 pub use redis::{
     parse_commandstats, redis_cli, resp_command, Redis, RedisCluster, RedisServer, Resp,
 };
@@ -85,6 +85,24 @@ pub fn tail(text: &str, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
+/// A new, empty directory `socache-<what>-<pid>-<n>` under the system
+/// temp dir (a stale one of that name is removed first), mode 0755. The
+/// caller decides when it goes ([`ServerDir`] does on drop).
+pub fn fresh_dir(what: &str) -> PathBuf {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "socache-{what}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    if dir.exists() {
+        fs::remove_dir_all(&dir).expect("remove a stale directory");
+    }
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod 0755");
+    dir
+}
+
 /// A server's working directory under the system temp dir, mode 0755 (the
 /// CA file in it is read by httpd's children, another user; nobody else
 /// may write in it). Removed on drop, unless a test panicked or
@@ -92,20 +110,9 @@ pub fn tail(text: &str, lines: usize) -> String {
 pub struct ServerDir(PathBuf);
 
 impl ServerDir {
-    /// A new, empty directory named after `what`.
+    /// A new, empty directory named after `what` ([`fresh_dir`]).
     pub fn new(what: &str) -> ServerDir {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "socache-{what}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        if dir.exists() {
-            fs::remove_dir_all(&dir).expect("remove a stale server directory");
-        }
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod 0755");
-        ServerDir(dir)
+        ServerDir(fresh_dir(what))
     }
 
     /// The directory.

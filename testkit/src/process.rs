@@ -3,9 +3,9 @@
 //! signal (it dies with the test thread that started it), signalled by pid
 //! while it is our unreaped child, killed and reaped on drop.
 
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -110,5 +110,47 @@ pub fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
             Ok(None) => return None,
             Err(e) => panic!("waiting for pid {}: {e}", child.id()),
         }
+    }
+}
+
+/// What a command run by [`run_captured`] printed, and how it ended.
+#[derive(Debug)]
+pub struct Captured {
+    /// `None`: it did not finish within the limit (it was killed).
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `command` (stdin from /dev/null) for at most `limit`, its stdout
+/// and stderr read whole on threads of their own (so that a full pipe
+/// never stalls it); killed and reaped when the limit passes.
+pub fn run_captured(command: &mut Command, limit: Duration) -> Captured {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()));
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
+    let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
+    let status = wait_child(&mut child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Captured {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
     }
 }

@@ -10,17 +10,17 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::server::{Kind, Server};
 use crate::tls::tls_files;
-use crate::{free_port, wait_child, ServerDir, WAIT};
+use crate::{free_port, run_captured, ServerDir, WAIT};
 
 pub use crate::cluster::RedisCluster;
 
@@ -297,34 +297,9 @@ pub(crate) fn wait_for_sessions(
 
 /// `redis-cli <args>`: its stdout; panics unless it exits 0 within [`WAIT`].
 pub fn redis_cli(args: &[&str]) -> String {
-    let mut child = Command::new(redis_cli_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn redis-cli");
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
-    let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
-    let status = wait_child(&mut child, WAIT);
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let (out, err) = (
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    );
-    match status {
+    let run = run_captured(Command::new(redis_cli_bin()).args(args), WAIT);
+    let (out, err) = (run.stdout, run.stderr);
+    match run.status {
         Some(s) if s.success() => out,
         Some(s) => panic!("redis-cli {args:?} failed ({s}):\n{out}\n{err}"),
         None => panic!("redis-cli {args:?} did not finish within {WAIT:?}:\n{out}\n{err}"),
