@@ -68,6 +68,7 @@ import run  # noqa: E402  (bench/run.py: Httpd, cleanup, machine, tls-load)
 from run import Httpd, MODDIR, RUNNING, SHM_SO, TLS_LOAD, WAIT, log  # noqa: E402
 
 REDIS = os.environ.get("REDIS_SERVER", "/usr/bin/redis-server")
+REDIS_CLI = os.environ.get("REDIS_CLI", "/usr/bin/redis-cli")
 MEMCACHED = os.environ.get("MEMCACHED", "/usr/bin/memcached")
 HOST_A, HOST_B = "127.0.0.1", "127.0.0.2"
 CHILDREN, THREADS = 4, 8
@@ -207,41 +208,21 @@ def memcached(label):
 
 
 def redis_cmd(port, *words, timeout=3.0, ca=None):
-    """One RESP command, bounded (over TLS verified with `ca` if given);
-    returns the reply (bulk string as str, integer, list, or an error
-    string starting with '-')."""
-    req = b"*%d\r\n" % len(words) + b"".join(
-        b"$%d\r\n%s\r\n" % (len(w.encode()), w.encode()) for w in words)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
-        s = raw
-        if ca is not None:
-            ctx = ssl.create_default_context(cafile=ca)
-            s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
-        s.sendall(req)
-        f = s.makefile("rb")
-        return _resp(f)
-
-
-def _resp(f):
-    line = f.readline()
-    if not line:
-        raise OSError("redis: connection closed")
-    kind, rest = line[:1], line[1:-2].decode()
-    if kind == b"+":
-        return rest
-    if kind == b"-":
-        return "-" + rest
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        if n < 0:
-            return None
-        data = f.read(n + 2)
-        return data[:-2].decode(errors="replace")
-    if kind == b"*":
-        return [_resp(f) for _ in range(int(rest))]
-    raise OSError("redis: bad reply %r" % line)
+    """One command through redis-cli (Redis's own client), bounded by
+    `timeout`, over TLS verified with `ca` if given: the reply as text.
+    OSError if it cannot connect, fails or does not answer in time."""
+    argv = [REDIS_CLI, "-h", "127.0.0.1", "-p", str(port)]
+    if ca is not None:
+        argv += ["--tls", "--cacert", ca]
+    try:
+        p = subprocess.run(argv + list(words), stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise OSError("redis-cli %s: no answer within %.1f s" % (words[0], timeout)) from e
+    out = p.stdout.decode(errors="replace")
+    if p.returncode != 0 or out.startswith(("ERR", "NOAUTH", "WRONGPASS")):
+        raise OSError("redis-cli %s: %s%s" % (words[0], out, p.stderr.decode(errors="replace")))
+    return out
 
 
 def commandstats(backend):

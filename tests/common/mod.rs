@@ -101,8 +101,8 @@ pub(crate) use paths::*;
 #[allow(unused_imports)]
 pub(crate) use rogue::*;
 pub(crate) use server::*;
+pub(crate) use testkit::{free_port, tail, wait_child};
 #[allow(unused_imports)]
 pub(crate) use testkit::{
     parse_commandstats, resp_command, Memcached, RedisCluster, RedisServer, Resp, Sentinel,
 };
-pub(crate) use testkit::{free_port, tail, wait_child};
