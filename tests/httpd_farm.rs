@@ -490,6 +490,20 @@ fn refused_on(b: &mut Httpd, client: &Client, session: &Session, what: &str) {
     assert!(crashes.is_empty(), "{what}: {crashes:#?}");
 }
 
+/// Hosts A and B (prefork) on `redis`; `n` TLS 1.2 full handshakes on A,
+/// each waited for in Redis: A, B, the client, the sessions and their keys
+/// (as [`in_redis`]).
+fn in_redis_from_a(
+    redis: &RedisServer,
+    n: usize,
+) -> (Httpd, Httpd, Client, Vec<Session>, Vec<Option<String>>) {
+    let (mut a, b) = two_hosts(&FarmArg::redis(&redis.url()), Mpm::Prefork);
+    let client = Client::new(Tls::V12);
+    let sessions = full_handshakes(&mut a, &client, n);
+    let keys = in_redis(redis, &sessions, n, "made on A");
+    (a, b, client, sessions, keys)
+}
+
 fn key_of(keys: &[Option<String>], i: usize) -> &str {
     keys[i].as_deref().expect("in Redis (checked by in_redis)")
 }
@@ -500,10 +514,7 @@ fn key_of(keys: &[Option<String>], i: usize) -> &str {
 #[test]
 fn an_altered_value_is_a_full_handshake() {
     let redis = RedisServer::start();
-    let (mut a, mut b) = two_hosts(&FarmArg::redis(&redis.url()), Mpm::Prefork);
-    let client = Client::new(Tls::V12);
-    let sessions = full_handshakes(&mut a, &client, 4);
-    let keys = in_redis(&redis, &sessions, 4, "made on A");
+    let (_a, mut b, client, sessions, keys) = in_redis_from_a(&redis, 4);
     let value = |i: usize| redis.get(key_of(&keys, i)).expect("value in Redis");
 
     let v = value(0);
@@ -577,10 +588,7 @@ fn a_value_sealed_with_another_key_is_a_full_handshake() {
 #[test]
 fn a_value_moved_to_another_key_is_a_full_handshake() {
     let redis = RedisServer::start();
-    let (mut a, mut b) = two_hosts(&FarmArg::redis(&redis.url()), Mpm::Prefork);
-    let client = Client::new(Tls::V12);
-    let s = full_handshakes(&mut a, &client, 4);
-    let keys = in_redis(&redis, &s, 4, "made on A");
+    let (_a, mut b, client, s, keys) = in_redis_from_a(&redis, 4);
     let k = |i: usize| key_of(&keys, i).as_bytes();
 
     let r = redis.command(&[b"COPY", k(0), k(1), b"REPLACE"]);

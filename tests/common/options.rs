@@ -218,6 +218,8 @@ impl Options {
 ///     prefork_tls13_resumes_across_children(Mpm::Prefork, Tls::V13);
 /// });
 /// ```
+// Not every test crate uses it (see the module-wide dead_code allowance).
+#[allow(unused_macros)]
 macro_rules! test_cases {
     ($run:ident { $($(#[$meta:meta])* $name:ident($($arg:expr),* $(,)?);)* }) => {
         $(
@@ -229,6 +231,7 @@ macro_rules! test_cases {
         )*
     };
 }
+#[allow(unused_imports)]
 pub(crate) use test_cases;
 
 /// A test over the MPM × TLS version matrix: per row, an MPM (a [`Mpm`]
@@ -240,6 +243,8 @@ pub(crate) use test_cases;
 ///     Prefork => prefork_tls12_resumes_across_children, prefork_tls13_resumes_across_children;
 /// });
 /// ```
+// Not every test crate uses it (see the module-wide dead_code allowance).
+#[allow(unused_macros)]
 macro_rules! mpm_tls_cases {
     ($run:ident { $($mpm:ident => $tls12:ident, $tls13:ident;)* }) => {
         $(
@@ -255,4 +260,5 @@ macro_rules! mpm_tls_cases {
         )*
     };
 }
+#[allow(unused_imports)]
 pub(crate) use mpm_tls_cases;
