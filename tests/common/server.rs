@@ -298,7 +298,7 @@ impl Httpd {
         resumes: bool,
         why: &str,
         describe: impl Fn(&Conn) -> String,
-    ) -> Conn {
+    ) {
         let c = self.connect(client, Some(session));
         let as_expected = if resumes {
             c.both_resumed()
@@ -306,7 +306,6 @@ impl Httpd {
             !c.resumed && !c.log.resumed
         };
         assert!(as_expected, "{why}: {}", describe(&c));
-        c
     }
 
     /// Offers each of `sessions` to this server on a connection of its own,
