@@ -83,15 +83,7 @@ fn two_hosts(arg: &FarmArg, mpm: Mpm) -> (Httpd, Httpd) {
 /// `n` full handshakes on `host`: their sessions.
 fn full_handshakes(host: &mut Httpd, client: &Client, n: usize) -> Vec<Session> {
     (0..n)
-        .map(|_| {
-            let c = host.connect(client, None);
-            assert!(
-                c.status == 200 && !c.resumed && !c.log.resumed,
-                "a new handshake: {}",
-                describe(&c)
-            );
-            c.session
-        })
+        .map(|_| host.new_session(client, describe).session)
         .collect()
 }
 
@@ -181,19 +173,11 @@ fn cross_host(mpm: Mpm, tls: Tls) {
     let sessions = full_handshakes(&mut a, &client, SESSIONS);
     in_redis(&redis, &sessions, RESUMED_AT_LEAST, "made on A");
     let hits_before = b.farm(FarmFigure::RemoteHits);
-    let mut resumed = 0;
-    let mut not = Vec::new();
-    for s in &sessions {
-        let c = b.connect(&client, Some(s));
-        assert_eq!(c.status, 200, "{}", describe(&c));
-        assert_eq!(c.log.protocol, tls.log_name(), "{}", describe(&c));
-        if c.both_resumed() {
-            resumed += 1;
-        } else {
-            not.push(describe(&c));
-        }
-    }
-    not.truncate(5);
+    let check = |c: &Conn| {
+        assert_eq!(c.status, 200, "{}", describe(c));
+        assert_eq!(c.log.protocol, tls.log_name(), "{}", describe(c));
+    };
+    let (resumed, not) = b.resume_each(&client, &sessions, check, describe);
     assert!(
         resumed >= RESUMED_AT_LEAST,
         "{} {}: {resumed} of {SESSIONS} sessions made on A resumed on B; e.g. {not:#?}",
@@ -212,25 +196,10 @@ fn cross_host(mpm: Mpm, tls: Tls) {
     );
 }
 
-#[test]
-fn prefork_tls12_resumes_across_hosts() {
-    cross_host(Mpm::Prefork, Tls::V12);
-}
-
-#[test]
-fn prefork_tls13_resumes_across_hosts() {
-    cross_host(Mpm::Prefork, Tls::V13);
-}
-
-#[test]
-fn event_tls12_resumes_across_hosts() {
-    cross_host(Mpm::Event, Tls::V12);
-}
-
-#[test]
-fn event_tls13_resumes_across_hosts() {
-    cross_host(Mpm::Event, Tls::V13);
-}
+common::mpm_tls_cases!(cross_host {
+    Prefork => prefork_tls12_resumes_across_hosts, prefork_tls13_resumes_across_hosts;
+    Event => event_tls12_resumes_across_hosts, event_tls13_resumes_across_hosts;
+});
 
 // ---------------------------------------------------------------------------
 // 2. A local hit sends nothing to Redis.
@@ -300,19 +269,36 @@ fn a_local_hit_sends_nothing_to_redis() {
 // 3. A hung or dead Redis costs no handshake.
 // ---------------------------------------------------------------------------
 
+/// One outage of Redis, as A must show it.
+struct Outage {
+    /// Names the outage in every message: "Redis stopped".
+    when: &'static str,
+    /// The figure A counts the outage's failures in, and their name.
+    counted: (FarmFigure, &'static str),
+    /// Breaker-opened lines in A's error log by the outage's end (every
+    /// outage so far counts), and what a different number means.
+    opened: (usize, &'static str),
+    /// A's breaker by the outage's end where that is sure, and its message.
+    breaker: Option<(Breaker, &'static str)>,
+}
+
 /// Connections to A while Redis is unusable, each within [`FAULT_BOUND`]:
 /// a new full handshake, a resumption of A's own session (a local hit), and
 /// an offer of a session only Redis knows (a local miss: Redis would be
 /// asked, the breaker stops that). `rounds` of them, 200 ms apart, so the
-/// breaker's backoff ends and it probes several times meanwhile.
+/// breaker's backoff ends and it probes several times meanwhile. Then A's
+/// error log, breaker and figures as `outage` says.
 fn unusable_redis_rounds(
     a: &mut Httpd,
     client: &Client,
     own: &Session,
     remote: &Session,
-    when: &str,
+    outage: &Outage,
 ) {
     const ROUNDS: usize = 15;
+    let when = outage.when;
+    let (figure, counted) = outage.counted;
+    let before = a.farm(figure);
     let mut slowest = Duration::ZERO;
     for round in 0..ROUNDS {
         let cases: [(Option<&Session>, &str, bool); 3] = [
@@ -340,6 +326,13 @@ fn unusable_redis_rounds(
         thread::sleep(Duration::from_millis(200));
     }
     eprintln!("{when}: slowest connection {slowest:?}");
+    let opened = a.breaker_opened_lines();
+    let (lines, why) = outage.opened;
+    assert_eq!(opened.len(), lines, "{when}: {why}: {opened:#?}");
+    if let Some((state, why)) = outage.breaker {
+        assert_eq!(a.breaker(), state, "{why}");
+    }
+    assert!(a.farm(figure) > before, "{when}: no {counted} counted");
 }
 
 /// Poll until `b`'s new sessions resume on `a` (bounded by [`RECOVERY`]);
@@ -372,6 +365,20 @@ fn cross_host_back(
     }
 }
 
+/// After an outage, `when` it ended: cross-host resumption is back (how
+/// soon, printed) and A's breaker is closed.
+fn back_across_hosts(
+    a: &mut Httpd,
+    b: &mut Httpd,
+    redis: &RedisServer,
+    client: &Client,
+    when: &str,
+) {
+    let took = cross_host_back(a, b, redis, client, when);
+    eprintln!("cross-host resumption back {took:?} {when}");
+    assert_eq!(a.breaker(), Breaker::Closed, "breaker {when}");
+}
+
 /// Redis SIGSTOPped (hung: connects succeed, nothing answers), then
 /// SIGCONTed, then SIGKILLed (refused), then restarted: A keeps serving
 /// within bounds throughout; its error log says the breaker opened once per
@@ -394,45 +401,30 @@ fn a_hung_or_dead_redis_costs_no_handshake() {
     assert_eq!(a.breaker(), Breaker::Closed, "breaker before the faults");
 
     redis.stop();
-    let timeouts = a.farm(FarmFigure::Timeouts);
-    unusable_redis_rounds(&mut a, &client, &own, &remote, "Redis stopped");
-    let opened = a.breaker_opened_lines();
-    assert_eq!(
-        opened.len(),
-        1,
-        "Redis stopped: the breaker's opening should be logged exactly once: {opened:#?}"
-    );
-    assert_eq!(a.breaker(), Breaker::Open, "breaker while Redis is stopped");
-    assert!(
-        a.farm(FarmFigure::Timeouts) > timeouts,
-        "Redis stopped: no timeout counted"
-    );
+    let stopped = Outage {
+        when: "Redis stopped",
+        counted: (FarmFigure::Timeouts, "timeout"),
+        opened: (1, "the breaker's opening should be logged exactly once"),
+        breaker: Some((Breaker::Open, "breaker while Redis is stopped")),
+    };
+    unusable_redis_rounds(&mut a, &client, &own, &remote, &stopped);
 
     redis.cont();
-    let took = cross_host_back(&mut a, &mut b, &redis, &client, "after SIGCONT");
-    eprintln!("cross-host resumption back {took:?} after SIGCONT");
-    assert_eq!(a.breaker(), Breaker::Closed, "breaker after SIGCONT");
+    back_across_hosts(&mut a, &mut b, &redis, &client, "after SIGCONT");
 
     let remote = b.connect(&client, None).session;
     in_redis(&redis, std::slice::from_ref(&remote), 1, "before the kill");
     redis.kill();
-    let errors = a.farm(FarmFigure::Errors);
-    unusable_redis_rounds(&mut a, &client, &own, &remote, "Redis killed");
-    let opened = a.breaker_opened_lines();
-    assert_eq!(
-        opened.len(),
-        2,
-        "Redis killed: one more breaker-opened line expected: {opened:#?}"
-    );
-    assert!(
-        a.farm(FarmFigure::Errors) > errors,
-        "Redis killed: no error counted"
-    );
+    let killed = Outage {
+        when: "Redis killed",
+        counted: (FarmFigure::Errors, "error"),
+        opened: (2, "one more breaker-opened line expected"),
+        breaker: None,
+    };
+    unusable_redis_rounds(&mut a, &client, &own, &remote, &killed);
 
     redis.restart();
-    let took = cross_host_back(&mut a, &mut b, &redis, &client, "after the restart");
-    eprintln!("cross-host resumption back {took:?} after the restart");
-    assert_eq!(a.breaker(), Breaker::Closed, "breaker after the restart");
+    back_across_hosts(&mut a, &mut b, &redis, &client, "after the restart");
     for h in [&mut a, &mut b] {
         h.check_alive("after the faults");
         let crashes = crash_lines(&h.error_log());
@@ -498,6 +490,20 @@ fn refused_on(b: &mut Httpd, client: &Client, session: &Session, what: &str) {
     assert!(crashes.is_empty(), "{what}: {crashes:#?}");
 }
 
+/// Hosts A and B (prefork) on `redis`; `n` TLS 1.2 full handshakes on A,
+/// each waited for in Redis: A, B, the client, the sessions and their keys
+/// (as [`in_redis`]).
+fn in_redis_from_a(
+    redis: &RedisServer,
+    n: usize,
+) -> (Httpd, Httpd, Client, Vec<Session>, Vec<Option<String>>) {
+    let (mut a, b) = two_hosts(&FarmArg::redis(&redis.url()), Mpm::Prefork);
+    let client = Client::new(Tls::V12);
+    let sessions = full_handshakes(&mut a, &client, n);
+    let keys = in_redis(redis, &sessions, n, "made on A");
+    (a, b, client, sessions, keys)
+}
+
 fn key_of(keys: &[Option<String>], i: usize) -> &str {
     keys[i].as_deref().expect("in Redis (checked by in_redis)")
 }
@@ -508,10 +514,7 @@ fn key_of(keys: &[Option<String>], i: usize) -> &str {
 #[test]
 fn an_altered_value_is_a_full_handshake() {
     let redis = RedisServer::start();
-    let (mut a, mut b) = two_hosts(&FarmArg::redis(&redis.url()), Mpm::Prefork);
-    let client = Client::new(Tls::V12);
-    let sessions = full_handshakes(&mut a, &client, 4);
-    let keys = in_redis(&redis, &sessions, 4, "made on A");
+    let (_a, mut b, client, sessions, keys) = in_redis_from_a(&redis, 4);
     let value = |i: usize| redis.get(key_of(&keys, i)).expect("value in Redis");
 
     let v = value(0);
@@ -585,10 +588,7 @@ fn a_value_sealed_with_another_key_is_a_full_handshake() {
 #[test]
 fn a_value_moved_to_another_key_is_a_full_handshake() {
     let redis = RedisServer::start();
-    let (mut a, mut b) = two_hosts(&FarmArg::redis(&redis.url()), Mpm::Prefork);
-    let client = Client::new(Tls::V12);
-    let s = full_handshakes(&mut a, &client, 4);
-    let keys = in_redis(&redis, &s, 4, "made on A");
+    let (_a, mut b, client, s, keys) = in_redis_from_a(&redis, 4);
     let k = |i: usize| key_of(&keys, i).as_bytes();
 
     let r = redis.command(&[b"COPY", k(0), k(1), b"REPLACE"]);

@@ -271,6 +271,28 @@ fn sessions_from(origin: &mut Httpd, client: &Client, n: usize) -> Vec<Session> 
         .collect()
 }
 
+/// `sessions` offered to `port`: the first [`SEQUENTIAL`] one after the
+/// other, the rest at once; the problems [`judge`] finds in each batch.
+fn offer_all(
+    what: &str,
+    port: u16,
+    client: &Client,
+    sessions: &[Session],
+    bound: Duration,
+) -> Vec<String> {
+    let mut problems = judge(
+        &format!("{what}: sequential offers"),
+        &offer_sequential(port, client, &sessions[..SEQUENTIAL]),
+        bound,
+    );
+    problems.extend(judge(
+        &format!("{what}: concurrent offers"),
+        &offer_concurrent(port, client, &sessions[SEQUENTIAL..]),
+        bound,
+    ));
+    problems
+}
+
 /// The fault run shared by every misbehaving server: host B with `arg`
 /// (the fault behind it) is offered [`SEQUENTIAL`] then [`CONCURRENT`]
 /// sessions it has never seen; every connection within `timeout` +
@@ -282,16 +304,7 @@ fn offers_to_a_faulty_farm(what: &str, arg: &FarmArg, timeout: Duration) -> (Htt
     let b = start_farm_host(options(), arg, Some(&new_farm_key()));
     let client = Client::new(Tls::V12).nodelay();
     let sessions = sessions_from(&mut origin, &client, SEQUENTIAL + CONCURRENT);
-    let mut problems = judge(
-        &format!("{what}: sequential offers"),
-        &offer_sequential(b.port(), &client, &sessions[..SEQUENTIAL]),
-        bound,
-    );
-    problems.extend(judge(
-        &format!("{what}: concurrent offers"),
-        &offer_concurrent(b.port(), &client, &sessions[SEQUENTIAL..]),
-        bound,
-    ));
+    let mut problems = offer_all(what, b.port(), &client, &sessions, bound);
     problems.extend(keeps_serving(&b, bound, what));
     (b, problems)
 }
@@ -427,26 +440,6 @@ fn the_rogue_servers_and_tls_redis_work() {
 // 1. Misbehaving servers cost no handshake more than timeout= + MARGIN.
 // ---------------------------------------------------------------------------
 
-/// `rediss://` to a server that accepts and never completes the TLS
-/// handshake (issue 16, item 1: every handshake hung, all workers blocked).
-#[test]
-fn a_stalled_tls_handshake_costs_no_handshake() {
-    rogue_case(Misbehaviour::Silent, "rediss", Duration::from_millis(200));
-}
-
-/// The same at the default timeout.
-#[test]
-fn a_stalled_tls_handshake_costs_no_handshake_at_the_default_timeout() {
-    rogue_case(Misbehaviour::Silent, "rediss", DEFAULT_TIMEOUT);
-}
-
-/// `redis://` to a server that accepts and never answers (the control:
-/// a plain socket has a read timeout).
-#[test]
-fn a_silent_plain_server_costs_no_handshake() {
-    rogue_case(Misbehaviour::Silent, "redis", Duration::from_millis(200));
-}
-
 /// Every reply one byte every 20 ms; a GET's value is 1000 bytes (20 s):
 /// a bound per read never fires, only a deadline per operation does
 /// (item 3: 5 of 5 handshakes still waiting at 15 s).
@@ -455,15 +448,30 @@ const DRIP: Misbehaviour = Misbehaviour::Drip {
     value_len: 1000,
 };
 
-#[test]
-fn a_dripping_server_is_cut_at_the_deadline() {
-    rogue_case(DRIP, "redis", Duration::from_millis(200));
-}
-
-#[test]
-fn a_dripping_server_is_cut_at_the_deadline_at_the_default_timeout() {
-    rogue_case(DRIP, "redis", DEFAULT_TIMEOUT);
-}
+common::test_cases!(rogue_case {
+    /// `rediss://` to a server that accepts and never completes the TLS
+    /// handshake (issue 16, item 1: every handshake hung, all workers blocked).
+    a_stalled_tls_handshake_costs_no_handshake(
+        Misbehaviour::Silent,
+        "rediss",
+        Duration::from_millis(200),
+    );
+    /// The same at the default timeout.
+    a_stalled_tls_handshake_costs_no_handshake_at_the_default_timeout(
+        Misbehaviour::Silent,
+        "rediss",
+        DEFAULT_TIMEOUT,
+    );
+    /// `redis://` to a server that accepts and never answers (the control:
+    /// a plain socket has a read timeout).
+    a_silent_plain_server_costs_no_handshake(
+        Misbehaviour::Silent,
+        "redis",
+        Duration::from_millis(200),
+    );
+    a_dripping_server_is_cut_at_the_deadline(DRIP, "redis", Duration::from_millis(200));
+    a_dripping_server_is_cut_at_the_deadline_at_the_default_timeout(DRIP, "redis", DEFAULT_TIMEOUT);
+});
 
 /// Random bytes for every request.
 #[test]
@@ -507,16 +515,7 @@ fn a_huge_reply_is_refused_without_reading_it() {
     let client = Client::new(Tls::V12).nodelay();
     let sessions = sessions_from(&mut origin, &client, SEQUENTIAL + CONCURRENT);
     let (rss0, hwm0) = children_memory(b.pid());
-    let mut problems = judge(
-        &format!("{label}: sequential offers"),
-        &offer_sequential(b.port(), &client, &sessions[..SEQUENTIAL]),
-        bound,
-    );
-    problems.extend(judge(
-        &format!("{label}: concurrent offers"),
-        &offer_concurrent(b.port(), &client, &sessions[SEQUENTIAL..]),
-        bound,
-    ));
+    let mut problems = offer_all(&label, b.port(), &client, &sessions, bound);
     let (rss1, hwm1) = children_memory(b.pid());
     problems.extend(keeps_serving(&b, bound, &label));
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
@@ -628,30 +627,16 @@ fn stopped_tls_redis(timeout: Duration) {
     let mut problems = judge(&format!("{label}: before the stop"), &warm_offers, bound);
     let sessions = sessions_from(&mut origin, &client, SEQUENTIAL + CONCURRENT);
     redis.stop();
-    problems.extend(judge(
-        &format!("{label}: sequential offers"),
-        &offer_sequential(b.port(), &client, &sessions[..SEQUENTIAL]),
-        bound,
-    ));
-    problems.extend(judge(
-        &format!("{label}: concurrent offers"),
-        &offer_concurrent(b.port(), &client, &sessions[SEQUENTIAL..]),
-        bound,
-    ));
+    problems.extend(offer_all(&label, b.port(), &client, &sessions, bound));
     problems.extend(keeps_serving(&b, bound, &label));
     redis.cont();
     conclude(&mut b, &label, problems);
 }
 
-#[test]
-fn a_stopped_tls_redis_costs_no_handshake() {
-    stopped_tls_redis(Duration::from_millis(200));
-}
-
-#[test]
-fn a_stopped_tls_redis_costs_no_handshake_at_the_default_timeout() {
-    stopped_tls_redis(DEFAULT_TIMEOUT);
-}
+common::test_cases!(stopped_tls_redis {
+    a_stopped_tls_redis_costs_no_handshake(Duration::from_millis(200));
+    a_stopped_tls_redis_costs_no_handshake_at_the_default_timeout(DEFAULT_TIMEOUT);
+});
 
 // ---------------------------------------------------------------------------
 // 3. A failure that persists is said once.
@@ -909,15 +894,10 @@ fn cluster_case(slots_on_self: bool) {
     conclude(&mut b, &label, problems);
 }
 
-#[test]
-fn a_cluster_node_moving_keys_to_a_dead_address_is_logged_once() {
-    cluster_case(true);
-}
-
-#[test]
-fn a_cluster_slot_map_naming_a_dead_master_is_logged_once() {
-    cluster_case(false);
-}
+common::test_cases!(cluster_case {
+    a_cluster_node_moving_keys_to_a_dead_address_is_logged_once(true);
+    a_cluster_slot_map_naming_a_dead_master_is_logged_once(false);
+});
 
 // ---------------------------------------------------------------------------
 // 4. Back within a second after an outage.
@@ -1172,20 +1152,20 @@ fn key_rotation_the_documented_way_loses_nothing() {
             thread::sleep(WINDOW);
         };
         run(0);
-        let appended = [k1.clone(), k2.clone()].concat();
-        write_keys(&a, &appended);
-        write_keys(&b, &appended);
-        a.graceful();
-        run(1);
-        b.graceful();
-        run(2);
-        let moved = [k2.clone(), k1.clone()].concat();
-        write_keys(&a, &moved);
-        write_keys(&b, &moved);
-        a.graceful();
-        run(3);
-        b.graceful();
-        run(4);
+        // Phase 1: K2 appended; phase 2: K2 moved to the front. Each on
+        // both hosts' files, then A restarted, then B.
+        let phases = [
+            [k1.clone(), k2.clone()].concat(),
+            [k2.clone(), k1.clone()].concat(),
+        ];
+        for (phase, keys) in phases.iter().enumerate() {
+            write_keys(&a, keys);
+            write_keys(&b, keys);
+            a.graceful();
+            run(2 * phase + 1);
+            b.graceful();
+            run(2 * phase + 2);
+        }
     });
     let mut problems = Vec::new();
     for (name, t) in WINDOWS.iter().zip(&tallies) {

@@ -82,13 +82,8 @@ fn assert_resumes(httpd: &mut Httpd, when: &str) {
         let client = Client::new(tls);
         let first = httpd.connect(&client, None);
         assert_eq!(first.status, 200, "{when}: {}", describe(&first));
-        let again = httpd.connect(&client, Some(&first.session));
-        assert!(
-            again.both_resumed(),
-            "{when}: a {} session did not resume: {}",
-            tls.log_name(),
-            describe(&again)
-        );
+        let why = format!("{when}: a {} session did not resume", tls.log_name());
+        httpd.offer(&client, &first.session, true, &why, describe);
     }
 }
 
@@ -295,23 +290,18 @@ fn kill_children_under_load(mpm: Mpm, window: Duration, every: Duration) {
     httpd.stop();
 }
 
-#[test]
-fn prefork_children_killed_under_load() {
-    kill_children_under_load(
+common::test_cases!(kill_children_under_load {
+    prefork_children_killed_under_load(
         Mpm::Prefork,
         Duration::from_secs(25),
         Duration::from_millis(250),
     );
-}
-
-#[test]
-fn event_children_killed_under_load() {
-    kill_children_under_load(
+    event_children_killed_under_load(
         Mpm::Event,
         Duration::from_secs(15),
         Duration::from_millis(300),
     );
-}
+});
 
 // ---------------------------------------------------------------------------
 // 2. A corrupt segment file at startup is replaced, never used.

@@ -16,7 +16,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    user_ids, Client, Conn, Httpd, Mpm, Options, Prepared, Provider, SessionCache, Tls, CACHE_FILE,
+    user_ids, Client, Conn, Httpd, Mpm, Options, Prepared, Provider, Session, SessionCache, Tls,
+    CACHE_FILE,
 };
 
 fn provider() -> Provider {
@@ -110,25 +111,11 @@ fn resumption(mpm: Mpm, tls: Tls) {
     );
 }
 
-#[test]
-fn prefork_tls12_resumes_across_children() {
-    resumption(Mpm::Prefork, Tls::V12);
-}
-
-#[test]
-fn prefork_tls13_resumes_across_children() {
-    resumption(Mpm::Prefork, Tls::V13);
-}
-
-#[test]
-fn event_tls12_resumes_across_processes() {
-    resumption(Mpm::Event, Tls::V12);
-}
-
-#[test]
-fn event_tls13_resumes_across_processes() {
-    resumption(Mpm::Event, Tls::V13);
-}
+common::mpm_tls_cases!(resumption {
+    Prefork => prefork_tls12_resumes_across_children, prefork_tls13_resumes_across_children;
+    Event => event_tls12_resumes_across_processes, event_tls13_resumes_across_processes;
+    Worker => worker_tls12_resumes_across_processes, worker_tls13_resumes_across_processes;
+});
 
 /// `SSLSessionCache none`: mod_ssl uses no provider and nothing resumes,
 /// not even on the child that made the session.
@@ -139,16 +126,29 @@ fn cache_none_nothing_resumes() {
         let client = Client::new(tls);
         let first = httpd.connect(&client, None);
         assert!(!first.log.resumed, "{}", describe(&first));
+        let why = format!("{} resumed with SSLSessionCache none", tls.log_name());
         for _ in 0..4 {
-            let c = httpd.connect(&client, Some(&first.session));
-            assert!(
-                !c.resumed && !c.log.resumed,
-                "{} resumed with SSLSessionCache none: {}",
-                tls.log_name(),
-                describe(&c)
-            );
+            httpd.offer(&client, &first.session, false, &why, describe);
         }
     }
+}
+
+/// A full handshake on each of `clients`, its session then offered again,
+/// which must resume (`when` says in a failure): the sessions.
+fn resumed_sessions(httpd: &mut Httpd, clients: &[Client], when: &str) -> Vec<Session> {
+    clients
+        .iter()
+        .map(|client| {
+            let first = httpd.connect(client, None);
+            let again = httpd.connect(client, Some(&first.session));
+            assert!(
+                again.both_resumed(),
+                "no resumption {when}: {}",
+                describe(&again)
+            );
+            first.session
+        })
+        .collect()
 }
 
 /// `SSLSessionCacheTimeout 2`: a session resumes at once, and 3 s later the
@@ -157,17 +157,7 @@ fn cache_none_nothing_resumes() {
 fn cache_timeout_expires_sessions() {
     let mut httpd = Httpd::start(Options::new(provider(), Mpm::Prefork).cache_timeout(2));
     let clients = [Client::new(Tls::V12), Client::new(Tls::V13)];
-    let mut sessions = Vec::new();
-    for client in &clients {
-        let first = httpd.connect(client, None);
-        let again = httpd.connect(client, Some(&first.session));
-        assert!(
-            again.both_resumed(),
-            "no resumption within the timeout: {}",
-            describe(&again)
-        );
-        sessions.push(first.session);
-    }
+    let sessions = resumed_sessions(&mut httpd, &clients, "within the timeout");
     thread::sleep(Duration::from_secs(3));
     for (client, session) in clients.iter().zip(&sessions) {
         let hits = httpd.figure("CacheRetrieveHitCount");
@@ -201,17 +191,7 @@ fn graceful(mpm: Mpm, cache: SessionCache) {
     let p = provider();
     let mut httpd = Httpd::start(Options::new(p, mpm).cache(cache.clone()));
     let clients = [Client::new(Tls::V12), Client::new(Tls::V13)];
-    let mut sessions = Vec::new();
-    for client in &clients {
-        let first = httpd.connect(client, None);
-        let again = httpd.connect(client, Some(&first.session));
-        assert!(
-            again.both_resumed(),
-            "no resumption before graceful: {}",
-            describe(&again)
-        );
-        sessions.push(first.session);
-    }
+    let sessions = resumed_sessions(&mut httpd, &clients, "before graceful");
     let generation = httpd.generation();
     httpd.graceful();
     assert!(httpd.generation() > generation);
@@ -243,15 +223,7 @@ fn graceful(mpm: Mpm, cache: SessionCache) {
         );
     }
     // New sessions still work after the restarts.
-    for client in &clients {
-        let first = httpd.connect(client, None);
-        let again = httpd.connect(client, Some(&first.session));
-        assert!(
-            again.both_resumed(),
-            "no resumption after graceful: {}",
-            describe(&again)
-        );
-    }
+    resumed_sessions(&mut httpd, &clients, "after graceful");
     if p == Provider::Shm && matches!(cache, SessionCache::File { .. }) {
         let file = httpd.dir().join(CACHE_FILE);
         assert!(file.exists(), "{} missing while httpd runs", file.display());
@@ -264,15 +236,16 @@ fn graceful(mpm: Mpm, cache: SessionCache) {
     }
 }
 
-#[test]
-fn graceful_restart_keeps_sessions_prefork_file() {
-    graceful(Mpm::Prefork, SessionCache::File { bytes: 512_000 });
-}
-
-#[test]
-fn graceful_restart_keeps_sessions_event_anonymous() {
-    graceful(Mpm::Event, SessionCache::Raw(provider().name().into()));
-}
+common::test_cases!(graceful {
+    graceful_restart_keeps_sessions_prefork_file(
+        Mpm::Prefork,
+        SessionCache::File { bytes: 512_000 },
+    );
+    graceful_restart_keeps_sessions_event_anonymous(
+        Mpm::Event,
+        SessionCache::Raw(provider().name().into()),
+    );
+});
 
 /// The server-status page (HTML and `?auto`) shows the cache's figures,
 /// and they count what happened.
@@ -471,16 +444,6 @@ fn unwritable_directory_fails_config_test() {
         out.contains(&wanted),
         "apache2 -t should say {wanted:?}, said:\n{out}"
     );
-}
-
-#[test]
-fn worker_tls12_resumes_across_processes() {
-    resumption(Mpm::Worker, Tls::V12);
-}
-
-#[test]
-fn worker_tls13_resumes_across_processes() {
-    resumption(Mpm::Worker, Tls::V13);
 }
 
 // ---------------------------------------------------------------------------

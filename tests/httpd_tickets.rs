@@ -99,6 +99,14 @@ fn resume_all(host: &mut Httpd, client: &Client, sessions: &[Issued]) -> (usize,
     (resumed, elsewhere)
 }
 
+/// [`TICKETS`] tickets issued by `issuer` over `tls`, each then offered to
+/// `to` (`issuer` itself when `None`): as [`resume_all`].
+fn issue_and_resume(issuer: &mut Httpd, to: Option<&mut Httpd>, tls: Tls) -> (usize, usize) {
+    let client = Client::new(tls);
+    let sessions = tickets(issuer, &client, TICKETS);
+    resume_all(to.unwrap_or(issuer), &client, &sessions)
+}
+
 /// The period a ticket's key name says (its first 8 bytes).
 fn period_of(ticket: &[u8]) -> u64 {
     u64::from_be_bytes(ticket[..8].try_into().expect("8 bytes"))
@@ -131,9 +139,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 fn across_children(mpm: Mpm) {
     let mut httpd = Httpd::start(options(mpm, "tickets=1h"));
     for tls in [Tls::V12, Tls::V13] {
-        let client = Client::new(tls);
-        let sessions = tickets(&mut httpd, &client, TICKETS);
-        let (resumed, elsewhere) = resume_all(&mut httpd, &client, &sessions);
+        let (resumed, elsewhere) = issue_and_resume(&mut httpd, None, tls);
         println!(
             "{} {}: {resumed} of {TICKETS} tickets resumed ({elsewhere} by another process than the issuer)",
             mpm.name(),
@@ -171,15 +177,10 @@ fn figure(figures: &[(String, u64)], key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {figures:?}"))
 }
 
-#[test]
-fn tickets_resume_across_children_prefork() {
-    across_children(Mpm::Prefork);
-}
-
-#[test]
-fn tickets_resume_across_children_event() {
-    across_children(Mpm::Event);
-}
+common::test_cases!(across_children {
+    tickets_resume_across_children_prefork(Mpm::Prefork);
+    tickets_resume_across_children_event(Mpm::Event);
+});
 
 // ---------------------------------------------------------------------------
 // 2. Across a graceful restart, and the control.
@@ -239,9 +240,7 @@ fn tickets_from_host_a_resume_on_host_b() {
     let mut a = start_farm_host(opts(), &arg, Some(&key));
     let mut b = start_farm_host(opts(), &arg, Some(&key));
     for tls in [Tls::V12, Tls::V13] {
-        let client = Client::new(tls);
-        let sessions = tickets(&mut a, &client, TICKETS);
-        let (resumed, _) = resume_all(&mut b, &client, &sessions);
+        let (resumed, _) = issue_and_resume(&mut a, Some(&mut b), tls);
         println!(
             "{}: {resumed} of {TICKETS} tickets issued by host A resumed on host B",
             tls.log_name()

@@ -28,6 +28,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -118,6 +119,13 @@ fn describe(c: &Conn) -> String {
     )
 }
 
+/// `path` (`name` if it cannot be read) is `uid`'s, mode 0600; `wrong`
+/// says so when it is not.
+fn assert_owned_0600(path: &Path, name: &str, uid: u32, wrong: &str) {
+    let meta = fs::metadata(path).expect(name);
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (uid, 0o600), "{wrong}");
+}
+
 /// Real and effective uid of a process, from /proc.
 fn uids(pid: u32) -> Option<(u32, u32)> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -152,12 +160,7 @@ fn assert_runs_as(httpd: &mut Httpd, uid: u32, when: &str) {
 fn full_handshakes(httpd: &mut Httpd, client: &Client) -> Vec<(Session, u32)> {
     (0..SESSIONS)
         .map(|_| {
-            let c = httpd.connect(client, None);
-            assert!(
-                c.status == 200 && !c.resumed && !c.log.resumed,
-                "a new handshake: {}",
-                describe(&c)
-            );
+            let c = httpd.new_session(client, describe);
             (c.session, c.log.pid)
         })
         .collect()
@@ -177,13 +180,11 @@ fn across_children_and_graceful(mpm: Mpm) {
     let mut httpd = Httpd::start(options(mpm));
     assert_runs_as(&mut httpd, uid, "after start");
     let segment = httpd.dir().join(CACHE_FILE);
-    let meta = fs::metadata(&segment).expect("the segment file");
-    assert_eq!(
-        (meta.uid(), meta.mode() & 0o7777),
-        (uid, 0o600),
+    let wrong = format!(
         "the segment {} should be the server user's, mode 0600",
         segment.display()
     );
+    assert_owned_0600(&segment, "the segment file", uid, &wrong);
 
     let mut made = Vec::new();
     for tls in [Tls::V12, Tls::V13] {
@@ -238,17 +239,8 @@ fn across_children_and_graceful(mpm: Mpm) {
     assert!(httpd.generation() > generation, "no new generation");
     assert_runs_as(&mut httpd, uid, "after the graceful restart");
     for (tls, client, sessions) in &made {
-        let mut resumed = 0;
-        let mut not = Vec::new();
-        for (session, _) in sessions {
-            let c = httpd.connect(client, Some(session));
-            if c.both_resumed() {
-                resumed += 1;
-            } else {
-                not.push(describe(&c));
-            }
-        }
-        not.truncate(5);
+        let sessions = sessions.iter().map(|(s, _)| s);
+        let (resumed, not) = httpd.resume_each(client, sessions, |_| {}, describe);
         let name = tls.log_name();
         eprintln!(
             "unprivileged (uid {uid}) {} {name}: {resumed}/{SESSIONS} sessions made before \
@@ -269,15 +261,10 @@ fn across_children_and_graceful(mpm: Mpm) {
     );
 }
 
-#[test]
-fn prefork_unprivileged_resumes_across_children_and_a_graceful_restart() {
-    across_children_and_graceful(Mpm::Prefork);
-}
-
-#[test]
-fn event_unprivileged_resumes_across_processes_and_a_graceful_restart() {
-    across_children_and_graceful(Mpm::Event);
-}
+common::test_cases!(across_children_and_graceful {
+    prefork_unprivileged_resumes_across_children_and_a_graceful_restart(Mpm::Prefork);
+    event_unprivileged_resumes_across_processes_and_a_graceful_restart(Mpm::Event);
+});
 
 // ---------------------------------------------------------------------------
 // 2. Two unprivileged hosts share sessions through Redis.
@@ -297,13 +284,11 @@ fn two_unprivileged_hosts_share_sessions_through_redis() {
     let mut b = start_farm_host(options(Mpm::Prefork), &arg, Some(&key));
     for host in [&mut a, &mut b] {
         let file = host.dir().join(FARM_KEY_FILE);
-        let meta = fs::metadata(&file).expect("key file");
-        assert_eq!(
-            (meta.uid(), meta.mode() & 0o7777),
-            (uid, 0o600),
+        let wrong = format!(
             "{}: the key file should be the server user's, mode 0600",
             file.display()
         );
+        assert_owned_0600(&file, "key file", uid, &wrong);
         assert_runs_as(host, uid, "farm host after start");
     }
     for tls in [Tls::V12, Tls::V13] {
@@ -321,18 +306,8 @@ fn two_unprivileged_hosts_share_sessions_through_redis() {
             tls.log_name()
         );
         let hits_before = b.farm(FarmFigure::RemoteHits);
-        let mut resumed = 0;
-        let mut not = Vec::new();
-        for s in &sessions {
-            let c = b.connect(&client, Some(s));
-            assert_eq!(c.log.protocol, tls.log_name(), "{}", describe(&c));
-            if c.both_resumed() {
-                resumed += 1;
-            } else {
-                not.push(describe(&c));
-            }
-        }
-        not.truncate(5);
+        let check = |c: &Conn| assert_eq!(c.log.protocol, tls.log_name(), "{}", describe(c));
+        let (resumed, not) = b.resume_each(&client, &sessions, check, describe);
         let hits = b.farm(FarmFigure::RemoteHits) - hits_before;
         eprintln!(
             "unprivileged (uid {uid}) farm {}: {resumed}/{SESSIONS} sessions made on A \

@@ -96,13 +96,8 @@ fn assert_new_sessions_resume(httpd: &mut Httpd, when: &str) {
     for tls in [Tls::V12, Tls::V13] {
         let client = Client::new(tls);
         let first = httpd.connect(&client, None);
-        let again = httpd.connect(&client, Some(&first.session));
-        assert!(
-            again.both_resumed(),
-            "{when}: a new {} session did not resume: {}",
-            tls.log_name(),
-            describe(&again)
-        );
+        let why = format!("{when}: a new {} session did not resume", tls.log_name());
+        httpd.offer(&client, &first.session, true, &why, describe);
     }
 }
 
@@ -291,20 +286,10 @@ fn remove_makes_that_session_unresumable() {
             "{again:?}"
         );
 
-        let c = httpd.connect(&victim_client, Some(&victim.session));
-        assert!(
-            !c.resumed && !c.log.resumed,
-            "{}: a removed session resumed: {}",
-            tls.log_name(),
-            describe(&c)
-        );
-        let o = httpd.connect(&other_client, Some(&other.session));
-        assert!(
-            o.both_resumed(),
-            "{}: removing one session lost another: {}",
-            tls.log_name(),
-            describe(&o)
-        );
+        let why = format!("{}: a removed session resumed", tls.log_name());
+        httpd.offer(&victim_client, &victim.session, false, &why, describe);
+        let why = format!("{}: removing one session lost another", tls.log_name());
+        httpd.offer(&other_client, &other.session, true, &why, describe);
     }
     let bad = shmcache(&[Path::new("remove"), &file, Path::new("xyz")]);
     assert!(

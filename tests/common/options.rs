@@ -207,3 +207,58 @@ impl Options {
         self
     }
 }
+
+/// A parametrised test's table: one `#[test]` per row, named by the row,
+/// calling `$run` with the row's arguments (and carrying the row's doc
+/// comment and other attributes).
+///
+/// ```ignore
+/// test_cases!(resumption {
+///     prefork_tls12_resumes_across_children(Mpm::Prefork, Tls::V12);
+///     prefork_tls13_resumes_across_children(Mpm::Prefork, Tls::V13);
+/// });
+/// ```
+// Not every test crate uses it (see the module-wide dead_code allowance).
+#[allow(unused_macros)]
+macro_rules! test_cases {
+    ($run:ident { $($(#[$meta:meta])* $name:ident($($arg:expr),* $(,)?);)* }) => {
+        $(
+            $(#[$meta])*
+            #[test]
+            fn $name() {
+                $run($($arg),*);
+            }
+        )*
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use test_cases;
+
+/// A test over the MPM × TLS version matrix: per row, an MPM (a [`Mpm`]
+/// variant) and its TLS 1.2 and TLS 1.3 tests, each a `#[test]` calling
+/// `$run(mpm, tls)`.
+///
+/// ```ignore
+/// mpm_tls_cases!(resumption {
+///     Prefork => prefork_tls12_resumes_across_children, prefork_tls13_resumes_across_children;
+/// });
+/// ```
+// Not every test crate uses it (see the module-wide dead_code allowance).
+#[allow(unused_macros)]
+macro_rules! mpm_tls_cases {
+    ($run:ident { $($mpm:ident => $tls12:ident, $tls13:ident;)* }) => {
+        $(
+            #[test]
+            fn $tls12() {
+                $run($crate::common::Mpm::$mpm, $crate::common::Tls::V12);
+            }
+
+            #[test]
+            fn $tls13() {
+                $run($crate::common::Mpm::$mpm, $crate::common::Tls::V13);
+            }
+        )*
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use mpm_tls_cases;

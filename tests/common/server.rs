@@ -161,25 +161,7 @@ impl Httpd {
             let out = fs::read_to_string(&out_path).unwrap_or_default();
             self.fail(&format!("apache2 -k graceful failed ({status}): {out}"));
         }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            self.check_alive("during graceful restart");
-            if let Ok(r) = self.try_get("/server-status?auto") {
-                if parse_status(&r.text())
-                    .get("ParentServerConfigGeneration")
-                    .and_then(|g| g.parse::<u64>().ok())
-                    .is_some_and(|g| g > before)
-                {
-                    return;
-                }
-            }
-            if Instant::now() > deadline {
-                self.fail(&format!(
-                    "no process of generation > {before} served within {WAIT:?} after graceful"
-                ));
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        self.await_generation_after(before, "during graceful restart", "graceful");
     }
 
     /// A graceful restart by SIGUSR1 straight to the parent (as `kill -USR1`
@@ -190,9 +172,16 @@ impl Httpd {
         // SAFETY: kill has no memory-safety preconditions; the pid is our
         // running child (httpd's parent).
         unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGUSR1) };
+        self.await_generation_after(before, "during graceful restart (SIGUSR1)", "SIGUSR1");
+    }
+
+    /// Waits (up to [`WAIT`], httpd alive throughout: `during` names the
+    /// moment in a failure) until a process of a generation newer than
+    /// `before` serves `server-status`; fails saying what it came `after`.
+    fn await_generation_after(&mut self, before: u64, during: &str, after: &str) {
         let deadline = Instant::now() + WAIT;
         loop {
-            self.check_alive("during graceful restart (SIGUSR1)");
+            self.check_alive(during);
             if let Ok(r) = self.try_get("/server-status?auto") {
                 if parse_status(&r.text())
                     .get("ParentServerConfigGeneration")
@@ -204,7 +193,7 @@ impl Httpd {
             }
             if Instant::now() > deadline {
                 self.fail(&format!(
-                    "no process of generation > {before} served within {WAIT:?} after SIGUSR1"
+                    "no process of generation > {before} served within {WAIT:?} after {after}"
                 ));
             }
             thread::sleep(Duration::from_millis(50));
@@ -281,6 +270,67 @@ impl Httpd {
             Err(e) => self.fail(&format!("request {tag}: {e}")),
         };
         self.finish(tag, reply)
+    }
+
+    /// A full handshake, which must have been new on both sides and served
+    /// (200): else fails with `describe` of the connection.
+    pub(crate) fn new_session(
+        &mut self,
+        client: &Client,
+        describe: impl Fn(&Conn) -> String,
+    ) -> Conn {
+        let c = self.connect(client, None);
+        assert!(
+            c.status == 200 && !c.resumed && !c.log.resumed,
+            "a new handshake: {}",
+            describe(&c)
+        );
+        c
+    }
+
+    /// Offers `session` on a connection of its own, which must have resumed
+    /// on both sides if `resumes`, on neither otherwise: else fails saying
+    /// `why` and `describe` of the connection.
+    pub(crate) fn offer(
+        &mut self,
+        client: &Client,
+        session: &Session,
+        resumes: bool,
+        why: &str,
+        describe: impl Fn(&Conn) -> String,
+    ) {
+        let c = self.connect(client, Some(session));
+        let as_expected = if resumes {
+            c.both_resumed()
+        } else {
+            !c.resumed && !c.log.resumed
+        };
+        assert!(as_expected, "{why}: {}", describe(&c));
+    }
+
+    /// Offers each of `sessions` to this server on a connection of its own,
+    /// passing every connection to `check` first: how many both resumed, and
+    /// `describe` of (the first five of) those that did not.
+    pub(crate) fn resume_each<'a>(
+        &mut self,
+        client: &Client,
+        sessions: impl IntoIterator<Item = &'a Session>,
+        check: impl Fn(&Conn),
+        describe: impl Fn(&Conn) -> String,
+    ) -> (usize, Vec<String>) {
+        let mut resumed = 0;
+        let mut not = Vec::new();
+        for s in sessions {
+            let c = self.connect(client, Some(s));
+            check(&c);
+            if c.both_resumed() {
+                resumed += 1;
+            } else {
+                not.push(describe(&c));
+            }
+        }
+        not.truncate(5);
+        (resumed, not)
     }
 
     /// [`Httpd::connect`] with every socket operation bounded by `limit`,
