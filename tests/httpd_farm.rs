@@ -29,14 +29,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    crash_lines, farm_key_name, find_key, new_farm_key, start_farm_host, write_key_file, Breaker,
-    Client, Conn, FarmArg, FarmFigure, Httpd, Mpm, Options, Prepared, Provider, RedisCluster,
-    RedisServer, Resp, Session, SessionCache, Tls, FARM_KEY_FILE, FARM_PREFIX, WAIT,
+    crash_lines, farm_key_name, new_farm_key, start_farm_host, write_key_file, Breaker, Client,
+    Conn, FarmArg, FarmFigure, Httpd, Mpm, Options, Prepared, Provider, RedisCluster, RedisServer,
+    Resp, Session, SessionCache, Tls, FARM_KEY_FILE, FARM_PREFIX, WAIT,
 };
 
 /// Sessions per cross-host run.
@@ -120,43 +119,6 @@ fn calls(stats: &HashMap<String, u64>, command: &str) -> u64 {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-// ---------------------------------------------------------------------------
-// 0. The harness knows the ids the server caches sessions under.
-// ---------------------------------------------------------------------------
-
-/// The farm tests look sessions up in Redis by the server's id (TLS 1.3:
-/// the stateful ticket) and search values for master keys (TLS 1.3: the
-/// resumption PSK). Checked here on a plain segment, without the farm: the
-/// access log's `SSL_SESSION_ID` of a full handshake is the id the client
-/// resumes by, and the cached value holds the client's master key.
-#[test]
-fn the_harness_knows_server_session_ids_and_master_keys() {
-    let mut httpd =
-        Httpd::start(options(Mpm::Prefork).cache(SessionCache::Raw("shm:{dir}/scache(1M)".into())));
-    for tls in [Tls::V12, Tls::V13] {
-        let client = Client::new(tls);
-        let first = httpd.connect(&client, None);
-        assert!(
-            first
-                .log
-                .session_id
-                .eq_ignore_ascii_case(&first.session.server_id_hex()),
-            "{}: the server logged id {} but the client holds {}",
-            tls.log_name(),
-            first.log.session_id,
-            first.session.server_id_hex()
-        );
-        let again = httpd.connect(&client, Some(&first.session));
-        assert!(again.both_resumed(), "{}", describe(&again));
-        let segment = fs::read(httpd.dir().join("scache")).expect("read segment");
-        assert!(
-            find(&segment, &first.session.master_key()).is_some(),
-            "{}: the client's master key is not in the segment",
-            tls.log_name()
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1078,75 +1040,4 @@ fn bad_farm_arguments_fail_the_config_test_naming_the_problem() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-}
-
-/// Keys are looked up by the exact id the server caches, whatever else
-/// Redis holds: a foreign key with the same id under another prefix is
-/// never read (find_key's own check, used by every test above).
-#[test]
-fn find_key_matches_prefix_and_id_only() {
-    let id = "00ff";
-    let keys = vec![
-        "other:mod_ssl-sess:00ff".to_string(),
-        format!("{FARM_PREFIX}mod_ssl-sess:10ff"),
-        format!("{FARM_PREFIX}mod_ssl-sess:00FF"),
-    ];
-    assert_eq!(find_key(&keys, FARM_PREFIX, id), Some(&keys[2]));
-}
-
-/// The Redis side of the harness on its own: commands and their counts,
-/// the faults (SIGSTOP: no answer; SIGCONT: answers; SIGKILL: refused;
-/// restart: answers on the same port, empty), and a cluster whose every
-/// node is `cluster_state:ok`, with keys spread over the nodes.
-#[test]
-fn the_redis_harness_works() {
-    let mut redis = RedisServer::start();
-    redis.set("k", b"v\x00\xff");
-    assert_eq!(redis.get("k").as_deref(), Some(&b"v\x00\xff"[..]));
-    assert_eq!(redis.get("missing"), None);
-    assert_eq!(redis.keys(), vec!["k".to_string()]);
-    let stats = redis.commandstats();
-    assert_eq!(stats.get("get"), Some(&2), "{stats:?}");
-    assert_eq!(stats.get("set"), Some(&1), "{stats:?}");
-    assert!(redis.cli(&["PING"]).contains("PONG"));
-
-    redis.stop();
-    let started = Instant::now();
-    assert!(
-        redis.try_command(&[b"PING"]).is_err(),
-        "a stopped Redis answered"
-    );
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "did not wait for an answer"
-    );
-    redis.cont();
-    assert_eq!(redis.command(&[b"PING"]), Resp::Simple("PONG".into()));
-    redis.kill();
-    let err = redis
-        .try_command(&[b"PING"])
-        .expect_err("a killed Redis answered");
-    assert!(err.contains("refused"), "{err}");
-    let port = redis.port;
-    redis.restart();
-    assert_eq!(redis.port, port);
-    assert_eq!(redis.command(&[b"PING"]), Resp::Simple("PONG".into()));
-    assert!(redis.keys().is_empty(), "a restarted Redis is empty");
-
-    let mut cluster = RedisCluster::start(3);
-    let mut nodes = std::collections::BTreeSet::new();
-    for i in 0..30 {
-        let key = format!("{FARM_PREFIX}k{i}");
-        // Ask every node; the one owning the slot says OK, the others MOVED.
-        let owner = cluster
-            .nodes
-            .iter()
-            .position(|n| n.command(&[b"SET", key.as_bytes(), b"v"]) == Resp::Simple("OK".into()))
-            .expect("a node owns the slot");
-        nodes.insert(owner);
-    }
-    assert_eq!(nodes.len(), 3, "30 keys on {nodes:?} only");
-    assert_eq!(cluster.keys().len(), 30);
-    cluster.kill(0);
-    assert!(cluster.keys().len() < 30);
 }

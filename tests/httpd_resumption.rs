@@ -447,42 +447,6 @@ fn unwritable_directory_fails_config_test() {
 }
 
 // ---------------------------------------------------------------------------
-// The harness itself.
-// ---------------------------------------------------------------------------
-
-/// A configuration httpd refuses: the start fails fast with its message.
-#[test]
-fn harness_reports_startup_failure() {
-    let started = std::panic::catch_unwind(|| {
-        Httpd::start(Options::new(provider(), Mpm::Prefork).extra("NoSuchDirective on"))
-    });
-    let err = started
-        .err()
-        .expect("httpd started with an invalid directive");
-    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
-    assert!(msg.contains("Invalid command 'NoSuchDirective'"), "{msg}");
-    // The failed instance's directory is kept for inspection; remove it.
-    let kept = msg
-        .split("instance kept in ")
-        .nth(1)
-        .and_then(|rest| rest.lines().next())
-        .expect("the message names the kept directory");
-    std::fs::remove_dir_all(kept).expect("remove the kept instance directory");
-}
-
-/// A port taken between picking and starting: the harness moves to another.
-#[test]
-fn harness_retries_a_taken_port() {
-    let prep = Prepared::new(Options::new(provider(), Mpm::Prefork));
-    let taken = prep.port;
-    let _hold = std::net::TcpListener::bind(("127.0.0.1", taken)).expect("hold the port");
-    let mut httpd = prep.start();
-    assert_ne!(httpd.port(), taken);
-    let c = httpd.connect(&Client::any(), None);
-    assert_eq!(c.status, 200);
-}
-
-// ---------------------------------------------------------------------------
 // Segments across restarts and consumers (shm only).
 // ---------------------------------------------------------------------------
 

@@ -100,16 +100,8 @@ pub(crate) struct Prepared {
 impl Prepared {
     /// Create the directory tree, certificate, document root and httpd.conf.
     pub(crate) fn new(opts: Options) -> Prepared {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "socache-httpd-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        if dir.exists() {
-            fs::remove_dir_all(&dir).expect("remove stale instance dir");
-        }
-        for sub in ["", "logs", "run", "mutex", "htdocs"] {
+        let dir = testkit::fresh_dir("httpd");
+        for sub in ["logs", "run", "mutex", "htdocs"] {
             let d = dir.join(sub);
             fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
             // httpd's children (www-data when we are root) read htdocs.

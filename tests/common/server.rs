@@ -493,8 +493,6 @@ pub(crate) struct Inspected {
     pub stderr: String,
 }
 
-/// Run `shmcache <args>` (this crate's binary), bounded by [`WAIT`]; as the
-/// given (uid, gid) when `user` is set (we must be root).
 /// The `shmcache` binary of this build (the shmcache crate, a member of
 /// the workspace): beside this test binary's directory, in the same
 /// profile's target directory. Built first if missing.
@@ -527,51 +525,25 @@ pub(crate) fn shmcache_bin() -> PathBuf {
     .clone()
 }
 
+/// Run `shmcache <args>` (this crate's binary), bounded by [`WAIT`]; as the
+/// given (uid, gid) when `user` is set (we must be root).
 pub(crate) fn shmcache_as<S: AsRef<std::ffi::OsStr>>(
     user: Option<(u32, u32)>,
     args: &[S],
 ) -> Inspected {
     let mut cmd = Command::new(shmcache_bin());
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args);
     drop_privileges(&mut cmd, user);
-    let mut child = cmd.spawn().expect("spawn shmcache");
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>),
-    );
-    let status = wait_child(&mut child, WAIT);
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let run = testkit::run_captured(&mut cmd, WAIT);
+    let status = run.status;
     let shown: Vec<String> = args
         .iter()
         .map(|a| a.as_ref().to_string_lossy().into_owned())
         .collect();
     let inspected = Inspected {
         success: status.is_some_and(|s| s.success()),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        stdout: run.stdout,
+        stderr: run.stderr,
     };
     assert!(
         status.is_some(),
