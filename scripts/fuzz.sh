@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the argument parser (spec_parse), operation
 # sequences against a model (ops), attaching to corrupted segments (attach)
-# and the shmcache inspector's read paths over them (inspect), each for
-# FUZZ_SECONDS (default 60). Seeds come from the checked-in
+# and the shmcache inspector's read paths over them (inspect), and the farm
+# tier's reading of whatever a Redis or memcached server answers (replies:
+# a loopback server of the target's own), each for FUZZ_SECONDS (default
+# 60). Seeds come from the checked-in
 # corpus in fuzz/corpus/<target>; what a run discovers goes to a scratch
 # directory, not into the tree. cargo-fuzz needs a nightly compiler;
 # RUSTC_BOOTSTRAP=1 lets the stable one stand in.
@@ -17,7 +19,7 @@ exec </dev/null
 
 seconds=${FUZZ_SECONDS:-60}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(spec_parse ops attach inspect)
+[ ${#targets[@]} -gt 0 ] || targets=(spec_parse ops attach inspect replies)
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "installing cargo-fuzz"
