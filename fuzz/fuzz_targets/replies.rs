@@ -80,8 +80,8 @@ fn farm(memcache: bool) -> Farm {
         Endpoint::parse(&format!("redis://{addr}"))
     }
     .expect("endpoint");
-    let keys = FarmKeys::from_bytes(std::path::Path::new("fuzz keys"), &[7u8; RECORD_LEN])
-        .expect("keys");
+    let keys =
+        FarmKeys::from_bytes(std::path::Path::new("fuzz keys"), &[7u8; RECORD_LEN]).expect("keys");
     let config = FarmConfig {
         endpoint,
         replica: None,
@@ -103,7 +103,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&choice, reply)) = data.split_first() else {
         return;
     };
-    let times = if choice & 2 == 0 || reply.is_empty() { 1 } else { ENDLESS / reply.len() };
+    let times = if choice & 2 == 0 || reply.is_empty() {
+        1
+    } else {
+        ENDLESS / reply.len()
+    };
     *REPLY.lock().expect("reply") = (reply.to_vec(), times);
     let farm = if choice & 1 == 0 { redis } else { memcache };
     // Fresh tier words: a breaker opened by an earlier input does not skip
@@ -116,5 +120,8 @@ fuzz_target!(|data: &[u8]| {
         !matches!(answer, Lookup::Hit { .. }),
         "a made-up reply opened: {answer:?}"
     );
-    assert!(took < TIMEOUT + SLACK, "a lookup took {took:?} (timeout {TIMEOUT:?})");
+    assert!(
+        took < TIMEOUT + SLACK,
+        "a lookup took {took:?} (timeout {TIMEOUT:?})"
+    );
 });
