@@ -110,6 +110,15 @@ pub trait Events: Send + Sync {
     fn problem_ended(&self, problem: Problem, lasted: Duration);
 }
 
+/// Nobody to tell: every event is dropped (for tests, fuzzing and tools
+/// that only read the tier words).
+impl Events for () {
+    fn breaker_opened(&self, _: &str) {}
+    fn breaker_closed(&self, _: Duration) {}
+    fn problem_started(&self, _: Problem, _: &str) {}
+    fn problem_ended(&self, _: Problem, _: Duration) {}
+}
+
 /// The answer of [`Farm::retrieve`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
@@ -623,14 +632,6 @@ pub fn now_us() -> i64 {
 mod tests {
     use super::*;
 
-    struct Quiet;
-    impl Events for Quiet {
-        fn breaker_opened(&self, _: &str) {}
-        fn breaker_closed(&self, _: Duration) {}
-        fn problem_started(&self, _: Problem, _: &str) {}
-        fn problem_ended(&self, _: Problem, _: Duration) {}
-    }
-
     fn config(endpoint: &str) -> FarmConfig {
         FarmConfig {
             endpoint: Endpoint::parse(endpoint).expect("endpoint"),
@@ -648,7 +649,7 @@ mod tests {
 
     #[test]
     fn keys_are_prefixed_hex() {
-        let farm = Farm::new(config("redis://127.0.0.1:1"), Box::new(Quiet)).expect("farm");
+        let farm = Farm::new(config("redis://127.0.0.1:1"), Box::new(())).expect("farm");
         assert_eq!(
             farm.redis_key(&[0x00, 0xab, 0xff]),
             b"socache-shm:ns:00abff".to_vec()
@@ -695,7 +696,7 @@ mod tests {
         for (i, (endpoint, change, expected)) in cases.iter().enumerate() {
             let mut c = config(endpoint);
             change(&mut c);
-            let result = Farm::new(c, Box::new(Quiet));
+            let result = Farm::new(c, Box::new(()));
             assert!(
                 matches!(&result, Err(e) if expected(e)),
                 "case {i} ({endpoint}): {result:?}"

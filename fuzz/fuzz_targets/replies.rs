@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use socache_shm_farm::keys::RECORD_LEN;
 use socache_shm_farm::{
-    now_us, Endpoint, Events, Farm, FarmConfig, FarmKeys, Lookup, Problem, Sealer, TlsFiles,
-    TIER_WORDS,
+    now_us, Endpoint, Farm, FarmConfig, FarmKeys, Lookup, Sealer, TlsFiles, TIER_WORDS,
 };
 
 /// The farm's deadline per operation.
@@ -62,15 +61,6 @@ fn server() -> u16 {
     })
 }
 
-struct Quiet;
-
-impl Events for Quiet {
-    fn breaker_opened(&self, _: &str) {}
-    fn breaker_closed(&self, _: Duration) {}
-    fn problem_started(&self, _: Problem, _: &str) {}
-    fn problem_ended(&self, _: Problem, _: Duration) {}
-}
-
 /// A farm on the server, over Redis (`memcache` false) or memcached.
 fn farm(memcache: bool) -> Farm {
     let addr = format!("127.0.0.1:{}", server());
@@ -94,7 +84,7 @@ fn farm(memcache: bool) -> Farm {
         max_value: 16 * 1024,
         home_pid: None,
     };
-    Farm::new(config, Box::new(Quiet)).expect("farm")
+    Farm::new(config, Box::new(())).expect("farm")
 }
 
 fuzz_target!(|data: &[u8]| {
